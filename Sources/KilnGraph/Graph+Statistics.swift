@@ -1,0 +1,33 @@
+extension Graph {
+    /// Number of nodes per op kind (`Conv`, `Relu6`, ...).
+    public var opHistogram: [String: Int] {
+        nodes.reduce(into: [:]) { $0[$1.op.kind, default: 0] += 1 }
+    }
+
+    /// Number of float32 elements held in constants (weights, biases, BN statistics).
+    public var parameterCount: Int {
+        constants.values.reduce(0) { $0 + $1.count }
+    }
+
+    /// Number of BatchNorm nodes (zero-shot synthesis needs them).
+    public var batchNormCount: Int {
+        nodes.filter { if case .batchNorm = $0.op { return true } else { return false } }.count
+    }
+
+    /// Multiply-accumulates of one inference of one sample (batch dimension taken as 1).
+    public var macsPerSample: Int {
+        nodes.reduce(0) { total, node in
+            let out = self[node.output].shape.substitutingBatch(1)
+            switch node.op {
+            case .conv:
+                let w = self[node.inputs[1]].shape
+                return total + out.elementCount * w[1] * w[2] * w[3]
+            case .matMul:
+                let a = self[node.inputs[0]].shape
+                return total + out.elementCount * a[a.count - 1]
+            default:
+                return total
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+import KilnGraph
+
+extension Importer {
+    /// Turns one ONNX node into IR nodes.
+    typealias Handler = @Sendable (inout Importer, NodeContext) throws -> Void
+
+    /// The importer table: one thin constructor per ONNX op type. Ops that only do shape arithmetic are also
+    /// evaluated by `Folding` when all their inputs are known.
+    static let handlers: [String: Handler] = [
+        "Conv": { try $0.conv($1) },
+        "BatchNormalization": { try $0.batchNormalization($1) },
+        "Relu": { try $0.activation($1, .relu) },
+        "LeakyRelu": { try $0.activation($1, .leakyRelu(alpha: try $1.attributes.float("alpha", default: 0.01))) },
+        "Sigmoid": { try $0.activation($1, .sigmoid) },
+        "HardSigmoid": {
+            try $0.activation($1, .hardSigmoid(alpha: try $1.attributes.float("alpha", default: 0.2),
+                                               beta: try $1.attributes.float("beta", default: 0.5)))
+        },
+        "HardSwish": { try $0.activation($1, .hardSwish) },
+        "Tanh": { try $0.activation($1, .tanh) },
+        "Clip": { try $0.clip($1) },
+        "Add": { try $0.binary($1, .add) },
+        "Sub": { try $0.binary($1, .sub) },
+        "Mul": { try $0.binary($1, .mul) },
+        "Div": { try $0.binary($1, .div) },
+        "MaxPool": { try $0.pool($1, max: true) },
+        "AveragePool": { try $0.pool($1, max: false) },
+        "GlobalAveragePool": { try $0.globalAveragePool($1) },
+        "ReduceMean": { try $0.reduceMean($1) },
+        "Flatten": { try $0.flatten($1) },
+        "Reshape": { try $0.reshape($1) },
+        "Transpose": { try $0.transpose($1) },
+        "Concat": { try $0.concat($1) },
+        "Gemm": { try $0.gemm($1) },
+        "MatMul": { try $0.matMul($1) },
+        "Softmax": { try $0.softmax($1) },
+        "Pad": { try $0.pad($1) },
+        "Dropout": { try $0.dropout($1) },
+        "Identity": { $0.alias($1, to: try $0.tensor($1, 0)) },
+        "Cast": { try $0.cast($1) },
+        "Gather": { try $0.gather($1) },
+        "Slice": { try $0.slice($1) },
+        "Unsqueeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: true) },
+        "Squeeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: false) },
+    ]
+
+    mutating func conv(_ n: NodeContext) throws {
+        let x = try tensor(n, 0), w = try tensor(n, 1)
+        let xs = shape(x), ws = shape(w)
+        guard xs.count == 4, ws.count == 4 else {
+            throw ImportFailure("only 2-D convolution is supported (input \(xs.shapeDescription), weight \(ws.shapeDescription))")
+        }
+        let kernel = try n.attributes.ints("kernel_shape") ?? [ws[2], ws[3]]
+        guard kernel == [ws[2], ws[3]] else { throw ImportFailure("kernel_shape \(kernel) disagrees with weight \(ws.shapeDescription)") }
+        let strides = try n.attributes.ints("strides") ?? [1, 1]
+        let dilations = try n.attributes.ints("dilations") ?? [1, 1]
+        guard strides.count == 2, dilations.count == 2 else { throw ImportFailure("strides and dilations need 2 entries") }
+        let pads = try windowPads(n, input: [xs[2], xs[3]], kernel: kernel, strides: strides, dilations: dilations)
+        var inputs = [x, w]
+        if n.has(2) { inputs.append(try tensor(n, 2)) }
+        let attributes = ConvAttributes(strides: strides, pads: pads, dilations: dilations,
+                                        group: try n.attributes.int("group", default: 1))
+        try emit(n, .conv(attributes), inputs)
+    }
+
+    /// Explicit pads [top, left, bottom, right] from `pads` or `auto_pad`.
+    func windowPads(_ n: NodeContext, input: [Int], kernel: [Int], strides: [Int], dilations: [Int]) throws -> [Int] {
+        let autoPad = try n.attributes.string("auto_pad", default: "NOTSET")
+        switch autoPad {
+        case "NOTSET", "":
+            let pads = try n.attributes.ints("pads") ?? [0, 0, 0, 0]
+            guard pads.count == 4, pads.allSatisfy({ $0 >= 0 }) else { throw ImportFailure("pads \(pads) must be 4 non-negative values") }
+            return pads
+        case "VALID":
+            return [0, 0, 0, 0]
+        case "SAME_UPPER", "SAME_LOWER":
+            var begin = [0, 0], end = [0, 0]
+            for axis in 0..<2 {
+                let out = (input[axis] + strides[axis] - 1) / strides[axis]
+                let total = max(0, (out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - input[axis])
+                let small = total / 2
+                (begin[axis], end[axis]) = autoPad == "SAME_UPPER" ? (small, total - small) : (total - small, small)
+            }
+            return [begin[0], begin[1], end[0], end[1]]
+        default:
+            throw ImportFailure("unknown auto_pad '\(autoPad)'")
+        }
+    }
+
+    mutating func batchNormalization(_ n: NodeContext) throws {
+        guard try n.attributes.int("training_mode", default: 0) == 0 else {
+            throw ImportFailure("training_mode=1; export the model in eval mode (model.eval()) so BatchNormalization uses its running statistics")
+        }
+        try requireSingleOutput(n, "running mean/variance")
+        let inputs = try (0..<5).map { try tensor(n, $0) }
+        try emit(n, .batchNorm(epsilon: try n.attributes.float("epsilon", default: 1e-5)), inputs)
+    }
+
+    mutating func activation(_ n: NodeContext, _ f: Activation) throws {
+        try emit(n, .activation(f), [try tensor(n, 0)])
+    }
+
+    mutating func clip(_ n: NodeContext) throws {
+        let low: Float, high: Float
+        if opset < 11 {
+            low = try n.attributes.float("min", default: -.greatestFiniteMagnitude)
+            high = try n.attributes.float("max", default: .greatestFiniteMagnitude)
+        } else {
+            low = try scalar(n, 1) ?? -.infinity
+            high = try scalar(n, 2) ?? .infinity
+        }
+        let x = try tensor(n, 0)
+        if low == 0 && (high == .infinity || high == .greatestFiniteMagnitude) {
+            try emit(n, .activation(.relu), [x])
+        } else {
+            try emit(n, .activation(.clip(min: low, max: high)), [x])
+        }
+    }
+
+    /// A known scalar input (nil if absent).
+    func scalar(_ n: NodeContext, _ i: Int) throws -> Float? {
+        guard let values = try constantFloats(n, i) else { return nil }
+        guard values.count == 1 else { throw ImportFailure("input \(i) must be a scalar") }
+        return values[0]
+    }
+
+    mutating func binary(_ n: NodeContext, _ op: BinaryOp) throws {
+        try emit(n, .binary(op), [try tensor(n, 0), try tensor(n, 1)])
+    }
+
+    mutating func pool(_ n: NodeContext, max: Bool) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        guard xs.count == 4 else { throw ImportFailure("only 2-D pooling is supported (input \(xs.shapeDescription))") }
+        try requireSingleOutput(n, "Indices")
+        guard let kernel = try n.attributes.ints("kernel_shape"), kernel.count == 2 else {
+            throw ImportFailure("kernel_shape must have 2 entries")
+        }
+        let strides = try n.attributes.ints("strides") ?? [1, 1]
+        let dilations = try n.attributes.ints("dilations") ?? [1, 1]
+        guard strides.count == 2, dilations.count == 2 else { throw ImportFailure("strides and dilations need 2 entries") }
+        let pads = try windowPads(n, input: [xs[2], xs[3]], kernel: kernel, strides: strides, dilations: dilations)
+        let attributes = PoolAttributes(kernel: kernel, strides: strides, pads: pads, dilations: dilations,
+                                        ceilMode: try n.attributes.int("ceil_mode", default: 0) != 0,
+                                        countIncludePad: try n.attributes.int("count_include_pad", default: 0) != 0)
+        if !max && dilations != [1, 1] { throw ImportFailure("dilated average pooling is not supported") }
+        try emit(n, max ? .maxPool(attributes) : .averagePool(attributes), [x])
+    }
+
+    mutating func globalAveragePool(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        guard shape(x).count == 4 else { throw ImportFailure("only 4-D inputs [N, C, H, W] are supported") }
+        try emit(n, .globalAveragePool, [x])
+    }
+
+    mutating func reduceMean(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let rank = shape(x).count
+        let given = opset < 18 ? try n.attributes.ints("axes") : try constantInts(n, 1)
+        var axes = try (given ?? []).map { try Folding.normalizedAxis($0, rank: rank) }
+        if axes.isEmpty {
+            if try n.attributes.int("noop_with_empty_axes", default: 0) != 0 {
+                alias(n, to: x)
+                return
+            }
+            axes = Array(0..<rank)
+        }
+        try emit(n, .reduceMean(axes: Array(Set(axes)).sorted(), keepDims: try n.attributes.int("keepdims", default: 1) != 0), [x])
+    }
+
+    mutating func flatten(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        let axis = try Folding.normalizedAxis(try n.attributes.int("axis", default: 1), rank: xs.count, inclusive: true)
+        let outer = Array(xs[..<axis]), inner = Array(xs[axis...])
+        guard !inner.hasBatchDimension else { throw ImportFailure("Flatten at axis \(axis) would merge the batch dimension") }
+        let first: Int
+        if outer.hasBatchDimension {
+            guard outer.filter({ $0 != batchDimension }).elementCount == 1 else {
+                throw ImportFailure("Flatten at axis \(axis) would merge the batch dimension with others")
+            }
+            first = batchDimension
+        } else {
+            first = outer.elementCount
+        }
+        try emit(n, .reshape(shape: [first, inner.elementCount]), [x])
+    }
+
+    mutating func reshape(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let target: [Int?]
+        if opset < 5 {
+            target = try n.attributes.ints("shape") ?? []
+        } else {
+            guard let ints = try staticInts(n, 1) else { throw ImportFailure("Reshape needs a shape input") }
+            target = ints
+        }
+        let dims = try Folding.reshapeTarget(target, input: shape(x),
+                                             allowZero: try n.attributes.int("allowzero", default: 0) != 0)
+        try emit(n, .reshape(shape: dims.map { $0 ?? batchDimension }), [x])
+    }
+
+    mutating func transpose(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let rank = shape(x).count
+        let perm = try n.attributes.ints("perm") ?? Array((0..<rank).reversed())
+        try emit(n, .transpose(perm: perm), [x])
+    }
+
+    mutating func concat(_ n: NodeContext) throws {
+        let inputs = try (0..<n.proto.input.count).filter { n.has($0) }.map { try tensor(n, $0) }
+        guard let first = inputs.first else { throw ImportFailure("Concat needs inputs") }
+        let axis = try Folding.normalizedAxis(try n.attributes.int("axis"), rank: shape(first).count)
+        try emit(n, .concat(axis: axis), inputs)
+    }
+
+    /// Gemm → (Transpose) → MatMul → (Add): Y = alpha · A' · B' + beta · C.
+    mutating func gemm(_ n: NodeContext) throws {
+        let alpha = try n.attributes.float("alpha", default: 1), beta = try n.attributes.float("beta", default: 1)
+        let transA = try n.attributes.int("transA", default: 0) != 0
+        let transB = try n.attributes.int("transB", default: 0) != 0
+        var a = try tensor(n, 0)
+        guard shape(a).count == 2 else { throw ImportFailure("A must be 2-D, got \(shape(a).shapeDescription)") }
+        if transA { a = try emit(n, .transpose(perm: [1, 0]), [a], step: "transposeA") }
+        var b: ValueID
+        if let known = try known(n, 1), !known.dependsOnBatch, case .float(let t) = known.small {
+            guard t.rank == 2 else { throw ImportFailure("B must be 2-D, got \(t.shape.shapeDescription)") }
+            // Fold transpose and alpha into the weight once.
+            var weight = t
+            if transB {
+                let (values, shape) = TensorLayout.transpose(t.scalars, shape: t.shape, perm: [1, 0])
+                weight = Tensor(shape: shape, scalars: values)
+            }
+            if alpha != 1 { weight.scalars = weight.scalars.map { $0 * alpha } }
+            b = transB || alpha != 1 ? graph.addConstant(name: "\(n.proto.input[1])/gemm", weight) : try tensor(n, 1)
+        } else {
+            b = try tensor(n, 1)
+            guard shape(b).count == 2 else { throw ImportFailure("B must be 2-D, got \(shape(b).shapeDescription)") }
+            if transB { b = try emit(n, .transpose(perm: [1, 0]), [b], step: "transposeB") }
+            if alpha != 1 {
+                let scale = graph.addConstant(name: "\(n.label)/alpha", Tensor(scalar: alpha))
+                b = try emit(n, .binary(.mul), [b, scale], step: "alpha")
+            }
+        }
+        guard n.has(2), beta != 0 else {
+            try emit(n, .matMul, [a, b])
+            return
+        }
+        let product = try emit(n, .matMul, [a, b], step: "matmul")
+        var c = try tensor(n, 2)
+        if beta != 1 {
+            if case .float(let t)? = try known(n, 2)?.small {
+                c = graph.addConstant(name: "\(n.proto.input[2])/beta", Tensor(shape: t.shape, scalars: t.scalars.map { $0 * beta }))
+            } else {
+                let scale = graph.addConstant(name: "\(n.label)/beta", Tensor(scalar: beta))
+                c = try emit(n, .binary(.mul), [c, scale], step: "beta")
+            }
+        }
+        try emit(n, .binary(.add), [product, c])
+    }
+
+    mutating func matMul(_ n: NodeContext) throws {
+        let a = try tensor(n, 0), b = try tensor(n, 1)
+        guard shape(a).count >= 2, shape(b).count >= 2 else {
+            throw ImportFailure("1-D MatMul operands are not supported (\(shape(a).shapeDescription) × \(shape(b).shapeDescription))")
+        }
+        try emit(n, .matMul, [a, b])
+    }
+
+    mutating func softmax(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        let axis = try Folding.normalizedAxis(try n.attributes.int("axis", default: opset < 13 ? 1 : -1), rank: xs.count)
+        if opset >= 13 || axis == xs.count - 1 {
+            try emit(n, .softmax(axis: axis), [x])
+            return
+        }
+        // Before opset 13, Softmax flattens to [outer, inner] at `axis` and normalizes the inner part.
+        let outer = Array(xs[..<axis]), inner = Array(xs[axis...])
+        guard !inner.hasBatchDimension,
+              !outer.hasBatchDimension || outer.filter({ $0 != batchDimension }).elementCount == 1 else {
+            throw ImportFailure("Softmax (opset \(opset)) at axis \(axis) would merge the batch dimension")
+        }
+        let flat = try emit(n, .reshape(shape: [outer.hasBatchDimension ? batchDimension : outer.elementCount, inner.elementCount]), [x], step: "flatten")
+        let normalized = try emit(n, .softmax(axis: 1), [flat], step: "softmax")
+        try emit(n, .reshape(shape: xs), [normalized])
+    }
+
+    mutating func pad(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let rank = shape(x).count
+        let modeName = try n.attributes.string("mode", default: "constant")
+        guard let mode = PadAttributes.Mode(rawValue: modeName) else {
+            throw ImportFailure("pad mode '\(modeName)' is not supported (constant, reflect, edge are)")
+        }
+        var pads: [Int], value: Float
+        if opset < 11 {
+            pads = try n.attributes.ints("pads") ?? []
+            value = try n.attributes.float("value", default: 0)
+        } else {
+            guard let given = try constantInts(n, 1) else { throw ImportFailure("Pad needs a pads input") }
+            pads = given
+            value = try scalar(n, 2) ?? 0
+            if let axes = try constantInts(n, 3) {
+                let normalized = try axes.map { try Folding.normalizedAxis($0, rank: rank) }
+                guard pads.count == 2 * axes.count else { throw ImportFailure("pads must have 2 entries per axis") }
+                var full = [Int](repeating: 0, count: 2 * rank)
+                for (i, axis) in normalized.enumerated() {
+                    full[axis] = pads[i]
+                    full[axis + rank] = pads[i + axes.count]
+                }
+                pads = full
+            }
+        }
+        guard pads.count == 2 * rank else { throw ImportFailure("pads has \(pads.count) entries; rank \(rank) needs \(2 * rank)") }
+        if pads.allSatisfy({ $0 == 0 }) {
+            alias(n, to: x)
+            return
+        }
+        try emit(n, .pad(PadAttributes(pads: pads, mode: mode, value: value)), [x])
+    }
+
+    mutating func dropout(_ n: NodeContext) throws {
+        try requireSingleOutput(n, "mask")
+        if let training = try constantFloats(n, 2), training.first ?? 0 != 0 {
+            throw ImportFailure("training_mode is true; Kiln runs models for inference")
+        }
+        alias(n, to: try tensor(n, 0))
+    }
+
+    mutating func cast(_ n: NodeContext) throws {
+        let to = try n.attributes.int("to")
+        guard [1, 10, 11, 16].contains(to) else {
+            throw ImportFailure("Cast of a run-time float tensor to data type \(to) is not supported; Kiln computes in float32")
+        }
+        alias(n, to: try tensor(n, 0))
+    }
+
+    mutating func gather(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        let axis = try Folding.normalizedAxis(try n.attributes.int("axis", default: 0), rank: xs.count)
+        guard xs[axis] != batchDimension else { throw ImportFailure("cannot gather along the batch dimension") }
+        guard let folded = try known(n, 1), case .int(let indices) = folded.small, !folded.dependsOnBatch else {
+            throw ImportFailure("indices must be integers known at import")
+        }
+        let positions = try indices.values.map { Int64(try Folding.normalizedIndex(Int($0), size: xs[axis])) }
+        try emit(n, .gather(axis: axis, indices: IntTensor(shape: indices.shape, values: positions)), [x])
+    }
+
+    mutating func slice(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        let starts, ends, axes, steps: [Int]?
+        if opset < 10 {
+            (starts, ends, axes, steps) = (try n.attributes.ints("starts"), try n.attributes.ints("ends"), try n.attributes.ints("axes"), nil)
+        } else {
+            (starts, ends, axes, steps) = (try constantInts(n, 1), try constantInts(n, 2), try constantInts(n, 3), try constantInts(n, 4))
+        }
+        guard let starts, let ends else { throw ImportFailure("Slice needs starts and ends") }
+        let slice = try Folding.normalizedSlice(shape: xs, starts: starts, ends: ends, axes: axes, steps: steps)
+        if slice.counts == xs && slice.steps.allSatisfy({ $0 == 1 }) {
+            alias(n, to: x)
+            return
+        }
+        try emit(n, .slice(slice), [x])
+    }
+
+    mutating func squeezeOrUnsqueeze(_ n: NodeContext, unsqueeze: Bool) throws {
+        let x = try tensor(n, 0)
+        let axes = opset < 13 ? try n.attributes.ints("axes") : try constantInts(n, 1)
+        let target = unsqueeze ? try Folding.unsqueezed(shape(x), axes: axes ?? [])
+                               : try Folding.squeezed(shape(x), axes: axes)
+        try emit(n, .reshape(shape: target), [x])
+    }
+}

@@ -1,0 +1,107 @@
+import KilnGraph
+
+extension FP32 {
+    /// Softmax along `axis`, shifted by the maximum for stability.
+    public static func softmax(_ x: Tensor, axis: Int) -> Tensor {
+        let (outer, size, inner) = split(x.shape, at: axis)
+        var out = x.scalars
+        out.withUnsafeMutableBufferPointer { p in
+            for o in 0..<outer {
+                for i in 0..<inner {
+                    let base = o * size * inner + i
+                    var top = -Float.infinity
+                    for j in 0..<size { top = max(top, p[base + j * inner]) }
+                    var sum: Float = 0
+                    for j in 0..<size {
+                        let e = exponential(p[base + j * inner] - top)
+                        p[base + j * inner] = e
+                        sum += e
+                    }
+                    for j in 0..<size { p[base + j * inner] /= sum }
+                }
+            }
+        }
+        return Tensor(shape: x.shape, scalars: out)
+    }
+
+    /// Mean over `axes`, keeping them as size 1 or dropping them.
+    public static func reduceMean(_ x: Tensor, axes: [Int], keepDims: Bool) -> Tensor {
+        let kept = x.shape.indices.map { axes.contains($0) ? 1 : x.shape[$0] }
+        let keptStrides = kept.strides
+        // Reading an input element at index i adds it to output Σ i[d]·stride[d] over kept axes.
+        let strides = x.shape.indices.map { axes.contains($0) ? 0 : keptStrides[$0] }
+        var sums = [Double](repeating: 0, count: kept.elementCount)
+        x.scalars.withUnsafeBufferPointer { xp in
+            TensorLayout.walk(shape: x.shape, sources: [(0, strides)]) { input, offsets in
+                sums[offsets[0]] += Double(xp[input])
+            }
+        }
+        let divisor = Double(axes.reduce(1) { $0 * x.shape[$1] })
+        let shape = keepDims ? kept : x.shape.indices.filter { !axes.contains($0) }.map { x.shape[$0] }
+        return Tensor(shape: shape, scalars: sums.map { Float($0 / divisor) })
+    }
+
+    /// Constant, reflect or edge padding; negative amounts crop.
+    public static func pad(_ x: Tensor, _ a: PadAttributes) -> Tensor {
+        let rank = x.rank
+        let shape = try! Op.pad(a).outputShape(inputShapes: [x.shape])
+        // Per axis: the source index of each output index, or -1 for the constant fill.
+        let sourceIndex: [[Int]] = (0..<rank).map { axis in
+            let size = x.shape[axis], before = a.pads[axis]
+            return (0..<shape[axis]).map { o in
+                var i = o - before
+                if i >= 0 && i < size { return i }
+                switch a.mode {
+                case .constant: return -1
+                case .edge: return min(max(i, 0), size - 1)
+                case .reflect:
+                    let period = 2 * (size - 1)
+                    if period == 0 { return 0 }
+                    i = ((i % period) + period) % period
+                    return i < size ? i : period - i
+                }
+            }
+        }
+        let inStrides = x.shape.strides
+        var out = [Float](repeating: a.value, count: shape.elementCount)
+        var index = [Int](repeating: 0, count: rank)
+        for o in 0..<out.count {
+            var source = 0
+            var inside = true
+            for axis in 0..<rank {
+                let s = sourceIndex[axis][index[axis]]
+                if s < 0 { inside = false; break }
+                source += s * inStrides[axis]
+            }
+            if inside { out[o] = x.scalars[source] }
+            var axis = rank - 1
+            while axis >= 0 {
+                index[axis] += 1
+                if index[axis] < shape[axis] { break }
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        return Tensor(shape: shape, scalars: out)
+    }
+
+    /// Nearest-neighbour upsampling of x [N, C, H, W] by integer factors.
+    public static func upsampleNearest(_ x: Tensor, scaleH: Int, scaleW: Int) -> Tensor {
+        let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
+        let (oh, ow) = (h * scaleH, w * scaleW)
+        var out = [Float](repeating: 0, count: planes * oh * ow)
+        for plane in 0..<planes {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    out[(plane * oh + oy) * ow + ox] = x.scalars[(plane * h + oy / scaleH) * w + ox / scaleW]
+                }
+            }
+        }
+        return Tensor(shape: [x.shape[0], x.shape[1], oh, ow], scalars: out)
+    }
+
+    /// Sizes before, along and after `axis`.
+    static func split(_ shape: [Int], at axis: Int) -> (Int, Int, Int) {
+        (shape[..<axis].reduce(1, *), shape[axis], shape[(axis + 1)...].reduce(1, *))
+    }
+}

@@ -1,0 +1,47 @@
+import Dispatch
+
+/// Data-parallel loops over a fixed number of worker threads.
+public enum Parallel {
+    /// Number of threads the fp32 ops use; defaults to the number of active processors.
+    nonisolated(unsafe) public static var threadCount: Int = max(1, ProcessInfoLite.activeProcessorCount)
+
+    /// Calls `body(range)` on disjoint chunks covering `0..<count`, at most `threadCount` at a time; returns when all
+    /// are done. Chunks are contiguous and at least `grain` long.
+    public static func forEachChunk(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        let chunks = min(threadCount, max(1, count / max(grain, 1)))
+        if chunks <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            // Each chunk touches disjoint data; callers guarantee that sharing `body` is safe.
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                let start = count * chunk / chunks
+                let end = count * (chunk + 1) / chunks
+                if start < end { shared.value(start..<end) }
+            }
+        }
+    }
+}
+
+/// A value handed to `Parallel` workers without a compiler check; the caller keeps the accesses disjoint.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Processor count without Foundation.
+enum ProcessInfoLite {
+    static var activeProcessorCount: Int {
+        #if canImport(Glibc)
+        return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        #else
+        return 1
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
