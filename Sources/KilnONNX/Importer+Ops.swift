@@ -44,6 +44,12 @@ extension Importer {
         "Squeeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: false) },
     ]
 
+    /// Ops whose older definitions (before the given opset) the importer does not read; others read every version.
+    static let minimumOpset: [String: Int] = [
+        "BatchNormalization": 6, "Relu": 6, "LeakyRelu": 6, "Sigmoid": 6, "HardSigmoid": 6, "Tanh": 6, "Clip": 6,
+        "Add": 6, "Sub": 6, "Mul": 6, "Div": 6, "Gemm": 6, "Reshape": 5, "Concat": 4, "Pad": 2, "Cast": 6,
+    ]
+
     mutating func conv(_ n: NodeContext) throws {
         let x = try tensor(n, 0), w = try tensor(n, 1)
         let xs = shape(x), ws = shape(w)
@@ -125,7 +131,18 @@ extension Importer {
     }
 
     mutating func binary(_ n: NodeContext, _ op: BinaryOp) throws {
-        try emit(n, .binary(op), [try tensor(n, 0), try tensor(n, 1)])
+        let a = try tensor(n, 0)
+        var b = try tensor(n, 1)
+        // Before opset 7, `broadcast=1` with `axis` aligns B's dimensions with A's starting at `axis`.
+        if opset < 7, try n.attributes.int("broadcast", default: 0) != 0, n.attributes.has("axis") {
+            let rank = shape(a).count
+            let axis = try Folding.normalizedAxis(try n.attributes.int("axis"), rank: rank)
+            let bs = shape(b)
+            let trailing = rank - axis - bs.count
+            guard trailing >= 0 else { throw ImportFailure("legacy broadcast of \(bs.shapeDescription) at axis \(axis) does not fit rank \(rank)") }
+            if trailing > 0 { b = try emit(n, .reshape(shape: bs + [Int](repeating: 1, count: trailing)), [b], step: "broadcast") }
+        }
+        try emit(n, .binary(op), [a, b])
     }
 
     mutating func pool(_ n: NodeContext, max: Bool) throws {
@@ -223,7 +240,7 @@ extension Importer {
         guard shape(a).count == 2 else { throw ImportFailure("A must be 2-D, got \(shape(a).shapeDescription)") }
         if transA { a = try emit(n, .transpose(perm: [1, 0]), [a], step: "transposeA") }
         var b: ValueID
-        if let known = try known(n, 1), !known.dependsOnBatch, case .float(let t) = known.small {
+        if case .folded(let known)? = values[n.proto.input[1]], !known.dependsOnBatch, case .float(let t) = known.small {
             guard t.rank == 2 else { throw ImportFailure("B must be 2-D, got \(t.shape.shapeDescription)") }
             // Fold transpose and alpha into the weight once.
             var weight = t
@@ -249,7 +266,7 @@ extension Importer {
         let product = try emit(n, .matMul, [a, b], step: "matmul")
         var c = try tensor(n, 2)
         if beta != 1 {
-            if case .float(let t)? = try known(n, 2)?.small {
+            if case .folded(let known)? = values[n.proto.input[2]], !known.dependsOnBatch, case .float(let t) = known.small {
                 c = graph.addConstant(name: "\(n.proto.input[2])/beta", Tensor(shape: t.shape, scalars: t.scalars.map { $0 * beta }))
             } else {
                 let scale = graph.addConstant(name: "\(n.label)/beta", Tensor(scalar: beta))

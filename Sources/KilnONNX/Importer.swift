@@ -118,11 +118,14 @@ struct Importer {
     func checkSupported(_ nodes: [Onnx_NodeProto]) throws {
         var unsupported: [String: [String]] = [:]
         for (index, node) in nodes.enumerated() {
-            let type = node.qualifiedOpType
+            var type = node.qualifiedOpType
             let known = node.domain.isEmpty || node.domain == "ai.onnx"
-            if !known || (Importer.handlers[node.opType] == nil && !Folding.ops.contains(node.opType)) {
-                unsupported[type, default: []].append(node.name.isEmpty ? "#\(index)" : node.name)
+            if let minimum = Importer.minimumOpset[node.opType], opset < minimum {
+                type += " before opset \(minimum)"
+            } else if known && (Importer.handlers[node.opType] != nil || ONNXModel.supportedOpTypes.contains(node.opType)) {
+                continue
             }
+            unsupported[type, default: []].append(node.name.isEmpty ? "#\(index)" : node.name)
         }
         guard !unsupported.isEmpty else { return }
         let list = unsupported.keys.sorted().map { type in
@@ -145,7 +148,7 @@ struct Importer {
             throw ONNXError(file: model.file, "graph input '\(input.name)' has no shape; Kiln needs static sizes except the batch dimension")
         }
         return try type.shape.dim.enumerated().map { axis, dim in
-            if case .dimValue(let v)? = dim.value, v > 0 { return Int(v) }
+            if case .dimValue(let v)? = dim.value, v >= 0, v <= Int64(maximumElementCount) { return Int(v) }
             if axis == 0 { return batchDimension }
             throw ONNXError(file: model.file, "dimension \(axis) of graph input '\(input.name)' is not fixed; only the first (batch) dimension may be symbolic")
         }

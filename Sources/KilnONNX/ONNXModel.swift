@@ -24,8 +24,14 @@ public struct ONNXError: Error, CustomStringConvertible, Equatable {
 
 /// A parsed and validated ONNX model file, before import into the IR.
 public struct ONNXModel {
-    /// Opset range of the default (ai.onnx) domain that the importer reads.
-    public static let supportedOpsets = 7...21
+    /// Opset range of the default (ai.onnx) domain that the importer reads (a few ops need a newer opset; see
+    /// `Importer.minimumOpset`).
+    public static let supportedOpsets = 1...21
+
+    /// ONNX op types (default domain) the importer reads.
+    public static var supportedOpTypes: Set<String> {
+        Set(Importer.handlers.keys).union(Folding.ops).union(["Shape", "Constant", "ConstantOfShape"])
+    }
 
     /// Path or label used in error messages.
     public let file: String
