@@ -33,6 +33,6 @@ let package = Package(
         .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph"]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph"],
                     resources: [.copy("backend-manifest.txt")]),
-        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph"], exclude: ["Fixtures"]),
     ]
 )

@@ -161,6 +161,7 @@ def export(model, name, opset, top1, seconds, epochs):
     record_path = os.path.join(MODELS, "teachers.json")
     records = json.load(open(record_path)) if os.path.exists(record_path) else {}
     records[name] = {"file": f"{name}.onnx", "sha256": digest, "opset": opset, "parameters": params,
+                     "dataset": "fashion-mnist", "input_mean": fashion_mnist.MEAN, "input_std": fashion_mnist.STD,
                      "top1": top1, "epochs": epochs, "train_seconds": round(seconds),
                      "torch": torch.__version__, "threads": torch.get_num_threads()}
     with open(record_path + ".tmp", "w") as f:

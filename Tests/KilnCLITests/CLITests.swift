@@ -1,0 +1,153 @@
+import Foundation
+import KilnGraph
+import KilnTensor
+import Testing
+
+/// Runs the built `kiln` executable and captures what it prints.
+enum CLI {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let teacher = root.appendingPathComponent("models/resnet20.onnx").path
+
+    /// The `kiln` binary next to the test bundle.
+    static var executable: URL {
+        let candidates = [Bundle.main.bundleURL, URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
+        for directory in candidates {
+            var url = directory
+            for _ in 0..<3 {
+                let binary = url.appendingPathComponent("kiln")
+                if FileManager.default.isExecutableFile(atPath: binary.path) { return binary }
+                url = url.deletingLastPathComponent()
+            }
+        }
+        return candidates[0].appendingPathComponent("kiln")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static func temporary(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("kiln-cli-\(getpid())-\(name)").path
+    }
+
+    /// Checks a failure: non-zero exit (not a signal), one line on stderr containing each fragment.
+    static func expectFailure(_ arguments: [String], _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let result = try run(arguments)
+        #expect(result.status == 1, "exit status \(result.status); stderr: \(result.stderr)", sourceLocation: sourceLocation)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "expected one line on stderr, got: \(result.stderr)", sourceLocation: sourceLocation)
+        for fragment in fragments {
+            #expect(result.stderr.contains(fragment), "'\(fragment)' not in: \(result.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+@Suite("kiln command line")
+struct CLITests {
+    @Test("eval --json prints exactly one JSON object with top1, and agreement with --reference")
+    func evalJSON() throws {
+        let result = try CLI.run(["eval", CLI.teacher, "--dataset", "fashion-mnist", "--limit", "300", "--json",
+                                  "--reference", CLI.teacher])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect(object?["count"] as? Int == 300)
+        #expect((object?["top1"] as? Double ?? 0) > 0.8)
+        #expect(object?["agreement"] as? Double == 1.0)
+        #expect(abs((object?["meanCosine"] as? Double ?? 0) - 1) < 1e-9)
+    }
+
+    @Test("eval reads inputs and int labels from .npy files")
+    func evalNPY() throws {
+        let data = try FashionMNIST(split: .test)
+        let x = CLI.temporary("x.npy"), y = CLI.temporary("y.npy")
+        defer { try? FileManager.default.removeItem(atPath: x); try? FileManager.default.removeItem(atPath: y) }
+        try NPY.write(data.tensor(0..<64, mean: 0.2860, std: 0.3530), to: x)
+        // uint8 labels, written by hand.
+        var header = "{'descr': '|u1', 'fortran_order': False, 'shape': (64,), }"
+        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+        var bytes = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0]) + Data(header.utf8)
+        bytes.append(contentsOf: data.labels.prefix(64).map { UInt8($0) })
+        try bytes.write(to: URL(fileURLWithPath: y))
+        let npy = try CLI.run(["eval", CLI.teacher, "--inputs", x, "--labels", y, "--json"])
+        let dataset = try CLI.run(["eval", CLI.teacher, "--dataset", "fashion-mnist", "--limit", "64", "--json"])
+        #expect(npy.status == 0 && dataset.status == 0, "\(npy.stderr) \(dataset.stderr)")
+        let a = try JSONSerialization.jsonObject(with: Data(npy.stdout.utf8)) as? [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(dataset.stdout.utf8)) as? [String: Any]
+        #expect(a?["correct"] as? Int == b?["correct"] as? Int)
+    }
+
+    @Test("run writes the logits as .npy")
+    func runWritesOutput() throws {
+        let x = CLI.temporary("run-x.npy"), y = CLI.temporary("run-y.npy")
+        defer { try? FileManager.default.removeItem(atPath: x); try? FileManager.default.removeItem(atPath: y) }
+        try NPY.write(Tensor(shape: [3, 1, 28, 28], repeating: 0.5), to: x)
+        let result = try CLI.run(["run", CLI.teacher, "--input", x, "-o", y])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try NPY.readTensor(y).shape == [3, 10])
+    }
+
+    @Test("inspect reports BatchNorm count and MACs; warns when there is no BatchNorm")
+    func inspect() throws {
+        let result = try CLI.run(["inspect", CLI.teacher, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect((object?["batchNorms"] as? Int ?? 0) >= 19)
+        #expect((object?["macs"] as? Int ?? 0) > 10_000_000)
+        let plain = try CLI.run(["inspect", CLI.fixtures.appendingPathComponent("no_batchnorm.onnx").path])
+        #expect(plain.status == 0)
+        #expect(plain.stdout.contains("warning: no BatchNormalization nodes: zero-shot synthesis needs them"))
+    }
+
+    @Test("bad model files: one line naming the file and the problem, exit status 1")
+    func badModels() throws {
+        let empty = CLI.temporary("empty.onnx"), random = CLI.temporary("random.onnx"), truncated = CLI.temporary("truncated.onnx")
+        defer { for f in [empty, random, truncated] { try? FileManager.default.removeItem(atPath: f) } }
+        try Data().write(to: URL(fileURLWithPath: empty))
+        try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }).write(to: URL(fileURLWithPath: random))
+        try Data(contentsOf: URL(fileURLWithPath: CLI.teacher)).prefix(5000).write(to: URL(fileURLWithPath: truncated))
+        try CLI.expectFailure(["inspect", empty], [empty, "file is empty"])
+        try CLI.expectFailure(["inspect", random], [random, "not an ONNX model"])
+        try CLI.expectFailure(["eval", truncated, "--dataset", "fashion-mnist"], [truncated])
+        try CLI.expectFailure(["inspect", CLI.temporary("does-not-exist.onnx")], ["no such file"])
+        let missing = CLI.fixtures.appendingPathComponent("missing_initializer.onnx").path
+        try CLI.expectFailure(["inspect", missing], [missing, "node 'conv1' (Conv): reads 'w'"])
+        let unsupported = CLI.fixtures.appendingPathComponent("unsupported_ops.onnx").path
+        try CLI.expectFailure(["inspect", unsupported], ["unsupported op types: Erf (2 nodes: 'erf1', 'erf2'); LSTM (1 node: 'lstm')"])
+    }
+
+    @Test("bad .npy inputs: wrong shape, wrong dtype, broken header")
+    func badInputs() throws {
+        let shape = CLI.temporary("shape.npy"), dtype = CLI.temporary("dtype.npy"), header = CLI.temporary("header.npy")
+        let out = CLI.temporary("out.npy")
+        defer { for f in [shape, dtype, header, out] { try? FileManager.default.removeItem(atPath: f) } }
+        try NPY.write(Tensor(shape: [2, 3, 28, 28], repeating: 0), to: shape)
+        var float64 = NPY.encode(Tensor(shape: [1, 1, 28, 14], repeating: 0))
+        float64.replaceSubrange(float64.firstRange(of: Data("<f4".utf8))!, with: Data("<f8".utf8))
+        float64.replaceSubrange(float64.firstRange(of: Data("(1, 1, 28, 14)".utf8))!, with: Data("(1, 1, 28, 7) ".utf8))
+        try float64.write(to: URL(fileURLWithPath: dtype))
+        try Data("\u{93}NUMPY garbage".utf8).write(to: URL(fileURLWithPath: header))
+        try CLI.expectFailure(["run", CLI.teacher, "--input", shape, "-o", out], [shape, "expects [N, 1, 28, 28], got [2, 3, 28, 28]"])
+        try CLI.expectFailure(["run", CLI.teacher, "--input", dtype, "-o", out], [dtype, "'<f8' is not float32"])
+        try CLI.expectFailure(["run", CLI.teacher, "--input", header, "-o", out], [header])
+        #expect(!FileManager.default.fileExists(atPath: out), "a failed run must not leave an output file")
+    }
+}

@@ -1,0 +1,89 @@
+import KilnGraph
+import KilnTensor
+import Testing
+
+/// Direct 7-loop convolution in Float64: the oracle for every conv path (im2col, 1×1, depthwise, threading).
+func naiveConv(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, _ a: ConvAttributes) -> [Double] {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+    let oh = (h + a.pads[0] + a.pads[2] - a.dilations[0] * (kh - 1) - 1) / a.strides[0] + 1
+    let ow = (wd + a.pads[1] + a.pads[3] - a.dilations[1] * (kw - 1) - 1) / a.strides[1] + 1
+    let mg = m / a.group
+    var out = [Double](repeating: 0, count: n * m * oh * ow)
+    for b in 0..<n {
+        for o in 0..<m {
+            let g = o / mg
+            for y in 0..<oh {
+                for xo in 0..<ow {
+                    var sum = Double(bias?.scalars[o] ?? 0)
+                    for ci in 0..<cg {
+                        for i in 0..<kh {
+                            for j in 0..<kw {
+                                let iy = y * a.strides[0] - a.pads[0] + i * a.dilations[0]
+                                let ix = xo * a.strides[1] - a.pads[1] + j * a.dilations[1]
+                                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                                let xv = x.scalars[((b * c + g * cg + ci) * h + iy) * wd + ix]
+                                sum += Double(xv) * Double(w.scalars[((o * cg + ci) * kh + i) * kw + j])
+                            }
+                        }
+                    }
+                    out[((b * m + o) * oh + y) * ow + xo] = sum
+                }
+            }
+        }
+    }
+    return out
+}
+
+/// A deterministic pseudo-random generator (SplitMix64) for reproducible test data.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func randomTensor(_ shape: [Int], _ rng: inout SplitMix) -> Tensor {
+    Tensor(shape: shape, scalars: (0..<shape.elementCount).map { _ in Float.random(in: -1...1, using: &rng) })
+}
+
+/// (batch, channels, height, width, outputs, kernel, stride, pads, dilation, group)
+typealias ConvCase = (n: Int, c: Int, h: Int, w: Int, m: Int, k: [Int], s: [Int], p: [Int], d: [Int], g: Int)
+
+let convCases: [ConvCase] = [
+    (1, 3, 9, 7, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),     // plain padded 3×3, batch 1 (split product)
+    (5, 3, 9, 7, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),     // per-image parallel path
+    (2, 4, 11, 10, 6, [3, 2], [2, 3], [0, 1, 2, 0], [1, 1], 2),   // grouped, asymmetric everything
+    (3, 6, 8, 8, 6, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 6),     // depthwise strided
+    (2, 4, 7, 9, 8, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 4),     // depthwise with multiplier 2, dilated
+    (4, 16, 6, 6, 24, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),   // pointwise (no im2col)
+    (1, 16, 6, 6, 40, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),   // pointwise, batch 1 (split rows)
+    (2, 3, 10, 10, 4, [5, 5], [3, 2], [2, 1, 0, 3], [1, 2], 1),   // big kernel, strides and dilation mixed
+    (1, 5, 4, 4, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),     // strided 1×1 (needs im2col)
+]
+
+@Suite("fp32 convolution")
+struct ConvTests {
+    @Test("every conv path matches the direct Float64 convolution", arguments: convCases.indices)
+    func matchesNaive(_ index: Int) {
+        let t = convCases[index]
+        var rng = SplitMix(state: UInt64(index + 1))
+        let x = randomTensor([t.n, t.c, t.h, t.w], &rng)
+        let w = randomTensor([t.m, t.c / t.g] + t.k, &rng)
+        let b = randomTensor([t.m], &rng)
+        let a = ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g)
+        let expected = naiveConv(x, w, b, a)
+        for threads in [1, 2, 3] {
+            Parallel.threadCount = threads
+            let y = FP32.conv2d(x, weight: w, bias: b, a)
+            #expect(y.shape == (try! Op.conv(a).outputShape(inputShapes: [x.shape, w.shape, b.shape])))
+            let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
+            #expect(worst < 1e-4, "case \(index) with \(threads) threads: max error \(worst)")
+        }
+        Parallel.threadCount = 2
+    }
+}
