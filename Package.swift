@@ -2,7 +2,11 @@
 import PackageDescription
 
 // Layers (see ../shared/DESIGN.md): imports only point downward.
-//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter) <- KilnONNX (importer) <- kiln (CLI)
+//   KilnRuntime (int8 student runtime; system libraries only)
+//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter)
+//   KilnONNX (importer, QDQ export of students) <- KilnGraph, KilnRuntime
+//   KilnQuant (calibration, lowering to students) <- KilnGraph, KilnTensor, KilnRuntime
+//   kiln (CLI) <- everything
 let package = Package(
     name: "Kiln",
     products: [
@@ -10,6 +14,8 @@ let package = Package(
         .library(name: "KilnGraph", targets: ["KilnGraph"]),
         .library(name: "KilnTensor", targets: ["KilnTensor"]),
         .library(name: "KilnONNX", targets: ["KilnONNX"]),
+        .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
+        .library(name: "KilnQuant", targets: ["KilnQuant"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -20,19 +26,24 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "KilnGraph"),
+        // The embedded runtime: only system libraries and FoundationEssentials, never the import/training side.
+        .target(name: "KilnRuntime"),
         .target(name: "KilnTensor", dependencies: ["KilnGraph", "COpenBLAS", "CZlib"]),
         .target(name: "KilnONNX", dependencies: [
-            "KilnGraph",
+            "KilnGraph", "KilnRuntime",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnRuntime"]),
         .executableTarget(name: "KilnCLI", dependencies: [
-            "KilnGraph", "KilnTensor", "KilnONNX",
+            "KilnGraph", "KilnTensor", "KilnONNX", "KilnRuntime", "KilnQuant",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
         .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph"]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph"],
                     resources: [.copy("backend-manifest.txt")]),
+        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime"]),
+        .testTarget(name: "KilnQuantTests", dependencies: ["KilnQuant", "KilnRuntime", "KilnONNX", "KilnTensor", "KilnGraph"]),
         .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph"], exclude: ["Fixtures"]),
     ]
 )

@@ -58,7 +58,8 @@ def main():
     record_path = os.path.join(MODELS, "teachers.json")
     records = json.load(open(record_path)) if os.path.exists(record_path) else {}
     records["efficientnet_lite0"] = {
-        "file": "efficientnet_lite0.onnx", "sha256": digest, "opset": 13,
+        "file": "efficientnet_lite0.onnx", "sha256": digest, "opset": 13, "dataset": "imagenet",
+        "input_mean": MEAN, "input_std": STD,
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
     }

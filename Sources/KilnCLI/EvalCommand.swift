@@ -15,7 +15,7 @@ struct EvalCommand: ParsableCommand {
             --mean/--std, or with the model's kiln.input_mean/kiln.input_std metadata when the flags are absent.
             """)
 
-    @Argument(help: "The model to evaluate (.onnx).")
+    @Argument(help: "The model to evaluate (.onnx teacher or .kiln student).")
     var model: String
 
     @Option(help: "fashion-mnist or fashion-mnist=DIR.")
@@ -143,11 +143,11 @@ struct Evaluation: Encodable {
         for start in stride(from: 0, to: data.count, by: batch) {
             let range = start..<min(start + batch, data.count)
             let x = data.batch(range)
-            let logits = try model.predict([x])[0]
+            let logits = try model.predict(x)
             let predicted = try argmax(logits, expected: range.count, file: model.path)
             for (i, label) in zip(range, predicted) where label == data.labels[i] { result.correct += 1 }
             if let reference {
-                let referenceLogits = try reference.predict([x])[0]
+                let referenceLogits = try reference.predict(x)
                 let referencePredicted = try argmax(referenceLogits, expected: range.count, file: reference.path)
                 for (i, label) in zip(range, referencePredicted) where label == data.labels[i] { referenceCorrect += 1 }
                 agreeing += zip(predicted, referencePredicted).filter { $0 == $1 }.count

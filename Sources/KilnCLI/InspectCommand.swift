@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import KilnGraph
+import KilnRuntime
 
 /// `kiln inspect MODEL`: inputs, outputs, ops, size, MACs and warnings.
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect", abstract: "Show a model's inputs, outputs, op histogram, parameters, MACs and warnings.")
 
-    @Argument(help: "The model (.onnx).")
+    @Argument(help: "The model (.onnx teacher or .kiln student).")
     var model: String
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -26,54 +27,65 @@ struct InspectCommand: ParsableCommand {
     }
 }
 
-/// Name and static shape of a graph input or output ("N" is the batch dimension).
+/// Name and static shape of a model input or output ("N" is the batch dimension).
 struct TensorInfo: Encodable {
     var name: String
     var shape: [String]
 
-    init(_ graph: Graph, _ id: ValueID) {
-        name = graph[id].name
-        shape = graph[id].shape.map { $0 == batchDimension ? "N" : String($0) }
+    init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape.map { $0 == batchDimension ? "N" : String($0) }
     }
 }
 
 /// What `kiln inspect` reports.
 struct InspectReport: Encodable {
     var file: String
-    var format = "onnx"
-    var producer: String
-    var irVersion: Int
-    var opset: Int
+    var format: String
+    var producer: String?
+    var irVersion: Int?
+    var opset: Int?
     var inputs: [TensorInfo]
     var outputs: [TensorInfo]
-    var onnxOps: [String: Int]
+    var onnxOps: [String: Int]?
     var ops: [String: Int]
     var parameters: Int
     var macs: Int
-    var batchNorms: Int
+    var batchNorms: Int?
     var metadata: [String: String]
-    var warnings: [String]
+    var warnings: [String] = []
 
     init(_ model: LoadedModel) {
-        let graph = model.graph
         file = model.path
-        producer = model.onnx.producer
-        irVersion = model.onnx.irVersion
-        opset = model.onnx.opset
-        inputs = graph.inputs.map { TensorInfo(graph, $0) }
-        outputs = graph.outputs.map { TensorInfo(graph, $0) }
-        onnxOps = model.onnx.opHistogram
-        ops = graph.opHistogram
-        parameters = graph.parameterCount
-        macs = graph.macsPerSample
-        batchNorms = graph.batchNormCount
-        metadata = graph.metadata
-        warnings = []
-        if batchNorms == 0 {
-            warnings.append("no BatchNormalization nodes: zero-shot synthesis needs them (export with training=TrainingMode.PRESERVE and do_constant_folding=False); calibration with real data still works")
-        }
-        if !graph.inputs.contains(where: { graph[$0].shape.first == batchDimension }) {
-            warnings.append("the batch dimension is fixed; the model runs only at batch size \(graph.inputs.first.map { graph[$0].shape.first ?? 1 } ?? 1)")
+        switch model.backend {
+        case .teacher(let onnx, let graph, _):
+            format = "onnx"
+            producer = onnx.producer
+            irVersion = onnx.irVersion
+            opset = onnx.opset
+            inputs = graph.inputs.map { TensorInfo(name: graph[$0].name, shape: graph[$0].shape) }
+            outputs = graph.outputs.map { TensorInfo(name: graph[$0].name, shape: graph[$0].shape) }
+            onnxOps = onnx.opHistogram
+            ops = graph.opHistogram
+            parameters = graph.parameterCount
+            macs = graph.macsPerSample
+            batchNorms = graph.batchNormCount
+            metadata = graph.metadata
+            if graph.batchNormCount == 0 {
+                warnings.append("no BatchNormalization nodes: zero-shot synthesis needs them (export with training=TrainingMode.PRESERVE and do_constant_folding=False); calibration with real data still works")
+            }
+            if !graph.inputs.contains(where: { graph[$0].shape.first == batchDimension }) {
+                warnings.append("the batch dimension is fixed; the model runs only at that batch size")
+            }
+        case .student(let kiln):
+            let student = kiln.student
+            format = "kiln v\(KilnFile.version) (int8 student)"
+            inputs = kiln.inputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
+            outputs = kiln.outputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
+            ops = student.layers.reduce(into: [:]) { $0[$1.op.displayName, default: 0] += 1 }
+            parameters = student.parameterCount
+            macs = student.macsPerSample
+            metadata = student.metadata
         }
     }
 
@@ -86,18 +98,18 @@ struct InspectReport: Encodable {
                 .map { "  \($0.key.padding(toLength: 22, withPad: " ", startingAt: 0)) \($0.value)" }
                 .joined(separator: "\n")
         }
-        var lines = [
-            "file:        \(file)",
-            "producer:    \(producer.isEmpty ? "(unknown)" : producer)",
-            "ONNX:        IR version \(irVersion), opset \(opset)",
+        var lines = ["file:        \(file)", "format:      \(format)"]
+        if let producer { lines.append("producer:    \(producer.isEmpty ? "(unknown)" : producer)") }
+        if let irVersion, let opset { lines.append("ONNX:        IR version \(irVersion), opset \(opset)") }
+        lines += [
             "inputs:\n\(list(inputs))",
             "outputs:\n\(list(outputs))",
             "parameters:  \(parameters.formatted())",
             "MACs:        \(macs.formatted()) per sample",
-            "BatchNorm:   \(batchNorms)",
-            "ONNX ops (\(onnxOps.values.reduce(0, +)) nodes):\n\(histogram(onnxOps))",
-            "Kiln IR ops (\(ops.values.reduce(0, +)) nodes):\n\(histogram(ops))",
         ]
+        if let batchNorms { lines.append("BatchNorm:   \(batchNorms)") }
+        if let onnxOps { lines.append("ONNX ops (\(onnxOps.values.reduce(0, +)) nodes):\n\(histogram(onnxOps))") }
+        lines.append("\(onnxOps == nil ? "layers" : "Kiln IR ops") (\(ops.values.reduce(0, +))):\n\(histogram(ops))")
         if !metadata.isEmpty {
             lines.append("metadata:\n" + metadata.sorted { $0.key < $1.key }.map { "  \($0.key) = \($0.value)" }.joined(separator: "\n"))
         }

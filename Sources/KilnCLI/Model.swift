@@ -1,43 +1,74 @@
 import Foundation
 import KilnGraph
 import KilnONNX
+import KilnRuntime
 import KilnTensor
 
-/// A model the CLI can run: an ONNX teacher executed by the fp32 interpreter.
+/// A model the CLI can run: an ONNX teacher on the fp32 interpreter, or an int8 `.kiln` student on KilnRuntime.
 struct LoadedModel {
+    enum Backend {
+        case teacher(ONNXModel, Graph, Interpreter)
+        case student(KilnModel)
+    }
+
     /// Path as given.
     let path: String
-    /// The imported graph.
-    let graph: Graph
-    /// The ONNX file as parsed.
-    let onnx: ONNXModel
-    private let interpreter: Interpreter
+    let backend: Backend
 
-    /// Loads and imports a model file.
+    /// Loads a model file; `.kiln` files are recognised by their magic bytes, everything else is read as ONNX.
     init(path: String) throws {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw ONNXError(file: path, "no such file")
+            throw DataFileError(file: path, "no such file")
         }
         self.path = path
-        onnx = try ONNXModel(contentsOf: path)
-        graph = try onnx.importGraph()
-        interpreter = try Interpreter(graph)
+        let head = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: path)).read(upToCount: 8)) ?? Data()
+        if head.elementsEqual(KilnFile.magic) {
+            backend = .student(try KilnModel(contentsOf: URL(fileURLWithPath: path)))
+        } else {
+            let onnx = try ONNXModel(contentsOf: path)
+            let graph = try onnx.importGraph()
+            backend = .teacher(onnx, graph, try Interpreter(graph))
+        }
     }
 
-    /// Name and static shape of the single input.
-    var input: (name: String, shape: [Int]) {
-        (graph[graph.inputs[0]].name, graph[graph.inputs[0]].shape)
+    /// The imported graph of an ONNX teacher.
+    var graph: Graph? {
+        if case .teacher(_, let graph, _) = backend { return graph }
+        return nil
     }
 
-    /// Runs the model on one batch.
-    func predict(_ inputs: [Tensor]) throws -> [Tensor] {
-        try interpreter.run(inputs)
+    /// Number of inputs and outputs.
+    var signature: (inputs: Int, outputs: Int) {
+        switch backend {
+        case .teacher(_, let graph, _): return (graph.inputs.count, graph.outputs.count)
+        case .student(let model): return (model.inputs.count, model.outputs.count)
+        }
+    }
+
+    /// Runs a single-input, single-output model on one batch.
+    func predict(_ x: Tensor) throws -> Tensor {
+        switch backend {
+        case .teacher(_, _, let interpreter):
+            return try interpreter.run([x])[0]
+        case .student(let model):
+            let spec = model.inputs[0]
+            guard x.rank == spec.shape.count, Array(x.shape.dropFirst()) == Array(spec.shape.dropFirst()) else {
+                throw KilnRuntimeError(message: "input '\(spec.name)' expects \(spec.shape.shapeDescription), got \(x.shape.shapeDescription)")
+            }
+            let y = try model.predict(x.scalars)
+            return Tensor(shape: [x.shape[0]] + model.outputs[0].shape.dropFirst(), scalars: y)
+        }
     }
 
     /// Input normalization stored in the model's metadata (`kiln.input_mean`, `kiln.input_std`), if any.
     var normalization: (mean: Float, std: Float)? {
-        guard let mean = graph.metadata["kiln.input_mean"].flatMap(Float.init),
-              let std = graph.metadata["kiln.input_std"].flatMap(Float.init) else { return nil }
+        let metadata: [String: String]
+        switch backend {
+        case .teacher(_, let graph, _): metadata = graph.metadata
+        case .student(let model): metadata = model.student.metadata
+        }
+        guard let mean = metadata["kiln.input_mean"].flatMap(Float.init),
+              let std = metadata["kiln.input_std"].flatMap(Float.init) else { return nil }
         return (mean, std)
     }
 }

@@ -38,3 +38,72 @@ extension Graph {
         outputs = outputs.map { $0 == old ? new : $0 }
     }
 }
+
+extension Graph {
+    /// Folds every BatchNorm that directly follows a convolution (whose output nothing else reads) into the
+    /// convolution's weight and bias: w' = w · γ/√(σ²+ε), b' = (b − μ) · γ/√(σ²+ε) + β.
+    /// Returns the number of BatchNorms folded.
+    @discardableResult
+    public mutating func foldBatchNorm() -> Int {
+        let producers = self.producers()
+        let consumers = self.consumers()
+        var folded = 0
+        var removed = Set<Int>()
+        for (index, node) in nodes.enumerated() {
+            guard case .batchNorm(let epsilon) = node.op,
+                  let convIndex = producers[node.inputs[0]], case .conv = nodes[convIndex].op,
+                  consumers[node.inputs[0]]?.count == 1, !outputs.contains(node.inputs[0]),
+                  let weight = constants[nodes[convIndex].inputs[1]],
+                  let scale = constants[node.inputs[1]], let shift = constants[node.inputs[2]],
+                  let mean = constants[node.inputs[3]], let variance = constants[node.inputs[4]] else { continue }
+            let conv = nodes[convIndex]
+            let m = weight.shape[0], perChannel = weight.count / m
+            let oldBias = conv.inputs.count > 2 ? constants[conv.inputs[2]] : nil
+            if conv.inputs.count > 2 && oldBias == nil { continue }
+            var newWeight = weight
+            var newBias = [Float](repeating: 0, count: m)
+            for c in 0..<m {
+                let factor = scale.scalars[c] / (variance.scalars[c] + epsilon).squareRoot()
+                for i in (c * perChannel)..<((c + 1) * perChannel) { newWeight.scalars[i] *= factor }
+                newBias[c] = ((oldBias?.scalars[c] ?? 0) - mean.scalars[c]) * factor + shift.scalars[c]
+            }
+            let w = addConstant(name: "\(conv.name)/folded_weight", newWeight)
+            let b = addConstant(name: "\(conv.name)/folded_bias", Tensor(shape: [m], scalars: newBias))
+            nodes[convIndex].inputs = [conv.inputs[0], w, b]
+            // The conv now produces what the BatchNorm did.
+            let bnOutput = node.output
+            nodes[convIndex].output = bnOutput
+            removed.insert(index)
+            folded += 1
+        }
+        nodes = nodes.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        eliminateDeadCode()
+        return folded
+    }
+
+    /// Folds zero constant padding of H and W that feeds only a convolution into the convolution's own pads.
+    /// Returns the number of Pad nodes folded.
+    @discardableResult
+    public mutating func foldPadIntoConv() -> Int {
+        let producers = self.producers()
+        let consumers = self.consumers()
+        var folded = 0
+        var removed = Set<Int>()
+        for (index, node) in nodes.enumerated() {
+            guard case .conv(var attributes) = node.op, let padIndex = producers[node.inputs[0]],
+                  case .pad(let pad) = nodes[padIndex].op, pad.mode == .constant, pad.value == 0,
+                  consumers[node.inputs[0]]?.count == 1, !outputs.contains(node.inputs[0]),
+                  pad.pads.count == 8, pad.pads[0] == 0, pad.pads[1] == 0, pad.pads[4] == 0, pad.pads[5] == 0,
+                  pad.pads.allSatisfy({ $0 >= 0 }) else { continue }
+            attributes.pads = [attributes.pads[0] + pad.pads[2], attributes.pads[1] + pad.pads[3],
+                               attributes.pads[2] + pad.pads[6], attributes.pads[3] + pad.pads[7]]
+            nodes[index].op = .conv(attributes)
+            nodes[index].inputs[0] = nodes[padIndex].inputs[0]
+            removed.insert(padIndex)
+            folded += 1
+        }
+        nodes = nodes.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        eliminateDeadCode()
+        return folded
+    }
+}

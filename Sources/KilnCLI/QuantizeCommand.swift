@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import KilnGraph
+import KilnONNX
+import KilnQuant
+import KilnRuntime
+import KilnTensor
+
+/// `kiln quantize TEACHER.onnx -o STUDENT.kiln --calibration X.npy|DIR`.
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Quantize an ONNX teacher into an int8 student (.kiln) with a calibration set.",
+        discussion: """
+            BatchNorm is folded into the convolutions before them; Relu/Relu6/Clip after a Conv, Gemm or Add \
+            becomes a clamp. Weights are int8, symmetric per output channel; activations uint8 with a zero point; \
+            biases int32. Activation ranges come from the calibration images (float32 .npy in the model's input \
+            layout, or a folder of them) by --range: minmax, percentile (of each tail, --percentile, default 99.99) \
+            or mse (the clipping that minimises quantization error). The student is written atomically.
+            """)
+
+    @Argument(help: "The fp32 teacher (.onnx).")
+    var teacher: String
+
+    @Option(name: .shortAndLong, help: "Where to write the student (.kiln).")
+    var output: String
+
+    @Option(help: "Calibration images: a float32 .npy [N, ...] or a folder of .npy files.")
+    var calibration: String
+
+    @Option(help: "Activation range method: minmax, percentile or mse.")
+    var range: String = "percentile"
+
+    @Option(help: "Percentile kept at each end with --range percentile.")
+    var percentile: Double = 99.99
+
+    @Option(name: .customLong("onnx-out"), help: "Also write the student as standard QDQ ONNX (runs in onnxruntime).")
+    var onnxOut: String?
+
+    @Flag(help: "Print one JSON object instead of the table.")
+    var json = false
+
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard ["minmax", "percentile", "mse"].contains(range) else {
+            throw ValidationError("--range must be minmax, percentile or mse")
+        }
+        guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100]") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            try compute.apply()
+            let onnx = try ONNXModel(contentsOf: teacher)
+            let graph = try onnx.importGraph()
+            let data = try CalibrationSet.load(calibration)
+            let method: RangeMethod = range == "minmax" ? .minmax : range == "mse" ? .mse : .percentile(percentile)
+            let start = Date()
+            var result: QuantizationResult
+            do {
+                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method))
+            } catch let error as QuantizeError {
+                throw DataFileError(file: teacher, error.message)
+            }
+            result.student.metadata = studentMetadata(graph: graph, method: method, count: data.shape[0])
+            try AtomicFile.write(Data(try KilnFile.encode(result.student)), to: output)
+            if let onnxOut {
+                try AtomicFile.write(try QDQExporter.export(result.student), to: onnxOut)
+            }
+            let summary = QuantizeSummary(teacher: teacher, student: output, onnx: onnxOut, calibration: calibration,
+                                          calibrationImages: data.shape[0], range: method.description,
+                                          foldedBatchNorms: result.foldedBatchNorms, seconds: Date().timeIntervalSince(start),
+                                          layers: result.report)
+            if json {
+                try printJSON(summary)
+            } else {
+                print(summary.text)
+            }
+        }
+    }
+
+    /// Metadata carried into the student: provenance and the teacher's input normalization.
+    func studentMetadata(graph: Graph, method: RangeMethod, count: Int) -> [String: String] {
+        var metadata = graph.metadata.filter { $0.key.hasPrefix("kiln.input_") || $0.key == "kiln.dataset" }
+        metadata["kiln.teacher"] = URL(fileURLWithPath: teacher).lastPathComponent
+        metadata["kiln.calibration"] = "\(URL(fileURLWithPath: calibration).lastPathComponent) (\(count) images)"
+        metadata["kiln.range"] = method.description
+        metadata["kiln.scheme"] = "w8a8: int8 per-channel symmetric weights, uint8 asymmetric activations, int32 bias"
+        return metadata
+    }
+}
+
+/// Calibration data on disk: one float32 `.npy` or a folder of them, joined along the first dimension.
+enum CalibrationSet {
+    static func load(_ path: String) throws -> Tensor {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw DataFileError(file: path, "no such file or folder")
+        }
+        guard isDirectory.boolValue else { return try NPY.readTensor(path) }
+        let files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".npy") }.sorted()
+        guard !files.isEmpty else { throw DataFileError(file: path, "the folder holds no .npy files") }
+        let parts = try files.map { try NPY.readTensor("\(path)/\($0)") }
+        for (file, part) in zip(files, parts) where Array(part.shape.dropFirst()) != Array(parts[0].shape.dropFirst()) {
+            throw DataFileError(file: "\(path)/\(file)", "shape \(part.shape.shapeDescription) does not match \(parts[0].shape.shapeDescription) of \(files[0])")
+        }
+        return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + parts[0].shape.dropFirst(),
+                      scalars: parts.flatMap(\.scalars))
+    }
+}
+
+/// What `kiln quantize` reports.
+struct QuantizeSummary: Encodable {
+    var teacher: String
+    var student: String
+    var onnx: String?
+    var calibration: String
+    var calibrationImages: Int
+    var range: String
+    var foldedBatchNorms: Int
+    var seconds: Double
+    var layers: [LayerReport]
+
+    var text: String {
+        func scale(_ v: Float?) -> String { v.map { String(format: "%.3g", $0) } ?? "-" }
+        let nameWidth = min(max(layers.map(\.layer.count).max() ?? 5, 5), 40)
+        var lines = [String(format: "%@  %-14@ %-19@ %-16@ %8@", "layer".padding(toLength: nameWidth, withPad: " ", startingAt: 0),
+                            "op", "weight scale", "act scale (zp)", "SQNR dB")]
+        for row in layers {
+            let weights = row.weightScaleMin.map { "\(scale($0))–\(scale(row.weightScaleMax))" } ?? "-"
+            let name = row.layer.count > nameWidth ? "…" + row.layer.suffix(nameWidth - 1) : row.layer
+            lines.append(String(format: "%@  %-14@ %-19@ %-16@ %8@", name.padding(toLength: nameWidth, withPad: " ", startingAt: 0),
+                                row.op, weights, "\(scale(row.activationScale)) (\(row.zeroPoint))",
+                                row.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
+        }
+        lines.append("")
+        lines.append("calibration: \(calibrationImages) images from \(calibration), range \(range); \(foldedBatchNorms) BatchNorms folded")
+        lines.append("wrote \(student)" + (onnx.map { " and \($0)" } ?? "") + String(format: " in %.1f s", seconds))
+        return lines.joined(separator: "\n")
+    }
+}

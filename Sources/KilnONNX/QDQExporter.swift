@@ -1,0 +1,220 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import KilnRuntime
+import SwiftProtobuf
+
+/// Writes an int8 student as standard QDQ ONNX (opset 13): every uint8 activation is a QuantizeLinear →
+/// DequantizeLinear pair, weights are int8 initializers behind per-axis DequantizeLinear, biases int32 with scale
+/// input scale × weight scale. onnxruntime fuses the pattern into its own int8 kernels.
+///
+/// The parameters are the student's own (same weights, scales, zero points and clamps), so the export and
+/// KilnRuntime follow the one requantization scheme of `Requantize`.
+public enum QDQExporter {
+    /// The serialized ONNX model.
+    public static func export(_ student: StudentModel) throws -> Data {
+        var builder = Builder(student: student)
+        try builder.build()
+        return try builder.model.serializedData()
+    }
+
+    struct Builder {
+        let student: StudentModel
+        var model = Onnx_ModelProto()
+        var graph = Onnx_GraphProto()
+        var counter = 0
+
+        init(student: StudentModel) {
+            self.student = student
+        }
+
+        /// Name of the float (dequantized) value of activation `i`.
+        func real(_ i: Int) -> String { "\(student.activations[i].name)" + (student.activations[i].type == .uint8 ? "/dq" : "") }
+
+        mutating func build() throws {
+            model.irVersion = 8
+            model.producerName = "kiln"
+            model.producerVersion = "1"
+            var opset = Onnx_OperatorSetIdProto()
+            opset.version = 13
+            model.opsetImport = [opset]
+            graph.name = "kiln_student_qdq"
+            for i in student.inputs { graph.input.append(valueInfo(student.activations[i])) }
+            for i in student.outputs { graph.output.append(valueInfo(student.activations[i])) }
+            for (index, layer) in student.layers.enumerated() {
+                try emit(index, layer)
+            }
+            model.graph = graph
+            model.metadataProps = student.metadata.sorted { $0.key < $1.key }.map { key, value in
+                var entry = Onnx_StringStringEntryProto()
+                entry.key = key
+                entry.value = value
+                return entry
+            }
+        }
+
+        mutating func emit(_ index: Int, _ layer: Layer) throws {
+            let out = student.activations[layer.output]
+            let inputs = layer.inputs.map(real)
+            let label = "l\(index)"
+            var result: String
+            switch layer.op {
+            case .quantize:
+                result = inputs[0]
+            case .dequantize:
+                node("Identity", [inputs[0]], [out.name], name: "\(label)_output")
+                return
+            case .conv(let c):
+                let inQ = student.activations[layer.inputs[0]].quantization
+                let cin = student.activations[layer.inputs[0]].shape[1]
+                let (w, b) = parameters(c, inQ: inQ, cin: cin, label: label, convLayout: true)
+                result = "\(label)_conv"
+                node("Conv", [inputs[0], w, b], [result], name: label,
+                     ints: ["kernel_shape": c.kernel, "strides": c.strides, "pads": c.pads, "dilations": c.dilations,
+                            "group": [c.group]])
+                result = clamp(result, c.clamp, out.quantization, label: label)
+            case .gemm(let c):
+                let inQ = student.activations[layer.inputs[0]].quantization
+                let (w, b) = parameters(c, inQ: inQ, cin: student.activations[layer.inputs[0]].shape[1], label: label, convLayout: false)
+                result = "\(label)_gemm"
+                node("Gemm", [inputs[0], w, b], [result], name: label, ints: ["transB": [1]])
+                result = clamp(result, c.clamp, out.quantization, label: label)
+            case .add(let range):
+                result = "\(label)_add"
+                node("Add", inputs, [result], name: label)
+                result = clamp(result, range, out.quantization, label: label)
+            case .maxPool(let p), .averagePool(let p):
+                result = "\(label)_pool"
+                var ints = ["kernel_shape": p.kernel, "strides": p.strides, "pads": p.pads, "ceil_mode": [p.ceilMode ? 1 : 0]]
+                let isMax: Bool
+                if case .maxPool = layer.op { isMax = true } else {
+                    isMax = false
+                    ints["count_include_pad"] = [p.countIncludePad ? 1 : 0]
+                }
+                node(isMax ? "MaxPool" : "AveragePool", inputs, [result], name: label, ints: ints)
+            case .globalAveragePool:
+                result = "\(label)_gap"
+                node("GlobalAveragePool", inputs, [result], name: label)
+            case .concat(let axis):
+                result = "\(label)_concat"
+                node("Concat", inputs, [result], name: label, ints: ["axis": [axis]])
+            case .reshape(let shape):
+                result = "\(label)_reshape"
+                let target = initializer("\(label)_shape", dims: [shape.count], int64: [0] + shape.dropFirst().map { Int64($0) })
+                node("Reshape", [inputs[0], target], [result], name: label)
+            }
+            // Quantize the float result to the activation's uint8 levels and back.
+            let q = out.quantization
+            let scale = initializer("\(out.name)/scale", dims: [], floats: [q.scale])
+            let zero = initializer("\(out.name)/zero_point", dims: [], uint8: [UInt8(q.zeroPoint)])
+            node("QuantizeLinear", [result, scale, zero], ["\(out.name)/q"], name: "\(label)_quantize")
+            node("DequantizeLinear", ["\(out.name)/q", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
+        }
+
+        /// The fused activation as Relu or Clip in real units, if the clamp restricts anything.
+        mutating func clamp(_ value: String, _ range: ClosedRange<Int32>, _ q: Quantization, label: String) -> String {
+            if range == 0...255 { return value }
+            let output = "\(value)_clamped"
+            if range.lowerBound == q.zeroPoint && range.upperBound == 255 {
+                node("Relu", [value], [output], name: "\(label)_relu")
+                return output
+            }
+            let low = Float(range.lowerBound - q.zeroPoint) * q.scale, high = Float(range.upperBound - q.zeroPoint) * q.scale
+            let lo = initializer("\(label)_clip_min", dims: [], floats: [low])
+            let hi = initializer("\(label)_clip_max", dims: [], floats: [high])
+            node("Clip", [value, lo, hi], [output], name: "\(label)_clip")
+            return output
+        }
+
+        /// Dequantized weight and bias initializers of a conv/gemm layer.
+        mutating func parameters(_ c: ConvLayer, inQ: Quantization, cin: Int, label: String, convLayout: Bool) -> (String, String) {
+            let m = c.outputChannels, k = c.weights.count / m
+            let cg = cin / c.group, (kh, kw) = (c.kernel[0], c.kernel[1])
+            var weights = [Int8](repeating: 0, count: c.weights.count)
+            if convLayout {
+                // [M][kH][kW][Cg] → [M, Cg, kH, kW]
+                for o in 0..<m { for i in 0..<kh { for j in 0..<kw { for ch in 0..<cg {
+                    weights[((o * cg + ch) * kh + i) * kw + j] = c.weights[((o * kh + i) * kw + j) * cg + ch]
+                } } } }
+            } else {
+                weights = c.weights
+            }
+            // The runtime's bias has −zeroPoint · Σw folded in; ONNX wants the plain bias.
+            let bias = (0..<m).map { o in c.bias[o] + inQ.zeroPoint * c.weights[(o * k)..<((o + 1) * k)].reduce(Int32(0)) { $0 + Int32($1) } }
+            let dims = convLayout ? [m, cg, kh, kw] : [m, k]
+            let w = initializer("\(label)_weight", dims: dims, int8: weights)
+            let ws = initializer("\(label)_weight_scale", dims: [m], floats: c.weightScales)
+            let wz = initializer("\(label)_weight_zero_point", dims: [m], int8: [Int8](repeating: 0, count: m))
+            node("DequantizeLinear", [w, ws, wz], ["\(label)_weight_dq"], name: "\(label)_weight_dequantize", ints: ["axis": [0]])
+            let b = initializer("\(label)_bias", dims: [m], int32: bias)
+            let bs = initializer("\(label)_bias_scale", dims: [m], floats: c.weightScales.map { $0 * inQ.scale })
+            let bz = initializer("\(label)_bias_zero_point", dims: [m], int32: [Int32](repeating: 0, count: m))
+            node("DequantizeLinear", [b, bs, bz], ["\(label)_bias_dq"], name: "\(label)_bias_dequantize", ints: ["axis": [0]])
+            return ("\(label)_weight_dq", "\(label)_bias_dq")
+        }
+
+        mutating func node(_ op: String, _ inputs: [String], _ outputs: [String], name: String, ints: [String: [Int]] = [:]) {
+            var n = Onnx_NodeProto()
+            n.opType = op
+            n.input = inputs
+            n.output = outputs
+            n.name = name
+            for (key, values) in ints.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                if ["group", "transB", "axis", "ceil_mode", "count_include_pad"].contains(key) {
+                    a.type = .int
+                    a.i = Int64(values[0])
+                } else {
+                    a.type = .ints
+                    a.ints = values.map { Int64($0) }
+                }
+                n.attribute.append(a)
+            }
+            graph.node.append(n)
+        }
+
+        mutating func initializer(_ name: String, dims: [Int], floats: [Float] = [], int64: [Int64] = [], int32: [Int32] = [],
+                                  int8: [Int8] = [], uint8: [UInt8] = []) -> String {
+            var t = Onnx_TensorProto()
+            t.name = name
+            t.dims = dims.map { Int64($0) }
+            if !floats.isEmpty {
+                t.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
+                t.floatData = floats
+            } else if !int64.isEmpty {
+                t.dataType = Int32(Onnx_TensorProto.DataType.int64.rawValue)
+                t.int64Data = int64
+            } else if !int32.isEmpty {
+                t.dataType = Int32(Onnx_TensorProto.DataType.int32.rawValue)
+                t.int32Data = int32
+            } else if !int8.isEmpty {
+                t.dataType = Int32(Onnx_TensorProto.DataType.int8.rawValue)
+                t.rawData = Data(int8.map { UInt8(bitPattern: $0) })
+            } else {
+                t.dataType = Int32(Onnx_TensorProto.DataType.uint8.rawValue)
+                t.rawData = Data(uint8)
+            }
+            graph.initializer.append(t)
+            return name
+        }
+
+        func valueInfo(_ a: ActivationInfo) -> Onnx_ValueInfoProto {
+            var info = Onnx_ValueInfoProto()
+            info.name = a.name
+            var type = Onnx_TypeProto.Tensor()
+            type.elemType = 1
+            var shape = Onnx_TensorShapeProto()
+            shape.dim = a.shape.map { d in
+                var dim = Onnx_TensorShapeProto.Dimension()
+                if d == runtimeBatchDimension { dim.dimParam = "N" } else { dim.dimValue = Int64(d) }
+                return dim
+            }
+            type.shape = shape
+            info.type.tensorType = type
+            return info
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import KilnGraph
+import KilnRuntime
+import KilnTensor
+
+/// Choices for post-training quantization.
+public struct QuantizeOptions: Sendable {
+    /// How activation ranges are chosen.
+    public var range: RangeMethod = .percentile(99.99)
+    /// Calibration images per interpreter batch.
+    public var batch: Int = 64
+
+    /// Default options: 99.99th-percentile ranges.
+    public init(range: RangeMethod = .percentile(99.99), batch: Int = 64) {
+        self.range = range
+        self.batch = batch
+    }
+}
+
+/// One row of the per-layer quantization report.
+public struct LayerReport: Codable, Sendable {
+    /// Layer name (the teacher node it came from).
+    public var layer: String
+    /// Student op (Conv, Gemm, Add, ...).
+    public var op: String
+    /// Smallest and largest per-channel weight scale (conv and gemm layers).
+    public var weightScaleMin: Float?
+    public var weightScaleMax: Float?
+    /// Output activation scale and zero point.
+    public var activationScale: Float
+    public var zeroPoint: Int32
+    /// Signal-to-quantization-noise ratio (dB) of the layer's int8 output against the fp32 teacher's value on the
+    /// calibration set; nil where the fp32 value is all zero.
+    public var sqnr: Double?
+}
+
+/// An int8 student and how it was made.
+public struct QuantizationResult: Sendable {
+    /// The student, ready for `KilnFile.encode` or `KilnModel`.
+    public var student: StudentModel
+    /// One row per student layer that produces an int8 activation.
+    public var report: [LayerReport]
+    /// BatchNorm nodes folded into convolutions.
+    public var foldedBatchNorms: Int
+}
+
+/// Post-training quantization of an fp32 teacher graph into an int8 student.
+public enum Quantizer {
+    /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
+    /// teacher's input layout), lowers to a `StudentModel` and measures each layer's SQNR on the calibration set.
+    public static func quantize(_ teacher: Graph, calibration: Tensor, options: QuantizeOptions = QuantizeOptions()) throws
+        -> QuantizationResult
+    {
+        guard teacher.inputs.count == 1 else { throw QuantizeError("only single-input models can be quantized (this one has \(teacher.inputs.count))") }
+        let inputShape = teacher[teacher.inputs[0]].shape
+        guard calibration.rank == inputShape.count, calibration.shape[0] >= 1,
+              Array(calibration.shape.dropFirst()) == Array(inputShape.dropFirst()) else {
+            throw QuantizeError("calibration data \(calibration.shape.shapeDescription) does not match the model input \(inputShape.shapeDescription)")
+        }
+        var graph = teacher
+        let folded = graph.foldBatchNorm()
+        graph.foldPadIntoConv()
+        try graph.verify()
+        let interpreter = try Interpreter(graph)
+        let allValues = Set(graph.inputs + graph.nodes.map(\.output))
+        let calibrator = Calibrator(interpreter: interpreter, values: allValues, batch: options.batch)
+        let needsHistogram = options.range != .minmax
+        let statistics = try calibrator.collect(calibration, histogram: needsHistogram)
+        let method = options.range
+        var lowering = Lowering(graph: graph) { id in
+            let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)
+            return activationQuantization(low: lo, high: hi)
+        }
+        let student = try lowering.run()
+        try student.validate()
+        let report = try measure(student, lowering.layerValues, interpreter, calibrator, calibration)
+        return QuantizationResult(student: student, report: report, foldedBatchNorms: folded)
+    }
+
+    /// Runs student and teacher side by side on the calibration set and reports each layer's SQNR.
+    static func measure(_ student: StudentModel, _ layerValues: [Int: ValueID], _ interpreter: Interpreter,
+                        _ calibrator: Calibrator, _ calibration: Tensor) throws -> [LayerReport] {
+        let model = try KilnModel(student)
+        let context = model.makeContext()
+        var signal: [Int: Double] = [:], noise: [Int: Double] = [:]
+        let wanted = Set(layerValues.values)
+        for range in calibrator.batches(calibration) {
+            let x = slice(calibration, range)
+            var reference: [ValueID: [Float]] = [:]
+            reference[interpreter.graph.inputs[0]] = x.scalars
+            _ = try interpreter.run([x]) { node, output in
+                if wanted.contains(node.output) { reference[node.output] = output.scalars }
+            }
+            var output = [Float](repeating: 0, count: range.count * model.outputs[0].sampleCount)
+            try x.scalars.withUnsafeBufferPointer { input in
+                try output.withUnsafeMutableBufferPointer { out in
+                    try context.run(inputs: [input], outputs: [out], batch: range.count) { layer, values in
+                        guard let value = layerValues[layer], let fp32 = reference[value] else { return }
+                        var s = 0.0, n = 0.0
+                        for (a, b) in zip(fp32, values) {
+                            s += Double(a) * Double(a)
+                            n += Double(a - b) * Double(a - b)
+                        }
+                        signal[layer, default: 0] += s
+                        noise[layer, default: 0] += n
+                    }
+                }
+            }
+        }
+        return student.layers.indices.compactMap { index -> LayerReport? in
+            let layer = student.layers[index]
+            let out = student.activations[layer.output]
+            guard out.type == .uint8 else { return nil }
+            var row = LayerReport(layer: layer.name, op: layer.op.displayName, activationScale: out.quantization.scale,
+                                  zeroPoint: out.quantization.zeroPoint)
+            if case .conv(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
+            if case .gemm(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
+            if let s = signal[index], let n = noise[index], s > 0 {
+                row.sqnr = n > 0 ? 10 * log10(s / n) : 200
+            }
+            return row
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
