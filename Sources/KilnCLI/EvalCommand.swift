@@ -9,7 +9,8 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Measure top-1 accuracy on labelled images, optionally against a reference model.",
         discussion: """
-            Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
+            Exit status 2 means an accuracy bar (--min-top1, --max-drop, --min-agreement) was missed; 1 means an \
+            error. Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
             \(FashionMNIST.defaultDirectory)) or from --inputs X.npy (float32, the model's input layout) with \
             --labels Y.npy (int64, int32 or uint8). Fashion-MNIST pixels are scaled to [0, 1] and normalized with \
             --mean/--std, or with the model's kiln.input_mean/kiln.input_std metadata when the flags are absent.
@@ -36,6 +37,15 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "A reference model (e.g. the teacher): report argmax agreement and mean logit cosine.")
     var reference: String?
 
+    @Option(name: .customLong("min-top1"), help: "Fail (exit status 2) if top-1 is below this many percent.")
+    var minTop1: Double?
+
+    @Option(name: .customLong("max-drop"), help: "Fail (exit status 2) if top-1 is more than this many points below the reference's.")
+    var maxDrop: Double?
+
+    @Option(name: .customLong("min-agreement"), help: "Fail (exit status 2) if fewer than this many percent of argmaxes agree with the reference.")
+    var minAgreement: Double?
+
     @Option(help: "Evaluate only the first N images.")
     var limit: Int?
 
@@ -54,6 +64,9 @@ struct EvalCommand: ParsableCommand {
         guard (inputs == nil) == (labels == nil) else { throw ValidationError("--inputs and --labels go together") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if reference == nil && (maxDrop != nil || minAgreement != nil) {
+            throw ValidationError("--max-drop and --min-agreement need --reference")
+        }
     }
 
     func run() throws {
@@ -68,12 +81,33 @@ struct EvalCommand: ParsableCommand {
             result.model = model
             result.reference = reference
             result.normalization = data.normalization
+            result.failures = bars(result)
             if json {
                 try printJSON(result)
             } else {
                 print(result.text)
             }
+            if !result.failures.isEmpty {
+                FileHandle.standardError.write(Data("kiln: accuracy bar missed: \(result.failures.joined(separator: "; "))\n".utf8))
+                throw ExitCode(2)
+            }
         }
+    }
+
+    /// The accuracy bars (--min-top1, --max-drop, --min-agreement) the result misses, each as a sentence.
+    func bars(_ result: Evaluation) -> [String] {
+        var missed: [String] = []
+        let top1 = result.top1 * 100
+        if let minTop1, top1 < minTop1 {
+            missed.append(String(format: "top-1 %.2f%% is below --min-top1 %.2f%%", top1, minTop1))
+        }
+        if let maxDrop, let reference = result.referenceTop1.map({ $0 * 100 }), reference - top1 > maxDrop {
+            missed.append(String(format: "top-1 %.2f%% is %.2f points below the reference's %.2f%% (--max-drop %.2f)", top1, reference - top1, reference, maxDrop))
+        }
+        if let minAgreement, let agreement = result.agreement.map({ $0 * 100 }), agreement < minAgreement {
+            missed.append(String(format: "agreement %.2f%% is below --min-agreement %.2f%%", agreement, minAgreement))
+        }
+        return missed
     }
 }
 
@@ -134,6 +168,8 @@ struct Evaluation: Encodable {
     var agreement: Double?
     var meanCosine: Double?
     var seconds = 0.0
+    /// Accuracy bars missed (empty when all pass or none were set).
+    var failures: [String] = []
 
     static func run(_ model: LoadedModel, reference: LoadedModel?, data: EvalData, batch: Int) throws -> Evaluation {
         var result = Evaluation()

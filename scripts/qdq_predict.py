@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Runs a QDQ ONNX student in onnxruntime on the Fashion-MNIST test images and writes its argmax per image.
+
+    python3 scripts/qdq_predict.py STUDENT.qdq.onnx OUT.npy [--mean M --std S] [--limit N] [--threads T]
+
+Used by the test suite to check that onnxruntime and KilnRuntime agree on a student. Mean and std default to the
+model's kiln.input_mean / kiln.input_std metadata. Needs the PyPI packages numpy and onnxruntime.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fashion_mnist  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("output")
+    parser.add_argument("--mean", type=float)
+    parser.add_argument("--std", type=float)
+    parser.add_argument("--limit", type=int, default=10000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    mean = args.mean if args.mean is not None else float(metadata.get("kiln.input_mean", 0))
+    std = args.std if args.std is not None else float(metadata.get("kiln.input_std", 1))
+    images, _ = fashion_mnist.load("t10k")
+    images = images[:args.limit]
+    name = session.get_inputs()[0].name
+    predictions = []
+    for i in range(0, len(images), 500):
+        x = ((images[i:i + 500].astype(np.float32)[:, None] / 255.0) - np.float32(mean)) / np.float32(std)
+        predictions.append(session.run(None, {name: x.astype(np.float32)})[0].argmax(1))
+    np.save(args.output, np.concatenate(predictions).astype(np.int64))
+
+
+if __name__ == "__main__":
+    main()
