@@ -150,4 +150,54 @@ struct CLITests {
         try CLI.expectFailure(["run", CLI.teacher, "--input", header, "-o", out], [header])
         #expect(!FileManager.default.fileExists(atPath: out), "a failed run must not leave an output file")
     }
+
+    @Test("quantize writes a student and prints a per-layer table; eval --max-drop gates on it")
+    func quantizeAndGate() throws {
+        let student = CLI.temporary("student.kiln"), qdq = CLI.temporary("student.qdq.onnx")
+        defer { try? FileManager.default.removeItem(atPath: student); try? FileManager.default.removeItem(atPath: qdq) }
+        let calibration = CLI.root.appendingPathComponent("calibration/fashion-mnist-real-512.npy").path
+        let result = try CLI.run(["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--range", "mse",
+                                  "--onnx-out", qdq, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let layers = summary?["layers"] as? [[String: Any]] ?? []
+        #expect(layers.count > 20)
+        #expect(layers.allSatisfy { ($0["sqnr"] as? Double ?? 0) > 15 }, "every layer should keep > 15 dB SQNR")
+        #expect(FileManager.default.fileExists(atPath: qdq))
+        let inspect = try CLI.run(["inspect", student, "--json"])
+        let info = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        #expect((info?["format"] as? String)?.hasPrefix("kiln") == true)
+        #expect((info?["metadata"] as? [String: String])?["kiln.input_mean"] != nil)
+        let pass = try CLI.run(["eval", student, "--dataset", "fashion-mnist", "--limit", "500", "--reference", CLI.teacher,
+                                "--max-drop", "2", "--min-agreement", "97"])
+        #expect(pass.status == 0, "\(pass.stderr)")
+        let fail = try CLI.run(["eval", student, "--dataset", "fashion-mnist", "--limit", "500", "--min-top1", "99.9"])
+        #expect(fail.status == 2)
+        #expect(fail.stderr.contains("below --min-top1 99.90%"))
+    }
+
+    @Test("a failed quantize reports the problem and leaves no output file")
+    func quantizeFailure() throws {
+        let student = CLI.temporary("never.kiln"), calibration = CLI.temporary("wrong-calibration.npy")
+        defer { try? FileManager.default.removeItem(atPath: calibration) }
+        try NPY.write(Tensor(shape: [4, 3, 28, 28], repeating: 0), to: calibration)
+        try CLI.expectFailure(["quantize", CLI.teacher, "-o", student, "--calibration", calibration],
+                              ["calibration data [4, 3, 28, 28] does not match the model input [N, 1, 28, 28]"])
+        #expect(!FileManager.default.fileExists(atPath: student))
+    }
+
+    @Test("a corrupt student is refused with the byte offset or section at fault")
+    func corruptStudent() throws {
+        let student = CLI.temporary("to-corrupt.kiln")
+        defer { try? FileManager.default.removeItem(atPath: student) }
+        let calibration = CLI.root.appendingPathComponent("calibration/fashion-mnist-real-512.npy").path
+        let made = try CLI.run(["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--range", "minmax", "--json"])
+        #expect(made.status == 0, "\(made.stderr)")
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: student))
+        bytes[bytes.count / 2] ^= 0x5A
+        try bytes.write(to: URL(fileURLWithPath: student))
+        try CLI.expectFailure(["inspect", student], [student, "checksum mismatch"])
+        try bytes.prefix(100).write(to: URL(fileURLWithPath: student))
+        try CLI.expectFailure(["eval", student, "--dataset", "fashion-mnist"], [student])
+    }
 }

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import KilnGraph
+import KilnRuntime
+import KilnTensor
+
+/// `kiln bench MODEL`: inference latency on a fixed input.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Time inference of a model on a fixed input: min, median and p90 latency.")
+
+    @Argument(help: "The model (.kiln student or .onnx teacher).")
+    var model: String
+
+    @Option(help: "Timed runs (after 10% warm-up runs, at least 3).")
+    var runs: Int = 200
+
+    @Option(help: "Batch size.")
+    var batch: Int = 1
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard runs >= 1, batch >= 1 else { throw ValidationError("--runs and --batch must be at least 1") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            try compute.apply()
+            let loaded = try LoadedModel(path: model)
+            let shape: [Int]
+            switch loaded.backend {
+            case .teacher(_, let graph, _): shape = graph[graph.inputs[0]].shape
+            case .student(let student): shape = student.inputs[0].shape
+            }
+            let concrete = shape.substitutingBatch(batch)
+            let x = Tensor(shape: concrete, scalars: (0..<concrete.elementCount).map { Float($0 % 255) / 127 - 1 })
+            var predict: () throws -> Void = { _ = try loaded.predict(x) }
+            if case .student(let student) = loaded.backend {
+                // The allocation-free path: one context, caller-owned buffers.
+                let context = student.makeContext()
+                var output = [Float](repeating: 0, count: batch * student.outputs[0].sampleCount)
+                predict = {
+                    try x.scalars.withUnsafeBufferPointer { input in
+                        try output.withUnsafeMutableBufferPointer { out in
+                            try context.run(inputs: [input], outputs: [out], batch: batch)
+                        }
+                    }
+                }
+            }
+            for _ in 0..<max(3, runs / 10) { try predict() }
+            var times: [Double] = []
+            for _ in 0..<runs {
+                let start = DispatchTime.now().uptimeNanoseconds
+                try predict()
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+            }
+            times.sort()
+            let macs: Int
+            switch loaded.backend {
+            case .teacher(_, let graph, _): macs = graph.macsPerSample
+            case .student(let student): macs = student.student.macsPerSample
+            }
+            let result = BenchResult(model: model, batch: batch, runs: runs, threads: Parallel.threadCount,
+                                     minMs: times[0], medianMs: times[times.count / 2],
+                                     p90Ms: times[min(times.count - 1, times.count * 9 / 10)],
+                                     gmacPerSecond: Double(macs * batch) / (times[times.count / 2] * 1e6))
+            if json {
+                try printJSON(result)
+            } else {
+                print(String(format: "%@: batch %d, %d runs: min %.3f ms, median %.3f ms, p90 %.3f ms, %.2f GMAC/s",
+                             model, batch, runs, result.minMs, result.medianMs, result.p90Ms, result.gmacPerSecond))
+            }
+        }
+    }
+}
+
+/// What `kiln bench` reports.
+struct BenchResult: Encodable {
+    var model: String
+    var batch: Int
+    var runs: Int
+    var threads: Int
+    var minMs: Double
+    var medianMs: Double
+    var p90Ms: Double
+    var gmacPerSecond: Double
+}

@@ -1,0 +1,108 @@
+import Foundation
+import KilnGraph
+import KilnONNX
+import KilnQuant
+import KilnRuntime
+import KilnTensor
+import Testing
+
+/// Committed models and calibration sets.
+enum Repository {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
+
+    /// The Fashion-MNIST teachers listed in models/teachers.json.
+    static let fashionTeachers: [String] = {
+        struct Entry: Decodable { var file: String; var dataset: String? }
+        let data = try! Data(contentsOf: root.appendingPathComponent("models/teachers.json"))
+        let entries = try! JSONDecoder().decode([String: Entry].self, from: data)
+        return entries.filter { $0.value.dataset == "fashion-mnist" }.map(\.value.file).sorted()
+    }()
+
+    static func teacher(_ file: String) throws -> Graph {
+        try ONNXModel(contentsOf: path("models/\(file)")).importGraph()
+    }
+}
+
+/// Argmax of each row of [n, classes] logits.
+func argmax(_ logits: [Float], classes: Int) -> [Int] {
+    stride(from: 0, to: logits.count, by: classes).map { start in
+        let row = logits[start..<(start + classes)]
+        return row.indices.max { row[$0] < row[$1] }! - start
+    }
+}
+
+/// Teacher and student predictions on the 10k Fashion-MNIST test images.
+struct Comparison {
+    var teacherTop1 = 0.0, studentTop1 = 0.0, agreement = 0.0
+    var studentPredictions: [Int] = []
+
+    init(teacher: Graph, student: KilnModel) throws {
+        let data = try FashionMNIST(split: .test)
+        let mean = Float(teacher.metadata["kiln.input_mean"]!)!, std = Float(teacher.metadata["kiln.input_std"]!)!
+        let interpreter = try Interpreter(teacher)
+        let context = student.makeContext()
+        var teacherCorrect = 0, studentCorrect = 0, agreeing = 0
+        for start in stride(from: 0, to: data.count, by: 500) {
+            let x = data.tensor(start..<(start + 500), mean: mean, std: std)
+            let t = argmax(try interpreter.run([x])[0].scalars, classes: 10)
+            let s = argmax(try context.predict(x.scalars), classes: 10)
+            for i in 0..<500 {
+                let label = data.labels[start + i]
+                if t[i] == label { teacherCorrect += 1 }
+                if s[i] == label { studentCorrect += 1 }
+                if s[i] == t[i] { agreeing += 1 }
+            }
+            studentPredictions += s
+        }
+        teacherTop1 = Double(teacherCorrect) / 10_000
+        studentTop1 = Double(studentCorrect) / 10_000
+        agreement = Double(agreeing) / 10_000
+    }
+}
+
+@Suite("W8A8 accuracy regression (real calibration data)")
+struct AccuracyRegressionTests {
+    @Test("each teacher's int8 student loses ≤ 0.3 pt top-1, agrees on ≥ 99.5%, and onnxruntime runs its QDQ export identically",
+          arguments: Repository.fashionTeachers)
+    func realCalibration(_ file: String) throws {
+        let teacher = try Repository.teacher(file)
+        let calibration = try NPY.readTensor(Repository.path("calibration/fashion-mnist-real-512.npy"))
+        let result = try Quantizer.quantize(teacher, calibration: calibration)
+        var student = result.student
+        student.metadata = teacher.metadata
+        let model = try KilnModel(student)
+        let comparison = try Comparison(teacher: teacher, student: model)
+        print(String(format: "%@ W8A8 (512 real images, percentile): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
+                     file, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100))
+        #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.003)
+        #expect(comparison.agreement >= 0.995)
+
+        // The QDQ export, run by onnxruntime (PyPI), must agree with KilnRuntime on ≥ 99.9% of the images.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-qdq-\(getpid())-\(file)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let qdq = directory.appendingPathComponent("student.qdq.onnx").path
+        let predictions = directory.appendingPathComponent("ort.npy").path
+        try QDQExporter.export(student).write(to: URL(fileURLWithPath: qdq))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", Repository.path("scripts/qdq_predict.py"), qdq, predictions]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "onnxruntime run failed (is the PyPI package onnxruntime installed?): \(stderr)")
+        let ort = try NPY.read(predictions)
+        try #require(ort.dtype == .int64 && ort.shape == [10_000])
+        let ortPredictions = ort.payload.withUnsafeBytes { raw in
+            (0..<10_000).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
+        }
+        let same = zip(ortPredictions, comparison.studentPredictions).filter { $0 == $1 }.count
+        print("\(file): onnxruntime (QDQ) and KilnRuntime agree on \(same) of 10000 images")
+        #expect(same >= 9_990)
+    }
+}
