@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// A problem with the inputs given to a student at run time.
 public struct KilnRuntimeError: Error, CustomStringConvertible, Equatable {
