@@ -175,7 +175,8 @@ def train(name, epochs, seed):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     cls, opset = ARCHITECTURES[name]
-    model = cls()
+    # channels_last makes PyTorch's CPU convolutions (depthwise above all) 2-3x faster to train.
+    model = cls().to(memory_format=torch.channels_last)
     xtr, ytr = fashion_mnist.load("train")
     xte, yte = fashion_mnist.load("t10k")
     xtr, ytr = torch.from_numpy(fashion_mnist.normalize(xtr)), torch.from_numpy(ytr)
@@ -191,7 +192,8 @@ def train(name, epochs, seed):
         total = 0.0
         for i in range(0, len(xtr), batch):
             index = order[i:i + batch]
-            xb, yb = augment(xtr[index], generator), ytr[index]
+            xb = augment(xtr[index], generator).contiguous(memory_format=torch.channels_last)
+            yb = ytr[index]
             loss = F.cross_entropy(model(xb), yb, label_smoothing=0.05)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -202,6 +204,7 @@ def train(name, epochs, seed):
         print(f"{name} epoch {epoch + 1}/{epochs}: loss {total / len(xtr):.4f}, test top-1 {top1 * 100:.2f}%, "
               f"{time.time() - start:.0f} s", flush=True)
     seconds = time.time() - start
+    model = model.to(memory_format=torch.contiguous_format)
     top1 = evaluate(model, xte, yte)
     export(model, name, opset, top1, seconds, epochs)
 

@@ -43,11 +43,26 @@ extension FP32 {
 
     /// Constant, reflect or edge padding; negative amounts crop.
     public static func pad(_ x: Tensor, _ a: PadAttributes) -> Tensor {
-        let rank = x.rank
         let shape = try! Op.pad(a).outputShape(inputShapes: [x.shape])
+        var out = [Float](repeating: a.value, count: shape.elementCount)
+        forEachPadSource(x.shape, a, output: shape) { o, source in out[o] = x.scalars[source] }
+        return Tensor(shape: shape, scalars: out)
+    }
+
+    /// Gradient of `pad` with respect to its input: each output gradient returns to the cell it was copied from.
+    public static func padBackward(_ gradient: Tensor, inputShape: [Int], _ a: PadAttributes) -> Tensor {
+        var dx = [Float](repeating: 0, count: inputShape.elementCount)
+        forEachPadSource(inputShape, a, output: gradient.shape) { o, source in dx[source] += gradient.scalars[o] }
+        return Tensor(shape: inputShape, scalars: dx)
+    }
+
+    /// Calls `body(outputOffset, sourceOffset)` for every padded output cell copied from the input (constant
+    /// fill cells are skipped).
+    static func forEachPadSource(_ inputShape: [Int], _ a: PadAttributes, output shape: [Int], _ body: (Int, Int) -> Void) {
+        let rank = inputShape.count
         // Per axis: the source index of each output index, or -1 for the constant fill.
         let sourceIndex: [[Int]] = (0..<rank).map { axis in
-            let size = x.shape[axis], before = a.pads[axis]
+            let size = inputShape[axis], before = a.pads[axis]
             return (0..<shape[axis]).map { o in
                 var i = o - before
                 if i >= 0 && i < size { return i }
@@ -62,10 +77,10 @@ extension FP32 {
                 }
             }
         }
-        let inStrides = x.shape.strides
-        var out = [Float](repeating: a.value, count: shape.elementCount)
+        let inStrides = inputShape.strides
+        let total = shape.elementCount
         var index = [Int](repeating: 0, count: rank)
-        for o in 0..<out.count {
+        for o in 0..<total {
             var source = 0
             var inside = true
             for axis in 0..<rank {
@@ -73,7 +88,7 @@ extension FP32 {
                 if s < 0 { inside = false; break }
                 source += s * inStrides[axis]
             }
-            if inside { out[o] = x.scalars[source] }
+            if inside { body(o, source) }
             var axis = rank - 1
             while axis >= 0 {
                 index[axis] += 1
@@ -82,7 +97,6 @@ extension FP32 {
                 axis -= 1
             }
         }
-        return Tensor(shape: shape, scalars: out)
     }
 
     /// Nearest-neighbour upsampling of x [N, C, H, W] by integer factors.

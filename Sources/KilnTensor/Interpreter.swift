@@ -4,6 +4,8 @@ import KilnGraph
 public struct InterpreterError: Error, CustomStringConvertible, Equatable {
     /// What is wrong.
     public var message: String
+    /// Creates the error.
+    public init(message: String) { self.message = message }
     public var description: String { message }
 }
 
