@@ -18,6 +18,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Batch size.")
     var batch: Int = 1
 
+    @Flag(help: "Time forward + backward with the gradient taken with respect to the input (teachers only), as data synthesis does.")
+    var backward = false
+
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
@@ -39,7 +42,17 @@ struct BenchCommand: ParsableCommand {
             let concrete = shape.substitutingBatch(batch)
             let x = Tensor(shape: concrete, scalars: (0..<concrete.elementCount).map { Float($0 % 255) / 127 - 1 })
             var predict: () throws -> Void = { _ = try loaded.predict(x) }
-            if case .student(let student) = loaded.backend {
+            if backward {
+                guard case .teacher(_, let graph, _) = loaded.backend else {
+                    throw ValidationError("--backward needs an ONNX teacher")
+                }
+                predict = {
+                    let tape = Tape()
+                    let input = tape.leaf(x)
+                    let output = try tape.run(graph, inputs: [input])[0]
+                    _ = tape.gradients(of: output, withRespectTo: [input])
+                }
+            } else if case .student(let student) = loaded.backend {
                 // The allocation-free path: one context, caller-owned buffers.
                 let context = student.makeContext()
                 var output = [Float](repeating: 0, count: batch * student.outputs[0].sampleCount)
@@ -64,15 +77,17 @@ struct BenchCommand: ParsableCommand {
             case .teacher(_, let graph, _): macs = graph.macsPerSample
             case .student(let student): macs = student.student.macsPerSample
             }
-            let result = BenchResult(model: model, batch: batch, runs: runs, threads: Parallel.threadCount,
+            let result = BenchResult(model: model, mode: backward ? "forward+backward" : "forward", batch: batch, runs: runs,
+                                     threads: Parallel.threadCount, peakRSSMegabytes: peakResidentMegabytes(),
                                      minMs: times[0], medianMs: times[times.count / 2],
                                      p90Ms: times[min(times.count - 1, times.count * 9 / 10)],
                                      gmacPerSecond: Double(macs * batch) / (times[times.count / 2] * 1e6))
             if json {
                 try printJSON(result)
             } else {
-                print(String(format: "%@: batch %d, %d runs: min %.3f ms, median %.3f ms, p90 %.3f ms, %.2f GMAC/s",
-                             model, batch, runs, result.minMs, result.medianMs, result.p90Ms, result.gmacPerSecond))
+                print(String(format: "%@ (%@): batch %d, %d threads, %d runs: min %.3f ms, median %.3f ms, p90 %.3f ms, %.2f GMAC/s, peak RSS %.1f MB",
+                             model, result.mode, batch, result.threads, runs, result.minMs, result.medianMs, result.p90Ms,
+                             result.gmacPerSecond, result.peakRSSMegabytes))
             }
         }
     }
@@ -81,11 +96,21 @@ struct BenchCommand: ParsableCommand {
 /// What `kiln bench` reports.
 struct BenchResult: Encodable {
     var model: String
+    var mode: String
     var batch: Int
     var runs: Int
     var threads: Int
+    var peakRSSMegabytes: Double
     var minMs: Double
     var medianMs: Double
     var p90Ms: Double
     var gmacPerSecond: Double
+}
+
+/// The process's peak resident set size (VmHWM in /proc/self/status), in megabytes.
+func peakResidentMegabytes() -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kilobytes / 1024
 }

@@ -1,10 +1,21 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import KilnTensor
 
-/// The `kiln` command: inspect, evaluate and run ONNX teachers (and, later, int8 students).
+/// The `kiln` command: inspect, evaluate, quantize and run ONNX teachers and int8 students.
 @main
 struct Kiln: ParsableCommand {
+    static func main() {
+        keepLargeAllocationsInHeap()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Zero-shot int8 quantization and inference for ONNX CNNs.",
@@ -42,4 +53,17 @@ struct ComputeOptions: ParsableArguments {
             Parallel.threadCount = threads
         }
     }
+}
+
+/// Keeps the large, short-lived tensors of the fp32 engine in malloc's heap instead of fresh mmap'd pages: each
+/// op allocates its output, and returning those pages to the kernel only to fault them in again cost about a
+/// quarter of a training step (measured on ResNet-20, batch 64).
+func keepLargeAllocationsInHeap() {
+    // glibc's mallopt is not in Swift's Glibc module; look it up and call it with the C convention.
+    typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+    let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+    let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3  // M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (<malloc.h>)
+    _ = mallopt(mmapThreshold, 256 << 20)
+    _ = mallopt(trimThreshold, 1 << 30)
 }

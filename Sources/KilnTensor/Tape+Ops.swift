@@ -23,21 +23,39 @@ extension Tape {
         let inverse = variance.scalars.map { 1 / ($0 + epsilon).squareRoot() }
         return record(y, inputs: [x, scale, bias]) { dy, needs in
             let (outer, channels, inner) = FP32.split(xv.shape, at: 1)
-            var dx = needs[0] ? [Float](repeating: 0, count: xv.count) : []
+            var dx: Tensor?
+            if needs[0] {
+                var values = dy.scalars
+                values.withUnsafeMutableBufferPointer { d in
+                    for o in 0..<outer {
+                        for c in 0..<channels {
+                            let factor = gamma[c] * inverse[c]
+                            let base = (o * channels + c) * inner
+                            for i in base..<(base + inner) { d[i] *= factor }
+                        }
+                    }
+                }
+                dx = Tensor(shape: xv.shape, scalars: values)
+            }
+            guard needs[1] || needs[2] else { return [dx, nil, nil] }
             var dGamma = [Float](repeating: 0, count: channels), dBeta = [Float](repeating: 0, count: channels)
-            for o in 0..<outer {
-                for c in 0..<channels {
-                    let base = (o * channels + c) * inner
-                    for i in base..<(base + inner) {
-                        let d = dy.scalars[i]
-                        dBeta[c] += d
-                        dGamma[c] += d * (xv.scalars[i] - mean.scalars[c]) * inverse[c]
-                        if needs[0] { dx[i] = d * gamma[c] * inverse[c] }
+            dy.scalars.withUnsafeBufferPointer { d in
+                xv.scalars.withUnsafeBufferPointer { x in
+                    for o in 0..<outer {
+                        for c in 0..<channels {
+                            let base = (o * channels + c) * inner
+                            var sumD: Float = 0, sumDX: Float = 0
+                            for i in base..<(base + inner) {
+                                sumD += d[i]
+                                sumDX += d[i] * x[i]
+                            }
+                            dBeta[c] += sumD
+                            dGamma[c] += (sumDX - mean.scalars[c] * sumD) * inverse[c]
+                        }
                     }
                 }
             }
-            return [needs[0] ? Tensor(shape: xv.shape, scalars: dx) : nil,
-                    Tensor(shape: [channels], scalars: dGamma), Tensor(shape: [channels], scalars: dBeta)]
+            return [dx, Tensor(shape: [channels], scalars: dGamma), Tensor(shape: [channels], scalars: dBeta)]
         }
     }
 
@@ -104,23 +122,30 @@ extension Tape {
         return record(y, inputs: [x]) { dy, _ in
             var dx = dy
             dx.scalars.withUnsafeMutableBufferPointer { d in
-                for i in d.indices {
-                    let v = xv.scalars[i]
-                    switch f {
-                    case .relu: if v <= 0 { d[i] = 0 }
-                    case .clip(let lo, let hi): if v <= lo || v >= hi { d[i] = 0 }
-                    case .leakyRelu(let alpha): if v < 0 { d[i] *= alpha }
-                    case .sigmoid:
-                        let s = y.scalars[i]
-                        d[i] *= s * (1 - s)
-                    case .tanh:
-                        let t = y.scalars[i]
-                        d[i] *= 1 - t * t
-                    case .hardSigmoid(let alpha, let beta):
-                        let u = alpha * v + beta
-                        d[i] = u > 0 && u < 1 ? d[i] * alpha : 0
-                    case .hardSwish:
-                        d[i] *= v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6
+                xv.scalars.withUnsafeBufferPointer { input in
+                    y.scalars.withUnsafeBufferPointer { output in
+                        switch f {
+                        case .relu:
+                            for i in d.indices where input[i] <= 0 { d[i] = 0 }
+                        case .clip(let lo, let hi):
+                            for i in d.indices where input[i] <= lo || input[i] >= hi { d[i] = 0 }
+                        case .leakyRelu(let alpha):
+                            for i in d.indices where input[i] < 0 { d[i] *= alpha }
+                        case .sigmoid:
+                            for i in d.indices { d[i] *= output[i] * (1 - output[i]) }
+                        case .tanh:
+                            for i in d.indices { d[i] *= 1 - output[i] * output[i] }
+                        case .hardSigmoid(let alpha, let beta):
+                            for i in d.indices {
+                                let u = alpha * input[i] + beta
+                                d[i] = u > 0 && u < 1 ? d[i] * alpha : 0
+                            }
+                        case .hardSwish:
+                            for i in d.indices {
+                                let v = input[i]
+                                d[i] *= v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6
+                            }
+                        }
                     }
                 }
             }
