@@ -4,11 +4,14 @@ extension FP32 {
     /// A pointwise activation applied to every element.
     public static func activation(_ x: Tensor, _ f: Activation) -> Tensor {
         var out = x
-        out.scalars.withUnsafeMutableBufferPointer { p in
-            switch f {
-            case .relu: for i in p.indices { p[i] = p[i] > 0 ? p[i] : 0 }
-            case .clip(let lo, let hi): for i in p.indices { p[i] = min(max(p[i], lo), hi) }
-            default: for i in p.indices { p[i] = f.apply(p[i]) }
+        out.scalars.withUnsafeMutableBufferPointer { buffer in
+            let p = UnsafeMutableSendablePointer(buffer.baseAddress!)
+            Parallel.forEachSlice(buffer.count) { range in
+                switch f {
+                case .relu: for i in range { p.pointer[i] = p.pointer[i] > 0 ? p.pointer[i] : 0 }
+                case .clip(let lo, let hi): for i in range { p.pointer[i] = min(max(p.pointer[i], lo), hi) }
+                default: for i in range { p.pointer[i] = f.apply(p.pointer[i]) }
+                }
             }
         }
         return out
@@ -17,7 +20,21 @@ extension FP32 {
     /// Broadcasting elementwise arithmetic, with fast paths for equal shapes, scalars and per-channel operands.
     public static func binary(_ a: Tensor, _ b: Tensor, _ op: BinaryOp) -> Tensor {
         if a.shape == b.shape {
-            return Tensor(shape: a.shape, scalars: zip(a.scalars, b.scalars).map { op.apply($0, $1) })
+            var out = a.scalars
+            out.withUnsafeMutableBufferPointer { buffer in
+                b.scalars.withUnsafeBufferPointer { other in
+                    let p = UnsafeMutableSendablePointer(buffer.baseAddress!), q = UnsafeSendablePointer(other.baseAddress!)
+                    Parallel.forEachSlice(buffer.count) { range in
+                        switch op {
+                        case .add: for i in range { p.pointer[i] += q.pointer[i] }
+                        case .sub: for i in range { p.pointer[i] -= q.pointer[i] }
+                        case .mul: for i in range { p.pointer[i] *= q.pointer[i] }
+                        case .div: for i in range { p.pointer[i] /= q.pointer[i] }
+                        }
+                    }
+                }
+            }
+            return Tensor(shape: a.shape, scalars: out)
         }
         guard let shape = TensorLayout.broadcastShape(a.shape, b.shape) else {
             preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
@@ -64,12 +81,14 @@ extension FP32 {
         let multiplier = (0..<channels).map { scale.scalars[$0] / (variance.scalars[$0] + epsilon).squareRoot() }
         let shift = (0..<channels).map { bias.scalars[$0] - mean.scalars[$0] * multiplier[$0] }
         var out = x.scalars
-        out.withUnsafeMutableBufferPointer { p in
-            for o in 0..<x.shape[0] {
-                for c in 0..<channels {
+        out.withUnsafeMutableBufferPointer { buffer in
+            let p = UnsafeMutableSendablePointer(buffer.baseAddress!)
+            Parallel.forEachChunk(x.shape[0] * channels, grain: max(1, (1 << 16) / max(inner, 1))) { planes in
+                for plane in planes {
+                    let c = plane % channels
                     let (m, s) = (multiplier[c], shift[c])
-                    let base = (o * channels + c) * inner
-                    for i in base..<(base + inner) { p[i] = p[i] * m + s }
+                    let base = plane * inner
+                    for i in base..<(base + inner) { p.pointer[i] = p.pointer[i] * m + s }
                 }
             }
         }

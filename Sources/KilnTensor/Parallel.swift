@@ -25,6 +25,13 @@ public enum Parallel {
     }
 }
 
+extension Parallel {
+    /// Applies `body` to disjoint index ranges of a buffer of `count` elements, in parallel when it is large.
+    public static func forEachSlice(_ count: Int, _ body: (Range<Int>) -> Void) {
+        forEachChunk(count, grain: 1 << 16, body)
+    }
+}
+
 /// A value handed to `Parallel` workers without a compiler check; the caller keeps the accesses disjoint.
 struct UncheckedSendable<T>: @unchecked Sendable {
     let value: T

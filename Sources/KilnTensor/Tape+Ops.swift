@@ -121,30 +121,37 @@ extension Tape {
         let xv = x.value
         return record(y, inputs: [x]) { dy, _ in
             var dx = dy
-            dx.scalars.withUnsafeMutableBufferPointer { d in
-                xv.scalars.withUnsafeBufferPointer { input in
-                    y.scalars.withUnsafeBufferPointer { output in
+            dx.scalars.withUnsafeMutableBufferPointer { buffer in
+                xv.scalars.withUnsafeBufferPointer { inputBuffer in
+                    y.scalars.withUnsafeBufferPointer { outputBuffer in
+                        let (gradients, inputs, outputs) = (UnsafeMutableSendablePointer(buffer.baseAddress!),
+                                                            UnsafeSendablePointer(inputBuffer.baseAddress!),
+                                                            UnsafeSendablePointer(outputBuffer.baseAddress!))
+                        Parallel.forEachSlice(buffer.count) { range in
+                        let (d, input, output) = (gradients.pointer, inputs.pointer, outputs.pointer)
+                        let indices = range
                         switch f {
                         case .relu:
-                            for i in d.indices where input[i] <= 0 { d[i] = 0 }
+                            for i in indices where input[i] <= 0 { d[i] = 0 }
                         case .clip(let lo, let hi):
-                            for i in d.indices where input[i] <= lo || input[i] >= hi { d[i] = 0 }
+                            for i in indices where input[i] <= lo || input[i] >= hi { d[i] = 0 }
                         case .leakyRelu(let alpha):
-                            for i in d.indices where input[i] < 0 { d[i] *= alpha }
+                            for i in indices where input[i] < 0 { d[i] *= alpha }
                         case .sigmoid:
-                            for i in d.indices { d[i] *= output[i] * (1 - output[i]) }
+                            for i in indices { d[i] *= output[i] * (1 - output[i]) }
                         case .tanh:
-                            for i in d.indices { d[i] *= 1 - output[i] * output[i] }
+                            for i in indices { d[i] *= 1 - output[i] * output[i] }
                         case .hardSigmoid(let alpha, let beta):
-                            for i in d.indices {
+                            for i in indices {
                                 let u = alpha * input[i] + beta
                                 d[i] = u > 0 && u < 1 ? d[i] * alpha : 0
                             }
                         case .hardSwish:
-                            for i in d.indices {
+                            for i in indices {
                                 let v = input[i]
                                 d[i] *= v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6
                             }
+                        }
                         }
                     }
                 }
