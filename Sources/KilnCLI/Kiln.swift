@@ -19,7 +19,7 @@ struct Kiln: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Zero-shot int8 quantization and inference for ONNX CNNs.",
-        subcommands: [InspectCommand.self, EvalCommand.self, RunCommand.self, QuantizeCommand.self, BenchCommand.self])
+        subcommands: [InspectCommand.self, EvalCommand.self, RunCommand.self, SynthesizeCommand.self, QuantizeCommand.self, BenchCommand.self])
 }
 
 /// Runs a command body, turning any error into one line on stderr and exit status 1.

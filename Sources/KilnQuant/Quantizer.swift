@@ -8,11 +8,23 @@ public struct QuantizeOptions: Sendable {
     public var range: RangeMethod = .percentile(99.99)
     /// Calibration images per interpreter batch.
     public var batch: Int = 64
+    /// The range of the model input when it is known (e.g. normalized 8-bit pixels), used for the input's
+    /// quantization instead of the calibration data's range; nil: from the calibration data.
+    public var inputRange: ClosedRange<Float>?
 
     /// Default options: 99.99th-percentile ranges.
-    public init(range: RangeMethod = .percentile(99.99), batch: Int = 64) {
+    public init(range: RangeMethod = .percentile(99.99), batch: Int = 64, inputRange: ClosedRange<Float>? = nil) {
         self.range = range
         self.batch = batch
+        self.inputRange = inputRange
+    }
+
+    /// The input range of a model whose metadata says how 8-bit pixels in [0, 1] are normalized
+    /// (`kiln.input_mean`, `kiln.input_std`): [(0 − mean)/std, (1 − mean)/std].
+    public static func pixelRange(_ metadata: [String: String]) -> ClosedRange<Float>? {
+        guard let mean = metadata["kiln.input_mean"].flatMap(Float.init), let std = metadata["kiln.input_std"].flatMap(Float.init),
+              std > 0 else { return nil }
+        return ((0 - mean) / std)...((1 - mean) / std)
     }
 }
 
@@ -66,7 +78,10 @@ public enum Quantizer {
         let needsHistogram = options.range != .minmax
         let statistics = try calibrator.collect(calibration, histogram: needsHistogram)
         let method = options.range
+        let input = graph.inputs[0]
+        let inputRange = options.inputRange
         var lowering = Lowering(graph: graph) { id in
+            if id == input, let inputRange { return activationQuantization(low: inputRange.lowerBound, high: inputRange.upperBound) }
             let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)
             return activationQuantization(low: lo, high: hi)
         }

@@ -60,6 +60,10 @@ extension FP32 {
     /// fill cells are skipped).
     static func forEachPadSource(_ inputShape: [Int], _ a: PadAttributes, output shape: [Int], _ body: (Int, Int) -> Void) {
         let rank = inputShape.count
+        if rank == 4, a.pads[0] == 0, a.pads[1] == 0, a.pads[4] == 0, a.pads[5] == 0 {
+            spatialPadSources(inputShape, a, output: shape, body)
+            return
+        }
         // Per axis: the source index of each output index, or -1 for the constant fill.
         let sourceIndex: [[Int]] = (0..<rank).map { axis in
             let size = inputShape[axis], before = a.pads[axis]
@@ -95,6 +99,34 @@ extension FP32 {
                 if index[axis] < shape[axis] { break }
                 index[axis] = 0
                 axis -= 1
+            }
+        }
+    }
+
+    /// `forEachPadSource` for padding of H and W only: per row, one source row index and a column map.
+    private static func spatialPadSources(_ inputShape: [Int], _ a: PadAttributes, output shape: [Int],
+                                          _ body: (Int, Int) -> Void) {
+        let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
+        let (oh, ow) = (shape[2], shape[3])
+        func source(_ o: Int, _ before: Int, _ size: Int) -> Int {
+            var i = o - before
+            if i >= 0 && i < size { return i }
+            switch a.mode {
+            case .constant: return -1
+            case .edge: return min(max(i, 0), size - 1)
+            case .reflect:
+                let period = 2 * (size - 1)
+                if period == 0 { return 0 }
+                i = ((i % period) + period) % period
+                return i < size ? i : period - i
+            }
+        }
+        let rows = (0..<oh).map { source($0, a.pads[2], h) }
+        let columns = (0..<ow).map { source($0, a.pads[3], w) }
+        for plane in 0..<planes {
+            for oy in 0..<oh where rows[oy] >= 0 {
+                let sourceRow = (plane * h + rows[oy]) * w, outputRow = (plane * oh + oy) * ow
+                for ox in 0..<ow where columns[ox] >= 0 { body(outputRow + ox, sourceRow + columns[ox]) }
             }
         }
     }

@@ -40,16 +40,23 @@ public struct Adam: Optimizer {
         let correction1 = 1 - pow(beta1, Float(steps)), correction2 = 1 - pow(beta2, Float(steps))
         for index in parameters.indices {
             guard let gradient = gradients[index] else { continue }
+            let (rate, decay, decoupled) = (learningRate, weightDecay, decoupledWeightDecay)
+            let (b1, b2, eps) = (beta1, beta2, epsilon)
             parameters[index].scalars.withUnsafeMutableBufferPointer { p in
-                for i in p.indices {
-                    var g = gradient.scalars[i]
-                    if weightDecay != 0 {
-                        if decoupledWeightDecay { p[i] -= learningRate * weightDecay * p[i] } else { g += weightDecay * p[i] }
+                gradient.scalars.withUnsafeBufferPointer { g in
+                    first[index].withUnsafeMutableBufferPointer { m in
+                        second[index].withUnsafeMutableBufferPointer { v in
+                            for i in p.indices {
+                                var gi = g[i]
+                                if decay != 0 {
+                                    if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
+                                }
+                                m[i] = b1 * m[i] + (1 - b1) * gi
+                                v[i] = b2 * v[i] + (1 - b2) * gi * gi
+                                p[i] -= rate * (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
+                            }
+                        }
                     }
-                    first[index][i] = beta1 * first[index][i] + (1 - beta1) * g
-                    second[index][i] = beta2 * second[index][i] + (1 - beta2) * g * g
-                    let mHat = first[index][i] / correction1, vHat = second[index][i] / correction2
-                    p[i] -= learningRate * mHat / (vHat.squareRoot() + epsilon)
                 }
             }
         }

@@ -1,0 +1,276 @@
+import KilnGraph
+import KilnTensor
+
+/// How calibration images are made without real data.
+public enum SynthesisMethod: String, Sendable, CaseIterable {
+    /// Genie: a fresh generator per batch plus learnable latents, swing convolution, BatchNorm-statistics loss.
+    case genie
+    /// ZeroQ: the pixels themselves optimised against the BatchNorm-statistics loss (baseline).
+    case zeroq
+    /// N(0, 1) noise (naive baseline).
+    case gaussian
+}
+
+/// Choices for data synthesis. Defaults follow the Genie reference (SamsungLabs/Genie) where it applies, with
+/// the count and iterations scaled down so that the committed teachers take minutes on 2 cores.
+public struct SynthesisOptions: Sendable {
+    public var method: SynthesisMethod = .genie
+    /// Number of images.
+    public var count = 256
+    /// Optimisation steps per batch.
+    public var iterations = 500
+    /// Images per batch (each batch has its own generator and latents).
+    public var batch = 64
+    /// Seed of every random draw; the same seed gives the same images on the same machine.
+    public var seed: UInt64 = 0
+    /// Adam learning rate of the latents (genie) or pixels (zeroq).
+    public var latentLearningRate: Float = 0.1
+    /// Adam learning rate of the generator's weights.
+    public var generatorLearningRate: Float = 0.01
+    /// Latent size of the generator.
+    public var latentSize = 256
+    /// Reflect-pad-and-crop jitter before strided convolutions (genie only).
+    public var swingConvolution = true
+
+    /// Defaults.
+    public init(method: SynthesisMethod = .genie, count: Int = 256, iterations: Int = 500, batch: Int = 64, seed: UInt64 = 0) {
+        self.method = method
+        self.count = count
+        self.iterations = iterations
+        self.batch = batch
+        self.seed = seed
+    }
+}
+
+/// Where a synthesis run is, reported after every iteration.
+public struct SynthesisProgress: Sendable {
+    public var batch: Int
+    public var batches: Int
+    public var iteration: Int
+    public var iterations: Int
+    public var loss: Float
+}
+
+/// Synthetic calibration images and how the optimisation went.
+public struct SynthesisResult: Sendable {
+    /// Images [count, ...teacher input shape].
+    public var images: Tensor
+    /// BatchNorm-statistics loss of each batch at its first and last iteration (empty for gaussian).
+    public var initialLosses: [Float]
+    public var finalLosses: [Float]
+    /// Wall time per 100 iterations of one batch, in seconds.
+    public var secondsPer100Iterations: Double?
+}
+
+/// Zero-shot calibration data from a teacher's BatchNorm statistics.
+public enum Synthesizer {
+    /// Makes `options.count` images that drive the teacher's BatchNorm inputs toward their running statistics.
+    public static func synthesize(_ teacher: Graph, options: SynthesisOptions,
+                                  progress: ((SynthesisProgress) -> Void)? = nil) throws -> SynthesisResult {
+        guard teacher.inputs.count == 1 else { throw QuantizeError("synthesis needs a single-input model") }
+        let shape = teacher[teacher.inputs[0]].shape
+        guard shape.count == 4, shape[0] == batchDimension else {
+            throw QuantizeError("synthesis needs an image input [N, C, H, W], this model takes \(shape.shapeDescription)")
+        }
+        guard options.count >= 1, options.batch >= 2, options.iterations >= 1 else {
+            throw QuantizeError("count must be ≥ 1, batch ≥ 2 and iterations ≥ 1")
+        }
+        var rng = SeededGenerator(seed: options.seed)
+        let sample = Array(shape.dropFirst())
+        if options.method == .gaussian {
+            return SynthesisResult(images: rng.normal([options.count] + sample), initialLosses: [], finalLosses: [])
+        }
+        let statistics = try batchNormTargets(teacher)
+        var images: [Float] = []
+        var initial: [Float] = [], final: [Float] = []
+        let batches = (options.count + options.batch - 1) / options.batch
+        let clock = ContinuousClock()
+        let start = clock.now
+        for index in 0..<batches {
+            let size = min(options.batch, options.count - index * options.batch)
+            let run: (first: Float, last: Float, images: Tensor)
+            switch options.method {
+            case .genie:
+                run = try genieBatch(teacher, statistics, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
+                    progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
+                }
+            case .zeroq:
+                run = try zeroqBatch(teacher, statistics, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
+                    progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
+                }
+            case .gaussian:
+                fatalError("handled above")
+            }
+            images += run.images.scalars.prefix(size * sample.elementCount)
+            initial.append(run.first)
+            final.append(run.last)
+        }
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return SynthesisResult(images: Tensor(shape: [options.count] + sample, scalars: images), initialLosses: initial,
+                               finalLosses: final, secondsPer100Iterations: seconds / Double(batches) / Double(options.iterations) * 100)
+    }
+
+    /// Running mean and σ = √(running variance + 1e-6) of every BatchNorm node, by node index.
+    static func batchNormTargets(_ teacher: Graph) throws -> [Int: (mean: Tensor, std: Tensor)] {
+        var targets: [Int: (mean: Tensor, std: Tensor)] = [:]
+        for (index, node) in teacher.nodes.enumerated() {
+            guard case .batchNorm = node.op else { continue }
+            guard let mean = teacher.constants[node.inputs[3]], let variance = teacher.constants[node.inputs[4]] else {
+                throw QuantizeError("BatchNorm node '\(node.name)' has no constant running statistics")
+            }
+            targets[index] = (mean, Tensor(shape: variance.shape, scalars: variance.scalars.map { ($0 + 1e-6).squareRoot() }))
+        }
+        guard !targets.isEmpty else {
+            throw QuantizeError("""
+                the teacher has no BatchNormalization nodes: zero-shot synthesis needs their running statistics. \
+                Export the model with BatchNorm kept (PyTorch: model.eval(); torch.onnx.export(..., \
+                training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)), or quantize with real images \
+                (--calibration X.npy)
+                """)
+        }
+        return targets
+    }
+
+    /// The BatchNorm-statistics loss of one teacher pass on `input`: per BN layer the mean squared difference
+    /// of the batch's per-channel mean and (unbiased) std of the BN input from the running ones, plus the
+    /// input term pushing each image's per-channel mean to 0 and std to 1.
+    static func statisticsLoss(_ tape: Tape, _ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)],
+                               input: Variable, swing: UnsafeMutablePointer<SeededGenerator>?) throws -> Variable {
+        let nodeIndex = Dictionary(uniqueKeysWithValues: teacher.nodes.enumerated().map { ($1.output, $0) })
+        var terms: [Variable] = []
+        func stdAndMean(_ x: Variable) -> (std: Variable, mean: Variable) {
+            let (mean, variance) = tape.channelMoments(x)
+            let count = Float(x.value.count / x.shape[1])
+            let unbiased = tape.scale(variance, by: count / max(count - 1, 1))
+            return (tape.squareRoot(unbiased, epsilon: 1e-8), mean)
+        }
+        func meanSquaredDistance(_ a: Variable, _ target: Tensor) -> Variable {
+            tape.meanSquaredError(a, tape.constant(target))
+        }
+        // Input term: every image's channels toward mean 0, std 1.
+        let (n, c) = (input.shape[0], input.shape[1])
+        let perImage = tape.reshape(input, [1, n * c, input.shape[2] * input.shape[3]])
+        let (inputStd, inputMean) = stdAndMean(perImage)
+        terms.append(tape.scale(tape.meanSquaredError(inputMean, tape.constant(Tensor(shape: [n * c], repeating: 0))), by: Float(c)))
+        terms.append(tape.scale(tape.meanSquaredError(inputStd, tape.constant(Tensor(shape: [n * c], repeating: 1))), by: Float(c)))
+        _ = try tape.run(teacher, inputs: [input], replace: { node, operands in
+            guard let swing, case .conv(let a) = node.op, a.strides != [1, 1] else { return nil }
+            // Swing convolution: reflect-pad by one pixel, crop back at a random offset, then convolve.
+            let x = operands[0]
+            let padded = tape.pad(x, PadAttributes(pads: [0, 0, 1, 1, 0, 0, 1, 1], mode: .reflect))
+            let (dy, dx) = (swing.pointee.nextIndex(3), swing.pointee.nextIndex(3))
+            let cropped = tape.slice(padded, SliceAttributes(starts: [0, 0, dy, dx], counts: x.shape, steps: [1, 1, 1, 1]))
+            return tape.conv2d(cropped, operands[1], operands.count > 2 ? operands[2] : nil, a)
+        }, observe: { node, operands, _ in
+            guard let index = nodeIndex[node.output], let target = targets[index] else { return }
+            let (std, mean) = stdAndMean(operands[0])
+            terms.append(meanSquaredDistance(mean, target.mean))
+            terms.append(meanSquaredDistance(std, target.std))
+        })
+        var total = terms[0]
+        for term in terms.dropFirst() { total = tape.binary(total, term, .add) }
+        return total
+    }
+
+    /// One Genie batch: a fresh generator and latents, optimised together; returns the images of the last iteration.
+    static func genieBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], size: Int, sample: [Int],
+                           _ options: SynthesisOptions, _ rng: inout SeededGenerator,
+                           report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
+        var generator = try GenieGenerator(latentSize: options.latentSize, output: sample, rng: &rng)
+        var latents = [rng.normal([size, options.latentSize])]
+        var latentOptimizer = Adam(learningRate: options.latentLearningRate)
+        var generatorOptimizer = Adam(learningRate: options.generatorLearningRate)
+        var plateau = ReduceOnPlateau(factor: 0.1, patience: 100, threshold: 1e-4, minimum: 1e-4)
+        let decay = ExponentialSchedule(base: options.generatorLearningRate, gamma: 0.95)
+        var first: Float = 0, last: Float = 0
+        var images = Tensor(shape: [size] + sample, repeating: 0)
+        var swing = rng
+        for iteration in 0..<options.iterations {
+            let tape = Tape()
+            let z = tape.leaf(latents[0])
+            let parameters = generator.parameters.map { tape.leaf($0) }
+            let x = generator.forward(tape, z, parameters)
+            images = x.value
+            let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
+                try statisticsLoss(tape, teacher, targets, input: x, swing: options.swingConvolution ? pointer : nil)
+            }
+            let value = loss.value.scalars[0]
+            if iteration == 0 { first = value }
+            last = value
+            report(iteration, value)
+            let gradients = tape.gradients(of: loss, withRespectTo: [z] + parameters)
+            latentOptimizer.step(&latents, gradients: [gradients[0]])
+            generatorOptimizer.step(&generator.parameters, gradients: Array(gradients.dropFirst()))
+            latentOptimizer.learningRate = plateau.update(loss: value, learningRate: latentOptimizer.learningRate)
+            if (iteration + 1) % 100 == 0 { generatorOptimizer.learningRate = decay.rate(at: (iteration + 1) / 100) }
+        }
+        rng = swing
+        return (first, last, images)
+    }
+
+    /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing).
+    static func zeroqBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], size: Int, sample: [Int],
+                           _ options: SynthesisOptions, _ rng: inout SeededGenerator,
+                           report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
+        var pixels = [rng.normal([size] + sample)]
+        var optimizer = Adam(learningRate: options.latentLearningRate)
+        var first: Float = 0, last: Float = 0
+        for iteration in 0..<options.iterations {
+            let tape = Tape()
+            let x = tape.leaf(pixels[0])
+            let loss = try statisticsLoss(tape, teacher, targets, input: x, swing: nil)
+            let value = loss.value.scalars[0]
+            if iteration == 0 { first = value }
+            last = value
+            report(iteration, value)
+            optimizer.step(&pixels, gradients: tape.gradients(of: loss, withRespectTo: [x]))
+        }
+        return (first, last, pixels[0])
+    }
+}
+
+/// Genie's generator, sized from the teacher's input: latent → linear → BN → ×2 nearest → conv 3×3 (128→64) →
+/// BN → LeakyReLU(0.2) → ×2 nearest → conv 3×3 (64→C) → tanh → BN without affine. All BatchNorms use the
+/// batch's statistics; weights start as PyTorch initialises them.
+struct GenieGenerator {
+    static let wide = 128, narrow = 64
+    let height0: Int, width0: Int, channels: Int
+    /// Linear weight [latent, 128·h0·w0] and bias, BN0 γ β, conv1 weight and bias, BN1 γ β, conv2 weight and bias.
+    var parameters: [Tensor]
+
+    init(latentSize: Int, output: [Int], rng: inout SeededGenerator) throws {
+        guard output[1] % 4 == 0, output[2] % 4 == 0 else {
+            throw QuantizeError("the generator upsamples ×4: image height and width must be multiples of 4, got \(output[1])×\(output[2])")
+        }
+        (channels, height0, width0) = (output[0], output[1] / 4, output[2] / 4)
+        let features = Self.wide * height0 * width0
+        func uniform(_ shape: [Int], fanIn: Int) -> Tensor {
+            let bound = 1 / Float(fanIn).squareRoot()
+            return rng.uniform(shape, -bound, bound)
+        }
+        parameters = [
+            uniform([latentSize, features], fanIn: latentSize), uniform([features], fanIn: latentSize),
+            Tensor(shape: [Self.wide], repeating: 1), Tensor(shape: [Self.wide], repeating: 0),
+            uniform([Self.narrow, Self.wide, 3, 3], fanIn: Self.wide * 9), uniform([Self.narrow], fanIn: Self.wide * 9),
+            Tensor(shape: [Self.narrow], repeating: 1), Tensor(shape: [Self.narrow], repeating: 0),
+            uniform([channels, Self.narrow, 3, 3], fanIn: Self.narrow * 9), uniform([channels], fanIn: Self.narrow * 9),
+        ]
+    }
+
+    func forward(_ tape: Tape, _ z: Variable, _ p: [Variable]) -> Variable {
+        let n = z.shape[0]
+        let same = ConvAttributes(strides: [1, 1], pads: [1, 1, 1, 1])
+        var x = tape.binary(tape.matMul(z, p[0]), p[1], .add)
+        x = tape.reshape(x, [n, Self.wide, height0, width0])
+        x = tape.batchNormTraining(x, scale: p[2], bias: p[3], epsilon: 1e-5)
+        x = tape.upsampleNearest(x, scaleH: 2, scaleW: 2)
+        x = tape.conv2d(x, p[4], p[5], same)
+        x = tape.batchNormTraining(x, scale: p[6], bias: p[7], epsilon: 1e-5)
+        x = tape.activation(x, .leakyRelu(alpha: 0.2))
+        x = tape.upsampleNearest(x, scaleH: 2, scaleW: 2)
+        x = tape.conv2d(x, p[8], p[9], same)
+        x = tape.activation(x, .tanh)
+        return tape.batchNormTraining(x, scale: nil, bias: nil, epsilon: 1e-5)
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import KilnGraph
+import KilnONNX
+import KilnQuant
+import KilnRuntime
+import KilnTensor
+import Testing
+
+@Suite("zero-shot synthesis")
+struct SynthesisTests {
+    @Test("genie: the BatchNorm-statistics loss falls at least 10× within a small budget", arguments: Repository.fashionTeachers)
+    func lossFalls(_ file: String) throws {
+        let teacher = try Repository.teacher(file)
+        var options = SynthesisOptions(method: .genie, count: 16, iterations: 40, batch: 16, seed: 1)
+        options.swingConvolution = true
+        let result = try Synthesizer.synthesize(teacher, options: options)
+        let (first, last) = (result.initialLosses[0], result.finalLosses[0])
+        print("\(file): genie BatchNorm-statistics loss \(first) → \(last) in 40 iterations (\(first / last)×)")
+        #expect(first / last >= 10)
+        #expect(result.images.shape == [16, 1, 28, 28])
+        #expect(result.images.scalars.allSatisfy(\.isFinite))
+    }
+
+    @Test("zeroq lowers the loss too; gaussian is plain N(0, 1) noise")
+    func baselines() throws {
+        let teacher = try Repository.teacher("resnet20.onnx")
+        let zeroq = try Synthesizer.synthesize(teacher, options: SynthesisOptions(method: .zeroq, count: 8, iterations: 20, batch: 8))
+        #expect(zeroq.finalLosses[0] < zeroq.initialLosses[0] / 2)
+        let gaussian = try Synthesizer.synthesize(teacher, options: SynthesisOptions(method: .gaussian, count: 500))
+        let mean = gaussian.images.scalars.reduce(0, +) / Float(gaussian.images.count)
+        let variance = gaussian.images.scalars.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(gaussian.images.count)
+        #expect(abs(mean) < 0.01 && abs(variance - 1) < 0.02)
+    }
+
+    @Test("the same seed gives bit-identical images; another seed does not")
+    func reproducible() throws {
+        let teacher = try Repository.teacher("resnet20.onnx")
+        let options = SynthesisOptions(method: .genie, count: 6, iterations: 5, batch: 3, seed: 42)
+        let a = try Synthesizer.synthesize(teacher, options: options).images
+        let b = try Synthesizer.synthesize(teacher, options: options).images
+        #expect(a.scalars.map(\.bitPattern) == b.scalars.map(\.bitPattern))
+        var other = options
+        other.seed = 43
+        #expect(try Synthesizer.synthesize(teacher, options: other).images != a)
+    }
+
+    @Test("a teacher without BatchNorm gets an error that says why and what to do")
+    func noBatchNorm() throws {
+        var teacher = try Repository.teacher("resnet20.onnx")
+        teacher.foldBatchNorm()
+        do {
+            _ = try Synthesizer.synthesize(teacher, options: SynthesisOptions(count: 2, iterations: 1, batch: 2))
+            Issue.record("synthesis without BatchNorm should fail")
+        } catch let error as QuantizeError {
+            #expect(error.message.contains("no BatchNormalization nodes"))
+            #expect(error.message.contains("TrainingMode.PRESERVE"))
+            #expect(error.message.contains("--calibration"))
+        }
+    }
+}
+
+@Suite("W8A8 accuracy regression (zero-shot: committed genie calibration sets)")
+struct ZeroShotRegressionTests {
+    /// calibration/manifest.json entries.
+    struct Entry: Decodable {
+        var kind: String
+        var teacher: String?
+        var teacher_sha256: String?
+    }
+
+    static let synthetic: [String] = {
+        let data = try! Data(contentsOf: Repository.root.appendingPathComponent("calibration/manifest.json"))
+        let entries = try! JSONDecoder().decode([String: Entry].self, from: data)
+        return entries.filter { $0.value.kind == "synthetic" && $0.value.teacher != nil }.keys.sorted()
+    }()
+
+    @Test("every Fashion-MNIST teacher has a committed synthetic calibration set made from it")
+    func coverage() throws {
+        let data = try Data(contentsOf: Repository.root.appendingPathComponent("calibration/manifest.json"))
+        let entries = try JSONDecoder().decode([String: Entry].self, from: data)
+        for teacher in Repository.fashionTeachers {
+            let sets = entries.filter { $0.value.kind == "synthetic" && $0.value.teacher == "models/\(teacher)" }
+            #expect(!sets.isEmpty, "no synthetic calibration set for \(teacher)")
+            for (name, entry) in sets {
+                let hash = try sha256(Repository.path("models/\(teacher)"))
+                #expect(entry.teacher_sha256 == hash, "\(name) was made from another version of \(teacher)")
+            }
+        }
+    }
+
+    @Test("the zero-shot W8A8 student loses ≤ 0.3 pt top-1 and agrees on ≥ 99.5%", arguments: synthetic)
+    func zeroShot(_ name: String) throws {
+        let data = try Data(contentsOf: Repository.root.appendingPathComponent("calibration/manifest.json"))
+        let entry = try JSONDecoder().decode([String: Entry].self, from: data)[name]!
+        let teacherFile = String(entry.teacher!.dropFirst("models/".count))
+        let teacher = try Repository.teacher(teacherFile)
+        let calibration = try NPY.readTensor(Repository.path("calibration/\(name)"))
+        var student = try Quantizer.quantize(teacher, calibration: calibration).student
+        student.metadata = teacher.metadata
+        let comparison = try Comparison(teacher: teacher, student: try KilnModel(student))
+        print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
+                     teacherFile, name, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100))
+        #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.003)
+        #expect(comparison.agreement >= 0.995)
+    }
+}
+
+/// SHA-256 of a file, by the system's sha256sum.
+func sha256(_ path: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["sha256sum", path]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return String(output.split(separator: " ").first ?? "")
+}
