@@ -16,7 +16,8 @@ struct QuantizeCommand: ParsableCommand {
             becomes a clamp. Weights are int8, symmetric per output channel; activations uint8 with a zero point; \
             biases int32. Activation ranges come from the calibration images (float32 .npy in the model's input \
             layout, or a folder of them) by --range: minmax, percentile (of each tail, --percentile, default 99.99) \
-            or mse (the clipping that minimises quantization error). When the teacher's metadata gives its input \
+            or mse (the clipping that minimises quantization error); the default is percentile for real data and \
+            minmax for synthesized data, whose extremes are signal, not outliers. When the teacher's metadata gives its input \
             normalization (kiln.input_mean, kiln.input_std), the input is quantized over the whole normalized pixel \
             range instead. Without --calibration, Kiln synthesizes the \
             calibration set from the teacher's BatchNorm statistics (Genie; see `kiln synthesize --help`): by default \
@@ -46,8 +47,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Seed of the synthesis (without --calibration).")
     var seed: UInt64 = 0
 
-    @Option(help: "Activation range method: minmax, percentile or mse.")
-    var range: String = "percentile"
+    @Option(help: "Activation range method: minmax, percentile or mse (default: percentile with --calibration, minmax for synthesized data).")
+    var range: String?
 
     @Option(help: "Percentile kept at each end with --range percentile.")
     var percentile: Double = 99.99
@@ -61,7 +62,7 @@ struct QuantizeCommand: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard ["minmax", "percentile", "mse"].contains(range) else {
+        guard range.map({ ["minmax", "percentile", "mse"].contains($0) }) ?? true else {
             throw ValidationError("--range must be minmax, percentile or mse")
         }
         guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be in (50, 100]") }
@@ -88,12 +89,13 @@ struct QuantizeCommand: ParsableCommand {
                 source = "genie synthesis (\(syntheticCount) images, \(syntheticIterations) iterations, seed \(seed))"
                 if let saveCalibration { try NPY.write(data, to: saveCalibration) }
             }
-            let method: RangeMethod = range == "minmax" ? .minmax : range == "mse" ? .mse : .percentile(percentile)
+            // Synthesized images are bounded and have no outliers to clip: their extremes are signal.
+            let chosen = range ?? (calibration == nil ? "minmax" : "percentile")
+            let method: RangeMethod = chosen == "minmax" ? .minmax : chosen == "mse" ? .mse : .percentile(percentile)
             let start = Date()
             var result: QuantizationResult
             do {
-                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(
-                    range: method, inputRange: QuantizeOptions.pixelRange(graph.metadata)))
+                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method))
             } catch let error as QuantizeError {
                 throw DataFileError(file: teacher, error.message)
             }

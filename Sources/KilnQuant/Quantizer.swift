@@ -8,8 +8,9 @@ public struct QuantizeOptions: Sendable {
     public var range: RangeMethod = .percentile(99.99)
     /// Calibration images per interpreter batch.
     public var batch: Int = 64
-    /// The range of the model input when it is known (e.g. normalized 8-bit pixels), used for the input's
-    /// quantization instead of the calibration data's range; nil: from the calibration data.
+    /// The range of the model input when it is known, used for the input's quantization instead of the
+    /// calibration data's range; nil: the normalized pixel range from the teacher's metadata if it has one
+    /// (`pixelRange`), else the calibration data's range.
     public var inputRange: ClosedRange<Float>?
 
     /// Default options: 99.99th-percentile ranges.
@@ -79,7 +80,7 @@ public enum Quantizer {
         let statistics = try calibrator.collect(calibration, histogram: needsHistogram)
         let method = options.range
         let input = graph.inputs[0]
-        let inputRange = options.inputRange
+        let inputRange = options.inputRange ?? QuantizeOptions.pixelRange(graph.metadata)
         var lowering = Lowering(graph: graph) { id in
             if id == input, let inputRange { return activationQuantization(low: inputRange.lowerBound, high: inputRange.upperBound) }
             let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)

@@ -16,9 +16,9 @@ public enum SynthesisMethod: String, Sendable, CaseIterable {
 public struct SynthesisOptions: Sendable {
     public var method: SynthesisMethod = .genie
     /// Number of images.
-    public var count = 256
+    public var count = 128
     /// Optimisation steps per batch.
-    public var iterations = 500
+    public var iterations = 200
     /// Images per batch (each batch has its own generator and latents).
     public var batch = 64
     /// Seed of every random draw; the same seed gives the same images on the same machine.
@@ -33,7 +33,7 @@ public struct SynthesisOptions: Sendable {
     public var swingConvolution = true
 
     /// Defaults.
-    public init(method: SynthesisMethod = .genie, count: Int = 256, iterations: Int = 500, batch: Int = 64, seed: UInt64 = 0) {
+    public init(method: SynthesisMethod = .genie, count: Int = 128, iterations: Int = 200, batch: Int = 64, seed: UInt64 = 0) {
         self.method = method
         self.count = count
         self.iterations = iterations

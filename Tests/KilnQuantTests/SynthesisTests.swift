@@ -95,7 +95,8 @@ struct ZeroShotRegressionTests {
         let teacherFile = String(entry.teacher!.dropFirst("models/".count))
         let teacher = try Repository.teacher(teacherFile)
         let calibration = try NPY.readTensor(Repository.path("calibration/\(name)"))
-        var student = try Quantizer.quantize(teacher, calibration: calibration).student
+        // As `kiln quantize` does for synthesized data: minmax ranges.
+        var student = try Quantizer.quantize(teacher, calibration: calibration, options: QuantizeOptions(range: .minmax)).student
         student.metadata = teacher.metadata
         let comparison = try Comparison(teacher: teacher, student: try KilnModel(student))
         print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
