@@ -27,7 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "KilnGraph"),
         // The embedded runtime: only system libraries and FoundationEssentials, never the import/training side.
-        .target(name: "KilnRuntime"),
+        .target(name: "CKilnKernels"),
+        .target(name: "KilnRuntime", dependencies: ["CKilnKernels"]),
         .target(name: "KilnTensor", dependencies: ["KilnGraph", "COpenBLAS", "CZlib"]),
         .target(name: "KilnONNX", dependencies: [
             "KilnGraph", "KilnRuntime",

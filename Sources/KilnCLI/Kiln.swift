@@ -8,6 +8,8 @@ import KilnTensor
 struct Kiln: ParsableCommand {
     static func main() {
         keepLargeAllocationsInHeap()
+        // Kiln parallelises around OpenBLAS; its own idle threads would only compete with Kiln's.
+        BLAS.useSingleThread()
         do {
             var command = try parseAsRoot()
             try command.run()

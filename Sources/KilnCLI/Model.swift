@@ -23,7 +23,8 @@ struct LoadedModel {
         self.path = path
         let head = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: path)).read(upToCount: 8)) ?? Data()
         if head.elementsEqual(KilnFile.magic) {
-            backend = .student(try KilnModel(contentsOf: URL(fileURLWithPath: path)))
+            backend = .student(try KilnModel(contentsOf: URL(fileURLWithPath: path),
+                                             options: KilnModel.Options(threads: Parallel.threadCount)))
         } else {
             let onnx = try ONNXModel(contentsOf: path)
             let graph = try onnx.importGraph()

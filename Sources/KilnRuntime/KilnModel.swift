@@ -1,4 +1,9 @@
+import CKilnKernels
 import FoundationEssentials
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A problem with the inputs given to a student at run time.
 public struct KilnRuntimeError: Error, CustomStringConvertible, Equatable {
@@ -28,15 +33,34 @@ public struct TensorSpec: Hashable, Sendable {
 /// ```
 /// A model is immutable and may be used from several threads at once; a `KilnContext` belongs to one thread.
 public final class KilnModel: Sendable {
+    /// How a model runs.
+    public struct Options: Sendable {
+        /// Worker threads per context (intra-op parallelism); default: the number of online processors.
+        public var threads: Int
+        /// Kernel variant; default: the best the CPU supports.
+        public var kernels: KernelChoice
+
+        /// Defaults: all cores, best kernels.
+        public init(threads: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))), kernels: KernelChoice = .best) {
+            self.threads = max(1, threads)
+            self.kernels = kernels
+        }
+    }
+
     /// The validated student.
     public let student: StudentModel
     /// Model inputs.
     public let inputs: [TensorSpec]
     /// Model outputs.
     public let outputs: [TensorSpec]
+    /// How it runs.
+    public let options: Options
+    let compiled: CompiledModel
+    /// Idle contexts that `predict(_:)` reuses.
+    private let idle = Mutex<[KilnContext]>([])
 
     /// Loads and validates a `.kiln` file.
-    public convenience init(contentsOf url: URL) throws {
+    public convenience init(contentsOf url: URL, options: Options = Options()) throws {
         let data: Data
         do {
             data = try Data(contentsOf: url)
@@ -44,21 +68,26 @@ public final class KilnModel: Sendable {
             throw KilnFormatError("\(url.path): cannot read: \(error)")
         }
         do {
-            try self.init(bytes: [UInt8](data))
+            try self.init(bytes: [UInt8](data), options: options)
         } catch let error as KilnFormatError {
             throw KilnFormatError("\(url.path): \(error.message)")
         }
     }
 
     /// Parses and validates the bytes of a `.kiln` file.
-    public convenience init(bytes: [UInt8]) throws {
-        try self.init(try KilnFile.decode(bytes))
+    public convenience init(bytes: [UInt8], options: Options = Options()) throws {
+        try self.init(try KilnFile.decode(bytes), options: options)
     }
 
-    /// Wraps a student model after validating it.
-    public init(_ student: StudentModel) throws {
+    /// Wraps a student model after validating it; packs its weights for the chosen kernels.
+    public init(_ student: StudentModel, options: Options = Options()) throws {
         try student.validate()
+        guard options.kernels.isSupported else {
+            throw KilnRuntimeError(message: "this CPU cannot run the \(options.kernels) kernels")
+        }
         self.student = student
+        self.options = options
+        compiled = CompiledModel(student, kernels: options.kernels)
         inputs = student.inputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
         outputs = student.outputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
     }
@@ -67,25 +96,54 @@ public final class KilnModel: Sendable {
     public func makeContext() -> KilnContext { KilnContext(model: self) }
 
     /// Runs a single-input, single-output model on a batch; the batch size is `input.count / inputs[0].sampleCount`.
+    /// Safe from any number of threads; reuses idle contexts.
     public func predict(_ input: [Float]) throws -> [Float] {
-        try makeContext().predict(input)
+        let context = idle.withLock { $0.popLast() } ?? makeContext()
+        defer { idle.withLock { $0.append(context) } }
+        return try context.predict(input)
     }
 }
 
-/// Per-thread state for running a `KilnModel`: the activation arena and scratch space, planned for the largest
-/// batch seen so far, so repeated inference allocates nothing.
-public final class KilnContext {
+/// Per-thread state for running a `KilnModel`: the activation arena, scratch space and worker threads, planned
+/// for the batch size in use, so repeated inference allocates nothing. A context may move between threads but must
+/// not be used by two at once.
+public final class KilnContext: @unchecked Sendable {
     /// The model this context runs.
     public let model: KilnModel
     private var plan: MemoryPlan?
     private var arena = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
     private var arenaSize = 64
+    /// Worker threads of this context (nil: single-threaded).
+    private let pool: OpaquePointer?
 
     init(model: KilnModel) {
         self.model = model
+        pool = model.options.threads > 1 ? kiln_pool_create(Int32(model.options.threads)) : nil
     }
 
-    deinit { arena.deallocate() }
+    deinit {
+        arena.deallocate()
+        if let pool { kiln_pool_destroy(pool) }
+    }
+
+    /// Threads this context computes with.
+    var threads: Int { pool.map { Int(kiln_pool_threads($0)) } ?? 1 }
+
+    /// Runs `body(begin, end, worker)` over one chunk of 0..<count per thread of the context.
+    func parallelFor(_ count: Int, _ body: (Int, Int, Int) -> Void) {
+        guard let pool, count > 1 else {
+            if count > 0 { body(0, count, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            var closure = escapable
+            withUnsafeMutablePointer(to: &closure) { pointer in
+                kiln_pool_parallel_for(pool, Int32(count), { context, begin, end, worker in
+                    context!.assumingMemoryBound(to: ((Int, Int, Int) -> Void).self).pointee(Int(begin), Int(end), Int(worker))
+                }, pointer)
+            }
+        }
+    }
 
     /// Runs a single-input, single-output model; returns the output for the whole batch.
     public func predict(_ input: [Float]) throws -> [Float] {
@@ -128,7 +186,18 @@ public final class KilnContext {
             (base + plan.offsets[activation]).assumingMemoryBound(to: UInt8.self)
         }
         let scratch = (base + plan.scratchOffset).assumingMemoryBound(to: UInt8.self)
+        let tiles = (base + plan.tileOffset).assumingMemoryBound(to: UInt8.self)
+        // Diagnostics read every layer's own output, so they run the reference kernels (bit-identical results).
+        let compiled = observe == nil ? model.compiled : nil
         for (index, layer) in student.layers.enumerated() {
+            if let compiled, compiled.skipped.contains(index) { continue }
+            if let compiled, let conv = compiled.convs[index] {
+                let residual = conv.residual.map { bytes($0.input) }
+                let output = bytes(conv.residual?.output ?? layer.output)
+                runCompiled(conv, compiled, layer, batch: batch, input: bytes(layer.inputs[0]), output: output,
+                            residual: residual, tiles: tiles, tileStride: plan.tileStride)
+                continue
+            }
             let outInfo = student.activations[layer.output]
             let inInfo = layer.inputs.map { student.activations[$0] }
             let outImage = ReferenceKernels.Image(outInfo.shape, batch: batch)
@@ -195,6 +264,75 @@ public final class KilnContext {
         }
     }
 
+    /// One conv or gemm layer on the C kernels, parallel over output pixels.
+    private func runCompiled(_ conv: CompiledConv, _ compiled: CompiledModel, _ layer: Layer, batch: Int,
+                             input: UnsafeMutablePointer<UInt8>, output: UnsafeMutablePointer<UInt8>,
+                             residual: UnsafeMutablePointer<UInt8>?, tiles: UnsafeMutablePointer<UInt8>, tileStride: Int) {
+        let student = model.student
+        let inInfo = student.activations[layer.inputs[0]], outInfo = student.activations[layer.output]
+        let m = conv.layer.outputChannels
+        var rq = kiln_requant()
+        rq.bias = UnsafePointer(conv.bias)
+        rq.multiplier = UnsafePointer(conv.multipliers)
+        rq.zero_point = outInfo.quantization.zeroPoint
+        rq.low = conv.layer.clamp.lowerBound
+        rq.high = conv.layer.clamp.upperBound
+        rq.ldr = m
+        if let fused = conv.residual {
+            let other = student.activations[fused.input].quantization, sum = student.activations[fused.output].quantization
+            (rq.scale, rq.residual_scale, rq.output_scale) = (outInfo.quantization.scale, other.scale, sum.scale)
+            (rq.residual_zero_point, rq.output_zero_point) = (other.zeroPoint, sum.zeroPoint)
+            (rq.add_low, rq.add_high) = (fused.clamp.lowerBound, fused.clamp.upperBound)
+        }
+        let image = ReferenceKernels.Image(inInfo.shape, batch: batch), out = ReferenceKernels.Image(outInfo.shape, batch: batch)
+        let weights = UnsafePointer(conv.weights)
+        switch conv.kind {
+        case .pointwise:
+            let rows = batch * image.h * image.w
+            let gemm = compiled.gemm!
+            parallelFor(rows) { begin, end, _ in
+                var local = rq
+                local.residual = residual.map { UnsafePointer($0 + begin * m) }
+                gemm(Int32(end - begin), Int32(m), Int32(conv.k), input + begin * image.c, image.c, weights,
+                     output + begin * m, m, &local)
+            }
+        case .im2col:
+            let pixels = out.h * out.w, tile = MemoryPlan.tileRows
+            let tilesPerImage = (pixels + tile - 1) / tile
+            let gemm = compiled.gemm!, l = conv.layer, rowBytes = conv.rowBytes
+            let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
+            parallelFor(batch * tilesPerImage) { begin, end, worker in
+                let rows = tiles + worker * tileStride
+                var local = rq
+                for task in begin..<end {
+                    let b = task / tilesPerImage, first = (task % tilesPerImage) * tile
+                    let count = min(tile, pixels - first)
+                    kiln_qu8_im2col(input + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w), Int32(image.c),
+                                    Int32(l.kernel[0]), Int32(l.kernel[1]), Int32(l.strides[0]), Int32(l.strides[1]),
+                                    Int32(l.pads[0]), Int32(l.pads[1]), Int32(l.dilations[0]), Int32(l.dilations[1]),
+                                    Int32(out.w), Int32(first), Int32(count), zero, rows, rowBytes)
+                    let row0 = b * pixels + first
+                    local.residual = residual.map { UnsafePointer($0 + row0 * m) }
+                    gemm(Int32(count), Int32(m), Int32(conv.k), rows, rowBytes, weights, output + row0 * m, m, &local)
+                }
+            }
+        case .depthwise3x3:
+            let dw = compiled.depthwise!, l = conv.layer
+            let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
+            parallelFor(batch * out.h) { begin, end, _ in
+                var local = rq
+                for task in begin..<end {
+                    let b = task / out.h, oy = task % out.h
+                    let row = (b * out.h + oy) * out.w * m
+                    local.residual = residual.map { UnsafePointer($0 + row) }
+                    dw(input + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w), Int32(m), Int32(oy),
+                       Int32(out.w), Int32(l.strides[0]), Int32(l.pads[0]), Int32(l.pads[1]), zero, weights,
+                       output + row, &local)
+                }
+            }
+        }
+    }
+
     /// Requantized concatenation along a logical axis, done in logical order.
     private func concat(_ layer: Layer, axis: Int, batch: Int, _ bytes: (Int) -> UnsafeMutablePointer<UInt8>) {
         let student = model.student
@@ -237,7 +375,7 @@ public final class KilnContext {
     /// Plans (or reuses) the arena for a batch size.
     private func prepare(batch: Int) -> MemoryPlan {
         if let plan, plan.batch == batch { return plan }
-        let plan = MemoryPlan(model.student, batch: batch)
+        let plan = MemoryPlan(model.student, batch: batch, compiled: model.compiled, threads: threads)
         if plan.size > arenaSize {
             arena.deallocate()
             arenaSize = plan.size
@@ -251,12 +389,17 @@ public final class KilnContext {
 /// Where each uint8 activation lives in one arena for a given batch size: tensors whose lifetimes do not
 /// overlap share bytes (greedy by size, first fit).
 struct MemoryPlan {
+    /// Output pixels per im2col tile.
+    static let tileRows = 32
     let batch: Int
     var offsets: [Int]
     var scratchOffset = 0
+    /// Per-worker im2col tiles: `tileStride` bytes each, from `tileOffset`.
+    var tileOffset = 0
+    var tileStride = 0
     var size = 0
 
-    init(_ student: StudentModel, batch: Int) {
+    init(_ student: StudentModel, batch: Int, compiled: CompiledModel, threads: Int) {
         self.batch = batch
         let count = student.activations.count
         offsets = [Int](repeating: 0, count: count)
@@ -265,6 +408,12 @@ struct MemoryPlan {
             first[layer.output] = min(first[layer.output], index)
             last[layer.output] = max(last[layer.output], index)
             for input in layer.inputs { last[input] = max(last[input], index) }
+        }
+        // A residual add folded into a conv writes its output when the conv runs.
+        for (index, conv) in compiled.convs.enumerated() {
+            guard let fused = conv?.residual else { continue }
+            first[fused.output] = min(first[fused.output], index)
+            last[fused.input] = max(last[fused.input], index)
         }
         func align(_ x: Int) -> Int { (x + 63) / 64 * 64 }
         let sizes = student.activations.map { $0.type == .uint8 ? align(batch * $0.shape.dropFirst().reduce(1, *)) : 0 }
@@ -297,6 +446,9 @@ struct MemoryPlan {
             default: return 0
             }
         }.max() ?? 0
-        size = scratchOffset + align(max(scratch, 1))
+        tileOffset = scratchOffset + align(max(scratch, 1))
+        tileStride = align(Self.tileRows * compiled.maxRowBytes)
+        // 64 spare bytes: kernels may read up to 3 bytes past the last row.
+        size = tileOffset + tileStride * threads + 64
     }
 }

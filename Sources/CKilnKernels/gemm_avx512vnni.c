@@ -1,0 +1,136 @@
+// u8×s8 GEMM and depthwise kernels for AVX-512 (VNNI vpdpbusd for the GEMM).
+#if defined(__x86_64__)
+#pragma STDC FP_CONTRACT OFF
+#include <immintrin.h>
+#include <string.h>
+#include "kiln_kernels.h"
+#include "requant.h"
+
+#define KILN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+/// Requantizes 16 accumulators of columns j..j+15 (bias not yet added) and stores the valid ones.
+KILN_TARGET static inline void store16(__m512i acc, int j, __mmask16 mask, const kiln_requant *rq,
+                                       const uint8_t *residual, uint8_t *out) {
+    acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, rq->bias + j));
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(mask, rq->multiplier + j));
+    f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
+    __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(f), _mm512_set1_epi32(rq->zero_point));
+    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(rq->low)), _mm512_set1_epi32(rq->high));
+    if (residual) {
+        __m512i r = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual));
+        __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(rq->zero_point))),
+                                 _mm512_set1_ps(rq->scale));
+        __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r, _mm512_set1_epi32(rq->residual_zero_point))),
+                                 _mm512_set1_ps(rq->residual_scale));
+        __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
+        s = _mm512_roundscale_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        s = _mm512_min_ps(_mm512_max_ps(s, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
+        q = _mm512_add_epi32(_mm512_cvttps_epi32(s), _mm512_set1_epi32(rq->output_zero_point));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(rq->add_low)), _mm512_set1_epi32(rq->add_high));
+    }
+    _mm_mask_storeu_epi8(out, mask, _mm512_cvtepi32_epi8(q));
+}
+
+KILN_TARGET static inline __m512i broadcast4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+KILN_TARGET void kiln_qu8s8_gemm_8x32c4__avx512vnni(int m, int n, int k, const uint8_t *a, size_t lda,
+                                                    const int8_t *packed, uint8_t *c, size_t ldc,
+                                                    const kiln_requant *rq) {
+    int k4 = round_up(k, KILN_KGROUP);
+    int groups = k4 / KILN_KGROUP;
+    size_t panel_bytes = (size_t)KILN_PANEL * k4;
+    for (int i0 = 0; i0 < m; i0 += 8) {
+        int mr = m - i0 < 8 ? m - i0 : 8;
+        const uint8_t *r[8];
+        for (int t = 0; t < 8; t++) r[t] = a + (size_t)(i0 + (t < mr ? t : mr - 1)) * lda;
+        int j = 0;
+        for (; j + 16 < n; j += 32) {
+            const int8_t *b0 = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
+            const int8_t *b1 = j + 16 < n ? b0 + panel_bytes : b0;
+            __m512i c00 = _mm512_setzero_si512(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00, c60 = c00, c70 = c00;
+            __m512i c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00, c61 = c00, c71 = c00;
+            for (int g = 0; g < groups; g++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (size_t)g * 64);
+                __m512i w1 = _mm512_loadu_si512(b1 + (size_t)g * 64);
+                __m512i x;
+                x = broadcast4(r[0] + g * 4); c00 = _mm512_dpbusd_epi32(c00, x, w0); c01 = _mm512_dpbusd_epi32(c01, x, w1);
+                x = broadcast4(r[1] + g * 4); c10 = _mm512_dpbusd_epi32(c10, x, w0); c11 = _mm512_dpbusd_epi32(c11, x, w1);
+                x = broadcast4(r[2] + g * 4); c20 = _mm512_dpbusd_epi32(c20, x, w0); c21 = _mm512_dpbusd_epi32(c21, x, w1);
+                x = broadcast4(r[3] + g * 4); c30 = _mm512_dpbusd_epi32(c30, x, w0); c31 = _mm512_dpbusd_epi32(c31, x, w1);
+                x = broadcast4(r[4] + g * 4); c40 = _mm512_dpbusd_epi32(c40, x, w0); c41 = _mm512_dpbusd_epi32(c41, x, w1);
+                x = broadcast4(r[5] + g * 4); c50 = _mm512_dpbusd_epi32(c50, x, w0); c51 = _mm512_dpbusd_epi32(c51, x, w1);
+                x = broadcast4(r[6] + g * 4); c60 = _mm512_dpbusd_epi32(c60, x, w0); c61 = _mm512_dpbusd_epi32(c61, x, w1);
+                x = broadcast4(r[7] + g * 4); c70 = _mm512_dpbusd_epi32(c70, x, w0); c71 = _mm512_dpbusd_epi32(c71, x, w1);
+            }
+            __m512i acc0[8] = {c00, c10, c20, c30, c40, c50, c60, c70};
+            __m512i acc1[8] = {c01, c11, c21, c31, c41, c51, c61, c71};
+            int left0 = n - j < 16 ? n - j : 16;
+            int left1 = n - j - 16 < 0 ? 0 : (n - j - 16 < 16 ? n - j - 16 : 16);
+            __mmask16 mask0 = (__mmask16)((1u << left0) - 1), mask1 = (__mmask16)((1u << left1) - 1);
+            for (int t = 0; t < mr; t++) {
+                size_t row = (size_t)(i0 + t);
+                const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
+                store16(acc0[t], j, mask0, rq, res, c + row * ldc + j);
+                if (left1) store16(acc1[t], j + 16, mask1, rq, res ? res + 16 : NULL, c + row * ldc + j + 16);
+            }
+        }
+        if (j < n) {
+            // One panel left: 8 rows × 16 columns.
+            const int8_t *b0 = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+            for (int g = 0; g < groups; g++) {
+                __m512i w0 = _mm512_loadu_si512(b0 + (size_t)g * 64);
+                c0 = _mm512_dpbusd_epi32(c0, broadcast4(r[0] + g * 4), w0);
+                c1 = _mm512_dpbusd_epi32(c1, broadcast4(r[1] + g * 4), w0);
+                c2 = _mm512_dpbusd_epi32(c2, broadcast4(r[2] + g * 4), w0);
+                c3 = _mm512_dpbusd_epi32(c3, broadcast4(r[3] + g * 4), w0);
+                c4 = _mm512_dpbusd_epi32(c4, broadcast4(r[4] + g * 4), w0);
+                c5 = _mm512_dpbusd_epi32(c5, broadcast4(r[5] + g * 4), w0);
+                c6 = _mm512_dpbusd_epi32(c6, broadcast4(r[6] + g * 4), w0);
+                c7 = _mm512_dpbusd_epi32(c7, broadcast4(r[7] + g * 4), w0);
+            }
+            __m512i acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+            int left = n - j;
+            __mmask16 mask = (__mmask16)((1u << left) - 1);
+            for (int t = 0; t < mr; t++) {
+                size_t row = (size_t)(i0 + t);
+                const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
+                store16(acc[t], j, mask, rq, res, c + row * ldc + j);
+            }
+        }
+    }
+}
+
+KILN_TARGET void kiln_qu8s8_dwconv3x3__avx512(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
+                                              int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                              uint8_t *y, const kiln_requant *rq) {
+    __m512i zero = _mm512_set1_epi32(input_zero);
+    for (int ox = 0; ox < ow; ox++) {
+        for (int ch = 0; ch < c; ch += 16) {
+            __mmask16 mask = (__mmask16)((c - ch >= 16) ? 0xFFFF : ((1u << (c - ch)) - 1));
+            __m512i acc = _mm512_setzero_si512();
+            for (int i = 0; i < 3; i++) {
+                int iy = oy * stride - pad_top + i;
+                for (int j = 0; j < 3; j++) {
+                    int ix = ox * stride - pad_left + j;
+                    __m512i v = (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                        ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x + ((size_t)iy * w + ix) * c + ch))
+                        : zero;
+                    __m512i wt = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, weights + (i * 3 + j) * c + ch));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, wt));
+                }
+            }
+            const uint8_t *res = rq->residual ? rq->residual + (size_t)ox * c + ch : NULL;
+            store16(acc, ch, mask, rq, res, y + (size_t)ox * c + ch);
+        }
+    }
+}
+#endif

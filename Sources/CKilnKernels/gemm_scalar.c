@@ -1,0 +1,51 @@
+// Portable GEMM and depthwise kernels (any CPU): the fallback variant.
+#include "kiln_kernels.h"
+#include "requant.h"
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+void kiln_qu8s8_gemm_1x16c4__scalar(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                    uint8_t *c, size_t ldc, const kiln_requant *rq) {
+    int k4 = round_up(k, KILN_KGROUP);
+    for (int i = 0; i < m; i++) {
+        const uint8_t *row = a + (size_t)i * lda;
+        for (int p = 0; p * KILN_PANEL < n; p++) {
+            const int8_t *panel = packed + (size_t)p * KILN_PANEL * k4;
+            int32_t acc[KILN_PANEL];
+            for (int ch = 0; ch < KILN_PANEL; ch++) acc[ch] = 0;
+            for (int g = 0; g < k4 / KILN_KGROUP; g++) {
+                const int8_t *b = panel + (size_t)g * KILN_PANEL * KILN_KGROUP;
+                for (int t = 0; t < KILN_KGROUP; t++) {
+                    // Bytes past k meet zero weights; reading them keeps the loop simple.
+                    int32_t av = row[g * KILN_KGROUP + t];
+                    for (int ch = 0; ch < KILN_PANEL; ch++) acc[ch] += av * (int32_t)b[ch * KILN_KGROUP + t];
+                }
+            }
+            for (int ch = 0; ch < KILN_PANEL && p * KILN_PANEL + ch < n; ch++) {
+                int j = p * KILN_PANEL + ch;
+                uint8_t residual = rq->residual ? rq->residual[(size_t)i * rq->ldr + j] : 0;
+                c[(size_t)i * ldc + j] = kiln_requant_one(acc[ch] + rq->bias[j], j, residual, rq);
+            }
+        }
+    }
+}
+
+void kiln_qu8s8_dwconv3x3__scalar(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
+                                  int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
+                                  const kiln_requant *rq) {
+    for (int ox = 0; ox < ow; ox++) {
+        for (int ch = 0; ch < c; ch++) {
+            int32_t acc = rq->bias[ch];
+            for (int i = 0; i < 3; i++) {
+                int iy = oy * stride - pad_top + i;
+                for (int j = 0; j < 3; j++) {
+                    int ix = ox * stride - pad_left + j;
+                    int32_t v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((size_t)iy * w + ix) * c + ch] : input_zero;
+                    acc += v * (int32_t)weights[(i * 3 + j) * c + ch];
+                }
+            }
+            uint8_t residual = rq->residual ? rq->residual[(size_t)ox * c + ch] : 0;
+            y[(size_t)ox * c + ch] = kiln_requant_one(acc, ch, residual, rq);
+        }
+    }
+}

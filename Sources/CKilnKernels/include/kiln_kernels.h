@@ -1,0 +1,114 @@
+// Kiln's int8 micro-kernels: u8 activations × s8 weights → int32 → requantized u8, one function per ISA.
+//
+// Names say data type, op, tile and ISA (qu8s8_gemm_8x32c4__avx512vnni: u8×s8 GEMM, 8 rows × 32 columns per tile,
+// K in groups of 4, AVX-512 VNNI). Each ISA variant is compiled with function target attributes, never a global
+// -march, and chosen once at model load by kiln_cpu_isa(). Every variant is bit-exact with the portable reference.
+#ifndef KILN_KERNELS_H
+#define KILN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction sets with a kernel variant, best last.
+typedef enum {
+    KILN_ISA_SCALAR = 0,
+    KILN_ISA_AVX2 = 1,
+    KILN_ISA_AVXVNNI = 2,
+    KILN_ISA_AVX512VNNI = 3,
+    KILN_ISA_NEONDOT = 4,
+} kiln_isa;
+
+/// Whether this CPU (and OS) runs the given variant.
+int kiln_cpu_supports(int isa);
+/// The best variant this CPU runs.
+int kiln_cpu_isa(void);
+/// A short name of a variant ("avx512vnni", ...).
+const char *kiln_isa_name(int isa);
+
+/// Output channels per packed weight panel, and K grouping.
+#define KILN_PANEL 16
+#define KILN_KGROUP 4
+
+/// Bytes of the packed form of int8 weights [n][k]: n rounded up to 16, k to 4.
+size_t kiln_qs8_packed_size(int n, int k);
+/// Packs int8 weights [n][k] (row-major, one row per output channel) into 16-channel panels, each a sequence of
+/// k-groups of 16 × 4 bytes (channel-major within a group); padding is zero.
+void kiln_qs8_pack(const int8_t *weights, int n, int k, int8_t *packed);
+
+/// Requantization of one GEMM/conv output: q = clamp(rint(float(acc) · multiplier[j]) + zero_point, low, high),
+/// with acc already including bias[j]. Optionally followed by a fused residual add:
+/// out = clamp(rint((s1·(q − z1) + s2·(r − z2)) / so) + zo, add_low, add_high) with r from `residual`.
+typedef struct {
+    const int32_t *bias;        // [n]
+    const float *multiplier;    // [n]
+    int32_t zero_point, low, high;
+    const uint8_t *residual;    // NULL: no fused add; else [m][ldr]
+    size_t ldr;
+    float scale, residual_scale, output_scale;  // s1, s2, so
+    int32_t residual_zero_point, output_zero_point, add_low, add_high;  // z2, zo
+} kiln_requant;
+
+/// C[m][n] (u8, leading dimension ldc) = requant(A[m][k] (u8, lda) × packed B (k×n)). Rows of A may be read up to
+/// 3 bytes past k (they meet zero weights). One function per ISA, identical results.
+typedef void (*kiln_qu8s8_gemm_fn)(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                   uint8_t *c, size_t ldc, const kiln_requant *rq);
+
+void kiln_qu8s8_gemm_1x16c4__scalar(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                    uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_gemm_2x16c4__avx2(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                  uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_gemm_4x16c4__avxvnni(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_gemm_8x32c4__avx512vnni(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                        uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_gemm_4x16c4__neondot(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
+
+/// The GEMM variant for an ISA (the scalar one where the ISA has none on this architecture).
+kiln_qu8s8_gemm_fn kiln_qu8s8_gemm_for(int isa);
+
+/// Depthwise 3×3 convolution over NHWC u8 rows: for output row `oy` of one image, all `ow` pixels and `c`
+/// channels. `x` is the image [h][w][c]; weights are [9][c] int8 (tap-major); padding cells hold `input_zero`.
+typedef void (*kiln_qu8s8_dwconv3x3_fn)(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
+                                        int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                        uint8_t *y, const kiln_requant *rq);
+
+void kiln_qu8s8_dwconv3x3__scalar(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
+                                  int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
+                                  const kiln_requant *rq);
+void kiln_qu8s8_dwconv3x3__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
+                                int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
+                                const kiln_requant *rq);
+void kiln_qu8s8_dwconv3x3__avx512(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
+                                  int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
+                                  const kiln_requant *rq);
+
+/// The depthwise variant for an ISA.
+kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa);
+
+/// Gathers the receptive fields of `count` consecutive output pixels (starting at pixel `first` of an oh×ow map)
+/// of an NHWC u8 image into rows of `row_bytes` (≥ kh·kw·c): [kh][kw][c] per row, `zero` where padding.
+void kiln_qu8_im2col(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
+                     int pad_left, int dilation_h, int dilation_w, int ow, int first, int count, uint8_t zero,
+                     uint8_t *rows, size_t row_bytes);
+
+/// A persistent pool of worker threads for intra-op parallelism.
+typedef struct kiln_pool kiln_pool;
+/// Starts `threads - 1` workers (the caller is the last one); NULL on failure.
+kiln_pool *kiln_pool_create(int threads);
+void kiln_pool_destroy(kiln_pool *pool);
+int kiln_pool_threads(const kiln_pool *pool);
+/// Calls task(context, begin, end, worker) on contiguous chunks covering 0..<count, one chunk per thread (`worker`
+/// is the chunk's thread, 0..<threads); returns when all are done. Not reentrant: one parallel_for per pool at a time.
+void kiln_pool_parallel_for(kiln_pool *pool, int count, void (*task)(void *context, int begin, int end, int worker),
+                            void *context);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

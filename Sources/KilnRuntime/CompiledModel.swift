@@ -1,0 +1,144 @@
+import CKilnKernels
+
+/// Which kernels a model runs with: chosen once at load from a CPU probe (or forced, e.g. by tests).
+public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
+    /// The instruction-set variant (a `kiln_isa` value).
+    public let isa: Int32
+
+    /// The best variant this CPU supports.
+    public static var best: KernelChoice { KernelChoice(isa: kiln_cpu_isa()) }
+    /// The portable reference kernels in Swift (no C kernels at all).
+    public static let reference = KernelChoice(isa: -1)
+    /// The portable C variant.
+    public static let scalar = KernelChoice(isa: Int32(KILN_ISA_SCALAR.rawValue))
+    /// AVX2 (16-bit multiplies).
+    public static let avx2 = KernelChoice(isa: Int32(KILN_ISA_AVX2.rawValue))
+    /// AVX-VNNI (256-bit vpdpbusd).
+    public static let avxVNNI = KernelChoice(isa: Int32(KILN_ISA_AVXVNNI.rawValue))
+    /// AVX-512 VNNI (512-bit vpdpbusd).
+    public static let avx512VNNI = KernelChoice(isa: Int32(KILN_ISA_AVX512VNNI.rawValue))
+    /// arm64 dot product.
+    public static let neonDot = KernelChoice(isa: Int32(KILN_ISA_NEONDOT.rawValue))
+
+    /// Every C variant.
+    public static let all: [KernelChoice] = [.scalar, .avx2, .avxVNNI, .avx512VNNI, .neonDot]
+
+    /// Whether this CPU runs it.
+    public var isSupported: Bool { isa < 0 || kiln_cpu_supports(isa) != 0 }
+
+    public var description: String { isa < 0 ? "reference" : String(cString: kiln_isa_name(isa)) }
+}
+
+/// A conv or gemm layer prepared for the C kernels: packed weights, requantization arrays and an optional fused
+/// residual add.
+final class CompiledConv: @unchecked Sendable {
+    enum Kind {
+        /// 1×1, stride 1, no padding, one group (and every gemm): the activation rows are the GEMM's A.
+        case pointwise
+        /// Any other one-group convolution: NHWC im2col rows, then the GEMM.
+        case im2col
+        /// 3×3 depthwise, stride 1 or 2.
+        case depthwise3x3
+    }
+
+    let kind: Kind
+    let layer: ConvLayer
+    let k: Int
+    /// Packed GEMM weights, or [9][C] depthwise weights.
+    let weights: UnsafeMutablePointer<Int8>
+    let bias: UnsafeMutablePointer<Int32>
+    let multipliers: UnsafeMutablePointer<Float>
+    /// The add layer folded into this one: its other input and output.
+    var residual: (input: Int, output: Int, clamp: ClosedRange<Int32>)?
+
+    init?(_ layer: ConvLayer, inputShape: [Int], isGemm: Bool) {
+        let cin = inputShape[1]
+        self.layer = layer
+        let m = layer.outputChannels
+        if isGemm || (layer.kernel == [1, 1] && layer.strides == [1, 1] && layer.pads == [0, 0, 0, 0] && layer.group == 1) {
+            kind = .pointwise
+        } else if layer.group == 1 {
+            kind = .im2col
+        } else if layer.group == cin && m == cin && layer.kernel == [3, 3] && layer.dilations == [1, 1]
+                    && layer.strides[0] == layer.strides[1] && (1...2).contains(layer.strides[0]) {
+            kind = .depthwise3x3
+        } else {
+            return nil
+        }
+        k = layer.weights.count / m
+        bias = .allocate(capacity: m)
+        bias.initialize(from: layer.bias, count: m)
+        multipliers = .allocate(capacity: m)
+        multipliers.initialize(from: layer.multipliers, count: m)
+        if kind == .depthwise3x3 {
+            weights = .allocate(capacity: 9 * m)
+            for c in 0..<m { for tap in 0..<9 { weights[tap * m + c] = layer.weights[c * 9 + tap] } }
+        } else {
+            let size = kiln_qs8_packed_size(Int32(m), Int32(k))
+            weights = .allocate(capacity: size)
+            layer.weights.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(k), weights) }
+        }
+    }
+
+    deinit {
+        weights.deallocate()
+        bias.deallocate()
+        multipliers.deallocate()
+    }
+
+    /// Row bytes of an im2col tile (k rounded up to 64 for aligned rows).
+    var rowBytes: Int { (k + 63) / 64 * 64 }
+}
+
+/// Per-layer preparation of a student for the C kernels.
+struct CompiledModel: @unchecked Sendable {
+    let kernels: KernelChoice
+    let gemm: kiln_qu8s8_gemm_fn?
+    let depthwise: kiln_qu8s8_dwconv3x3_fn?
+    /// Per layer: its compiled conv, or nil where the reference kernel runs.
+    let convs: [CompiledConv?]
+    /// Layers whose work a previous layer's fused epilogue already did.
+    let skipped: Set<Int>
+    /// Largest im2col row, in bytes.
+    let maxRowBytes: Int
+
+    init(_ student: StudentModel, kernels: KernelChoice) {
+        self.kernels = kernels
+        guard kernels.isa >= 0 else {
+            (gemm, depthwise, convs, skipped, maxRowBytes) = (nil, nil, student.layers.map { _ in nil }, [], 0)
+            return
+        }
+        gemm = kiln_qu8s8_gemm_for(kernels.isa)
+        depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
+        let convs: [CompiledConv?] = student.layers.map { layer in
+            switch layer.op {
+            case .conv(let c): return CompiledConv(c, inputShape: student.activations[layer.inputs[0]].shape, isGemm: false)
+            case .gemm(let c): return CompiledConv(c, inputShape: student.activations[layer.inputs[0]].shape, isGemm: true)
+            default: return nil
+            }
+        }
+        // Fold a residual add into the conv that produces the later of its two inputs.
+        var producer: [Int: Int] = [:], readers: [Int: Int] = [:]
+        for (index, layer) in student.layers.enumerated() {
+            producer[layer.output] = index
+            for input in layer.inputs { readers[input, default: 0] += 1 }
+        }
+        var skipped = Set<Int>()
+        for (index, layer) in student.layers.enumerated() {
+            guard case .add(let clamp) = layer.op else { continue }
+            let candidates = layer.inputs.enumerated().compactMap { position, input -> (Int, Int, Int)? in
+                guard let p = producer[input], let conv = convs[p], conv.residual == nil,
+                      readers[input] == 1, !student.outputs.contains(input) else { return nil }
+                let other = layer.inputs[1 - position]
+                guard let otherProducer = producer[other] ?? (student.inputs.contains(other) ? -1 : nil), otherProducer < p else { return nil }
+                return (p, other, position)
+            }
+            guard let (p, other, _) = candidates.max(by: { $0.0 < $1.0 }) else { continue }
+            convs[p]!.residual = (other, layer.output, clamp)
+            skipped.insert(index)
+        }
+        self.convs = convs
+        self.skipped = skipped
+        maxRowBytes = convs.compactMap { $0?.kind == .im2col ? $0!.rowBytes : nil }.max() ?? 0
+    }
+}

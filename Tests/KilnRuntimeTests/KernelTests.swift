@@ -1,0 +1,123 @@
+import Foundation
+@testable import KilnRuntime
+import Testing
+
+/// One-conv (plus optional residual add) students with random parameters, to compare kernel variants.
+enum KernelCase {
+    struct Generator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 33
+        }
+        mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
+        mutating func float(_ low: Float, _ high: Float) -> Float { low + (high - low) * Float(next() % 10_000) / 10_000 }
+    }
+
+    /// A conv layer with random int8 weights, biases, multipliers and a random clamp.
+    static func conv(_ g: inout Generator, cin: Int, cout: Int, kernel: Int, stride: Int, pad: Int, dilation: Int,
+                     group: Int) -> ConvLayer {
+        let k = kernel * kernel * cin / group
+        let low = Int32(g.int(0...40)), high = Int32(g.int(180...255))
+        return ConvLayer(outputChannels: cout, kernel: [kernel, kernel], strides: [stride, stride], pads: [pad, pad, pad, pad],
+                         dilations: [dilation, dilation], group: group, clamp: low...high,
+                         weights: (0..<(cout * k)).map { _ in Int8(g.int(-127...127)) },
+                         bias: (0..<cout).map { _ in Int32(g.int(-20_000...20_000)) },
+                         multipliers: (0..<cout).map { _ in g.float(0.0002, 0.004) },
+                         weightScales: [Float](repeating: 0.01, count: cout))
+    }
+
+    /// input → quantize → conv A; with `residual`, also conv B on the same input and A + B (B fused with the add).
+    static func student(seed: UInt64, batchShape: [Int], cout: Int, kernel: Int, stride: Int, pad: Int, dilation: Int = 1,
+                        group: Int = 1, gemm: Bool = false, residual: Bool = false) -> StudentModel {
+        var g = Generator(state: seed)
+        let cin = batchShape[1]
+        let layerA = conv(&g, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, dilation: dilation, group: group)
+        let inShape = [-1] + batchShape.dropFirst()
+        let outShape: [Int]
+        if gemm {
+            outShape = [-1, cout]
+        } else {
+            let h = (batchShape[2] + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1
+            let w = (batchShape[3] + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1
+            outShape = [-1, cout, h, w]
+        }
+        func q() -> Quantization { Quantization(scale: g.float(0.01, 0.05), zeroPoint: Int32(g.int(0...200))) }
+        var activations = [
+            ActivationInfo(name: "input", shape: inShape, type: .float32),
+            ActivationInfo(name: "x", shape: inShape, type: .uint8, quantization: q()),
+            ActivationInfo(name: "a", shape: outShape, type: .uint8, quantization: q()),
+        ]
+        var layers = [Layer(name: "quantize", op: .quantize, inputs: [0], output: 1),
+                      Layer(name: "a", op: gemm ? .gemm(layerA) : .conv(layerA), inputs: [1], output: 2)]
+        var result = 2
+        if residual {
+            let layerB = conv(&g, cin: cin, cout: cout, kernel: kernel, stride: stride, pad: pad, dilation: dilation, group: group)
+            activations.append(ActivationInfo(name: "b", shape: outShape, type: .uint8, quantization: q()))
+            activations.append(ActivationInfo(name: "sum", shape: outShape, type: .uint8, quantization: q()))
+            layers.append(Layer(name: "b", op: gemm ? .gemm(layerB) : .conv(layerB), inputs: [1], output: 3))
+            layers.append(Layer(name: "add", op: .add(clamp: Int32(g.int(0...30))...Int32(g.int(200...255))), inputs: [2, 3], output: 4))
+            result = 4
+        }
+        activations.append(ActivationInfo(name: "y", shape: outShape, type: .float32))
+        layers.append(Layer(name: "dequantize", op: .dequantize, inputs: [result], output: activations.count - 1))
+        return StudentModel(activations: activations, layers: layers, inputs: [0], outputs: [activations.count - 1])
+    }
+
+    static func input(count: Int, seed: UInt64) -> [Float] {
+        var g = Generator(state: seed)
+        return (0..<count).map { _ in g.float(-3, 4) }
+    }
+}
+
+/// (input shape with batch, output channels, kernel, stride, pad, dilation, group, gemm, residual)
+typealias KernelShape = (shape: [Int], cout: Int, kernel: Int, stride: Int, pad: Int, dilation: Int, group: Int, gemm: Bool, residual: Bool)
+
+let kernelShapes: [KernelShape] = [
+    ([3, 3, 5, 3], 7, 1, 1, 0, 1, 1, false, false),     // pointwise, odd K (3) and M (7)
+    ([2, 33, 4, 4], 40, 1, 1, 0, 1, 1, false, true),    // pointwise with a fused residual add, tails everywhere
+    ([1, 16, 6, 6], 16, 1, 1, 0, 1, 1, false, false),   // exact tiles
+    ([2, 3, 9, 7], 19, 3, 1, 1, 1, 1, false, false),    // im2col, K = 27
+    ([3, 6, 11, 10], 5, 3, 2, 1, 1, 1, false, true),    // strided im2col with residual
+    ([1, 5, 12, 12], 33, 5, 1, 2, 2, 1, false, false),  // 5×5 dilated
+    ([1, 64, 7, 7], 48, 1, 2, 0, 1, 1, false, false),   // strided 1×1 (im2col)
+    ([2, 7, 9, 8], 7, 3, 1, 1, 1, 7, false, false),     // depthwise, 7 channels
+    ([2, 33, 10, 9], 33, 3, 2, 1, 1, 33, false, true),  // strided depthwise with residual
+    ([1, 16, 5, 5], 16, 3, 1, 1, 1, 16, false, false),  // depthwise, exact vector width
+    ([5, 70, 1, 1], 10, 1, 1, 0, 1, 1, true, false),    // gemm, K = 70
+    ([3, 9, 1, 1], 33, 1, 1, 0, 1, 1, true, true),      // gemm with residual
+    ([2, 6, 8, 8], 12, 3, 1, 1, 1, 3, false, false),    // grouped (reference fallback on every variant)
+]
+
+@Suite("int8 kernel variants against the reference kernels")
+struct KernelTests {
+    @Test("every variant is bit-exact with the reference (variants the CPU lacks are skipped)",
+          arguments: KernelChoice.all, kernelShapes.indices)
+    func bitExact(_ kernels: KernelChoice, _ index: Int) throws {
+        guard kernels.isSupported else {
+            print("skipped: this CPU lacks \(kernels)")
+            return
+        }
+        let t = kernelShapes[index]
+        let shape = t.gemm ? [t.shape[0], t.shape[1]] : t.shape
+        let student = KernelCase.student(seed: UInt64(index + 11), batchShape: shape, cout: t.cout, kernel: t.kernel,
+                                         stride: t.stride, pad: t.pad, dilation: t.dilation, group: t.group, gemm: t.gemm,
+                                         residual: t.residual)
+        let input = KernelCase.input(count: shape.reduce(1, *), seed: UInt64(index))
+        let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
+        for threads in [1, 3] {
+            let model = try KilnModel(student, options: .init(threads: threads, kernels: kernels))
+            if t.residual { #expect(!model.compiled.skipped.isEmpty || t.group > 1 && t.group != t.shape[1], "the add should be fused") }
+            let output = try model.predict(input)
+            let differences = zip(reference, output).filter { $0 != $1 }.count
+            #expect(differences == 0, "\(kernels), case \(index), \(threads) threads: \(differences) of \(output.count) outputs differ")
+        }
+    }
+
+    @Test("the CPU probe names a supported variant")
+    func probe() {
+        let best = KernelChoice.best
+        #expect(best.isSupported)
+        print("best kernels on this CPU: \(best)")
+    }
+}
