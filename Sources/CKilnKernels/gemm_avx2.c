@@ -10,8 +10,6 @@
 #define KILN_AVX2 __attribute__((target("avx2,fma")))
 #define KILN_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 
-static int round_up(int v, int m) { return (v + m - 1) / m * m; }
-
 /// Requantizes 8 accumulators (columns j..j+7, bias not yet added) and stores the first `count` of them.
 KILN_AVX2 static inline void store8(__m256i acc, int j, int count, const kiln_requant *rq, const uint8_t *residual,
                                     uint8_t *out) {
@@ -58,27 +56,30 @@ KILN_AVX2 static inline int32_t load4(const uint8_t *p) {
     return v;
 }
 
-KILN_AVXVNNI void kiln_qu8s8_gemm_4x16c4__avxvnni(int m, int n, int k, const uint8_t *a, size_t lda,
-                                                  const int8_t *packed, uint8_t *c, size_t ldc,
-                                                  const kiln_requant *rq) {
-    int k4 = round_up(k, KILN_KGROUP);
-    int groups = k4 / KILN_KGROUP;
-    size_t panel_bytes = (size_t)KILN_PANEL * k4;
+KILN_AVXVNNI void kiln_qu8s8_igemm_4x16c4__avxvnni(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                                   const int8_t *packed, uint8_t *c, size_t ldc,
+                                                   const kiln_requant *rq) {
+    int groups = kc / KILN_KGROUP;
+    size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
     for (int i0 = 0; i0 < m; i0 += 4) {
         int mr = m - i0 < 4 ? m - i0 : 4;
-        const uint8_t *r[4];
-        for (int t = 0; t < 4; t++) r[t] = a + (size_t)(i0 + (t < mr ? t : mr - 1)) * lda;
+        const uint8_t *const *r[4];
+        for (int t = 0; t < 4; t++) r[t] = rows + (size_t)(i0 + (t < mr ? t : mr - 1)) * taps;
         for (int j = 0; j < n; j += KILN_PANEL) {
             const int8_t *b = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
             __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-            for (int g = 0; g < groups; g++) {
-                __m256i w0 = _mm256_loadu_si256((const __m256i *)(b + (size_t)g * 64));
-                __m256i w1 = _mm256_loadu_si256((const __m256i *)(b + (size_t)g * 64 + 32));
-                __m256i x;
-                x = _mm256_set1_epi32(load4(r[0] + g * 4)); c00 = _mm256_dpbusd_avx_epi32(c00, x, w0); c01 = _mm256_dpbusd_avx_epi32(c01, x, w1);
-                x = _mm256_set1_epi32(load4(r[1] + g * 4)); c10 = _mm256_dpbusd_avx_epi32(c10, x, w0); c11 = _mm256_dpbusd_avx_epi32(c11, x, w1);
-                x = _mm256_set1_epi32(load4(r[2] + g * 4)); c20 = _mm256_dpbusd_avx_epi32(c20, x, w0); c21 = _mm256_dpbusd_avx_epi32(c21, x, w1);
-                x = _mm256_set1_epi32(load4(r[3] + g * 4)); c30 = _mm256_dpbusd_avx_epi32(c30, x, w0); c31 = _mm256_dpbusd_avx_epi32(c31, x, w1);
+            for (int tap = 0; tap < taps; tap++) {
+                const uint8_t *p0 = r[0][tap], *p1 = r[1][tap], *p2 = r[2][tap], *p3 = r[3][tap];
+                const int8_t *wb = b + (size_t)tap * groups * 64;
+                for (int g = 0; g < groups; g++) {
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + (size_t)g * 64));
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + (size_t)g * 64 + 32));
+                    __m256i x;
+                    x = _mm256_set1_epi32(load4(p0 + g * 4)); c00 = _mm256_dpbusd_avx_epi32(c00, x, w0); c01 = _mm256_dpbusd_avx_epi32(c01, x, w1);
+                    x = _mm256_set1_epi32(load4(p1 + g * 4)); c10 = _mm256_dpbusd_avx_epi32(c10, x, w0); c11 = _mm256_dpbusd_avx_epi32(c11, x, w1);
+                    x = _mm256_set1_epi32(load4(p2 + g * 4)); c20 = _mm256_dpbusd_avx_epi32(c20, x, w0); c21 = _mm256_dpbusd_avx_epi32(c21, x, w1);
+                    x = _mm256_set1_epi32(load4(p3 + g * 4)); c30 = _mm256_dpbusd_avx_epi32(c30, x, w0); c31 = _mm256_dpbusd_avx_epi32(c31, x, w1);
+                }
             }
             __m256i lo[4] = {c00, c10, c20, c30}, hi[4] = {c01, c11, c21, c31};
             int left = n - j < 16 ? n - j : 16;
@@ -92,37 +93,40 @@ KILN_AVXVNNI void kiln_qu8s8_gemm_4x16c4__avxvnni(int m, int n, int k, const uin
     }
 }
 
-KILN_AVX2 void kiln_qu8s8_gemm_2x16c4__avx2(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                            uint8_t *c, size_t ldc, const kiln_requant *rq) {
-    int k4 = round_up(k, KILN_KGROUP);
-    int groups = k4 / KILN_KGROUP;
-    size_t panel_bytes = (size_t)KILN_PANEL * k4;
+KILN_AVX2 void kiln_qu8s8_igemm_2x16c4__avx2(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                             const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
+    int groups = kc / KILN_KGROUP;
+    size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
     for (int i0 = 0; i0 < m; i0 += 2) {
         int mr = m - i0 < 2 ? m - i0 : 2;
-        const uint8_t *r0 = a + (size_t)i0 * lda, *r1 = a + (size_t)(i0 + (mr > 1 ? 1 : 0)) * lda;
+        const uint8_t *const *r0 = rows + (size_t)i0 * taps, *const *r1 = rows + (size_t)(i0 + (mr > 1 ? 1 : 0)) * taps;
         for (int j = 0; j < n; j += KILN_PANEL) {
             const int8_t *b = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
             // Per row, four accumulators of four channels each (pairs of partial sums per channel).
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;
             __m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            for (int g = 0; g < groups; g++) {
-                const int8_t *wg = b + (size_t)g * 64;
-                __m256i x0 = _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(r0 + g * 4)));
-                __m256i x1 = _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(r1 + g * 4)));
-                __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg)));
-                __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 16)));
-                __m256i w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 32)));
-                __m256i w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 48)));
-                a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, w0));
-                a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x0, w1));
-                a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(x0, w2));
-                a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(x0, w3));
-                a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x1, w0));
-                a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, w1));
-                a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(x1, w2));
-                a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(x1, w3));
+            for (int tap = 0; tap < taps; tap++) {
+                const uint8_t *p0 = r0[tap], *p1 = r1[tap];
+                const int8_t *wb = b + (size_t)tap * groups * 64;
+                for (int g = 0; g < groups; g++) {
+                    const int8_t *wg = wb + (size_t)g * 64;
+                    __m256i x0 = _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(p0 + g * 4)));
+                    __m256i x1 = _mm256_cvtepu8_epi16(_mm_set1_epi32(load4(p1 + g * 4)));
+                    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg)));
+                    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 16)));
+                    __m256i w2 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 32)));
+                    __m256i w3 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wg + 48)));
+                    a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, w0));
+                    a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x0, w1));
+                    a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(x0, w2));
+                    a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(x0, w3));
+                    a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x1, w0));
+                    a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, w1));
+                    a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(x1, w2));
+                    a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(x1, w3));
+                }
             }
-            __m256i rows[2][2] = {
+            __m256i out[2][2] = {
                 {_mm256_permute4x64_epi64(_mm256_hadd_epi32(a00, a01), 0xD8), _mm256_permute4x64_epi64(_mm256_hadd_epi32(a02, a03), 0xD8)},
                 {_mm256_permute4x64_epi64(_mm256_hadd_epi32(a10, a11), 0xD8), _mm256_permute4x64_epi64(_mm256_hadd_epi32(a12, a13), 0xD8)},
             };
@@ -130,8 +134,8 @@ KILN_AVX2 void kiln_qu8s8_gemm_2x16c4__avx2(int m, int n, int k, const uint8_t *
             for (int t = 0; t < mr; t++) {
                 size_t row = (size_t)(i0 + t);
                 const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-                store8(rows[t][0], j, left < 8 ? left : 8, rq, res, c + row * ldc + j);
-                if (left > 8) store8(rows[t][1], j + 8, left - 8, rq, res ? res + 8 : NULL, c + row * ldc + j + 8);
+                store8(out[t][0], j, left < 8 ? left : 8, rq, res, c + row * ldc + j);
+                if (left > 8) store8(out[t][1], j + 8, left - 8, rq, res ? res + 8 : NULL, c + row * ldc + j + 8);
             }
         }
     }

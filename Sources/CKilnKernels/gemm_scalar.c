@@ -2,23 +2,22 @@
 #include "kiln_kernels.h"
 #include "requant.h"
 
-static int round_up(int v, int m) { return (v + m - 1) / m * m; }
-
-void kiln_qu8s8_gemm_1x16c4__scalar(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                    uint8_t *c, size_t ldc, const kiln_requant *rq) {
-    int k4 = round_up(k, KILN_KGROUP);
+void kiln_qu8s8_igemm_1x16c4__scalar(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                     const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
+    int k = kc * taps;
     for (int i = 0; i < m; i++) {
-        const uint8_t *row = a + (size_t)i * lda;
         for (int p = 0; p * KILN_PANEL < n; p++) {
-            const int8_t *panel = packed + (size_t)p * KILN_PANEL * k4;
+            const int8_t *panel = packed + (size_t)p * KILN_PANEL * k;
             int32_t acc[KILN_PANEL];
             for (int ch = 0; ch < KILN_PANEL; ch++) acc[ch] = 0;
-            for (int g = 0; g < k4 / KILN_KGROUP; g++) {
-                const int8_t *b = panel + (size_t)g * KILN_PANEL * KILN_KGROUP;
-                for (int t = 0; t < KILN_KGROUP; t++) {
-                    // Bytes past k meet zero weights; reading them keeps the loop simple.
-                    int32_t av = row[g * KILN_KGROUP + t];
-                    for (int ch = 0; ch < KILN_PANEL; ch++) acc[ch] += av * (int32_t)b[ch * KILN_KGROUP + t];
+            for (int tap = 0; tap < taps; tap++) {
+                const uint8_t *segment = rows[(size_t)i * taps + tap];
+                for (int g = 0; g < kc / KILN_KGROUP; g++) {
+                    const int8_t *b = panel + ((size_t)tap * kc / KILN_KGROUP + g) * KILN_PANEL * KILN_KGROUP;
+                    for (int t = 0; t < KILN_KGROUP; t++) {
+                        int32_t av = segment[g * KILN_KGROUP + t];
+                        for (int ch = 0; ch < KILN_PANEL; ch++) acc[ch] += av * (int32_t)b[ch * KILN_KGROUP + t];
+                    }
                 }
             }
             for (int ch = 0; ch < KILN_PANEL && p * KILN_PANEL + ch < n; ch++) {

@@ -33,17 +33,16 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
 /// residual add.
 final class CompiledConv: @unchecked Sendable {
     enum Kind {
-        /// 1×1, stride 1, no padding, one group (and every gemm): the activation rows are the GEMM's A.
-        case pointwise
-        /// Any other one-group convolution: NHWC im2col rows, then the GEMM.
-        case im2col
+        /// A one-group convolution or a gemm, as an indirect GEMM: one input pointer per output pixel and kernel tap.
+        case indirect
         /// 3×3 depthwise, stride 1 or 2.
         case depthwise3x3
     }
 
     let kind: Kind
     let layer: ConvLayer
-    let k: Int
+    /// Kernel taps (kH·kW) and bytes read per tap (input channels rounded up to 4).
+    let taps: Int, kc: Int
     /// Packed GEMM weights, or [9][C] depthwise weights.
     let weights: UnsafeMutablePointer<Int8>
     let bias: UnsafeMutablePointer<Int32>
@@ -55,17 +54,16 @@ final class CompiledConv: @unchecked Sendable {
         let cin = inputShape[1]
         self.layer = layer
         let m = layer.outputChannels
-        if isGemm || (layer.kernel == [1, 1] && layer.strides == [1, 1] && layer.pads == [0, 0, 0, 0] && layer.group == 1) {
-            kind = .pointwise
-        } else if layer.group == 1 {
-            kind = .im2col
+        if isGemm || layer.group == 1 {
+            kind = .indirect
         } else if layer.group == cin && m == cin && layer.kernel == [3, 3] && layer.dilations == [1, 1]
                     && layer.strides[0] == layer.strides[1] && (1...2).contains(layer.strides[0]) {
             kind = .depthwise3x3
         } else {
             return nil
         }
-        k = layer.weights.count / m
+        taps = layer.kernel[0] * layer.kernel[1]
+        kc = kind == .indirect ? (cin + 3) / 4 * 4 : cin
         bias = .allocate(capacity: m)
         bias.initialize(from: layer.bias, count: m)
         multipliers = .allocate(capacity: m)
@@ -74,9 +72,14 @@ final class CompiledConv: @unchecked Sendable {
             weights = .allocate(capacity: 9 * m)
             for c in 0..<m { for tap in 0..<9 { weights[tap * m + c] = layer.weights[c * 9 + tap] } }
         } else {
-            let size = kiln_qs8_packed_size(Int32(m), Int32(k))
+            // [M][tap][C] → [M][tap][C rounded up to 4], zero-padded, then packed for the kernel tile.
+            var padded = [Int8](repeating: 0, count: m * taps * kc)
+            for o in 0..<m { for tap in 0..<taps { for c in 0..<cin {
+                padded[(o * taps + tap) * kc + c] = layer.weights[(o * taps + tap) * cin + c]
+            } } }
+            let size = kiln_qs8_packed_size(Int32(m), Int32(taps * kc))
             weights = .allocate(capacity: size)
-            layer.weights.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(k), weights) }
+            padded.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(taps * kc), weights) }
         }
     }
 
@@ -86,29 +89,28 @@ final class CompiledConv: @unchecked Sendable {
         multipliers.deallocate()
     }
 
-    /// Row bytes of an im2col tile (k rounded up to 64 for aligned rows).
-    var rowBytes: Int { (k + 63) / 64 * 64 }
 }
 
 /// Per-layer preparation of a student for the C kernels.
 struct CompiledModel: @unchecked Sendable {
     let kernels: KernelChoice
-    let gemm: kiln_qu8s8_gemm_fn?
+    let gemm: kiln_qu8s8_igemm_fn?
     let depthwise: kiln_qu8s8_dwconv3x3_fn?
     /// Per layer: its compiled conv, or nil where the reference kernel runs.
     let convs: [CompiledConv?]
     /// Layers whose work a previous layer's fused epilogue already did.
     let skipped: Set<Int>
-    /// Largest im2col row, in bytes.
+    /// Most kernel taps of any layer (sizes the per-worker pointer tiles) and widest padded input row.
+    let maxTaps: Int
     let maxRowBytes: Int
 
     init(_ student: StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
         guard kernels.isa >= 0 else {
-            (gemm, depthwise, convs, skipped, maxRowBytes) = (nil, nil, student.layers.map { _ in nil }, [], 0)
+            (gemm, depthwise, convs, skipped, maxTaps, maxRowBytes) = (nil, nil, student.layers.map { _ in nil }, [], 0, 0)
             return
         }
-        gemm = kiln_qu8s8_gemm_for(kernels.isa)
+        gemm = kiln_qu8s8_igemm_for(kernels.isa)
         depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
         let convs: [CompiledConv?] = student.layers.map { layer in
             switch layer.op {
@@ -139,6 +141,15 @@ struct CompiledModel: @unchecked Sendable {
         }
         self.convs = convs
         self.skipped = skipped
-        maxRowBytes = convs.compactMap { $0?.kind == .im2col ? $0!.rowBytes : nil }.max() ?? 0
+        maxTaps = convs.compactMap { $0?.taps }.max() ?? 0
+        maxRowBytes = convs.compactMap { $0?.kc }.max() ?? 0
+    }
+}
+
+extension LayerOp {
+    /// Whether this is a fully-connected layer.
+    var isGemm: Bool {
+        if case .gemm = self { return true }
+        return false
     }
 }

@@ -186,7 +186,8 @@ public final class KilnContext: @unchecked Sendable {
             (base + plan.offsets[activation]).assumingMemoryBound(to: UInt8.self)
         }
         let scratch = (base + plan.scratchOffset).assumingMemoryBound(to: UInt8.self)
-        let tiles = (base + plan.tileOffset).assumingMemoryBound(to: UInt8.self)
+        let pointers = (base + plan.tileOffset).assumingMemoryBound(to: UnsafePointer<UInt8>?.self)
+        let zeros = (base + plan.zeroOffset).assumingMemoryBound(to: UInt8.self)
         // Diagnostics read every layer's own output, so they run the reference kernels (bit-identical results).
         let compiled = observe == nil ? model.compiled : nil
         for (index, layer) in student.layers.enumerated() {
@@ -195,7 +196,7 @@ public final class KilnContext: @unchecked Sendable {
                 let residual = conv.residual.map { bytes($0.input) }
                 let output = bytes(conv.residual?.output ?? layer.output)
                 runCompiled(conv, compiled, layer, batch: batch, input: bytes(layer.inputs[0]), output: output,
-                            residual: residual, tiles: tiles, tileStride: plan.tileStride)
+                            residual: residual, pointers: pointers, maxTaps: compiled.maxTaps, zeros: zeros)
                 continue
             }
             let outInfo = student.activations[layer.output]
@@ -267,7 +268,8 @@ public final class KilnContext: @unchecked Sendable {
     /// One conv or gemm layer on the C kernels, parallel over output pixels.
     private func runCompiled(_ conv: CompiledConv, _ compiled: CompiledModel, _ layer: Layer, batch: Int,
                              input: UnsafeMutablePointer<UInt8>, output: UnsafeMutablePointer<UInt8>,
-                             residual: UnsafeMutablePointer<UInt8>?, tiles: UnsafeMutablePointer<UInt8>, tileStride: Int) {
+                             residual: UnsafeMutablePointer<UInt8>?, pointers: UnsafeMutablePointer<UnsafePointer<UInt8>?>,
+                             maxTaps: Int, zeros: UnsafeMutablePointer<UInt8>) {
         let student = model.student
         let inInfo = student.activations[layer.inputs[0]], outInfo = student.activations[layer.output]
         let m = conv.layer.outputChannels
@@ -287,33 +289,35 @@ public final class KilnContext: @unchecked Sendable {
         let image = ReferenceKernels.Image(inInfo.shape, batch: batch), out = ReferenceKernels.Image(outInfo.shape, batch: batch)
         let weights = UnsafePointer(conv.weights)
         switch conv.kind {
-        case .pointwise:
-            let rows = batch * image.h * image.w
+        case .indirect:
+            let l = conv.layer, taps = conv.taps, tile = MemoryPlan.tileRows
+            let pixels = out.h * out.w
+            // A gemm's batch rows all belong to one "image" of N pixels.
+            let images = layer.op.isGemm ? 1 : batch
+            let perImage = layer.op.isGemm ? batch : pixels
+            let tilesPerImage = (perImage + tile - 1) / tile
+            let zeroRow = UnsafePointer(zeros)
+            zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
             let gemm = compiled.gemm!
-            parallelFor(rows) { begin, end, _ in
-                var local = rq
-                local.residual = residual.map { UnsafePointer($0 + begin * m) }
-                gemm(Int32(end - begin), Int32(m), Int32(conv.k), input + begin * image.c, image.c, weights,
-                     output + begin * m, m, &local)
-            }
-        case .im2col:
-            let pixels = out.h * out.w, tile = MemoryPlan.tileRows
-            let tilesPerImage = (pixels + tile - 1) / tile
-            let gemm = compiled.gemm!, l = conv.layer, rowBytes = conv.rowBytes
-            let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
-            parallelFor(batch * tilesPerImage) { begin, end, worker in
-                let rows = tiles + worker * tileStride
+            let (sh, sw, pt, pl, dh, dw) = (l.strides[0], l.strides[1], l.pads[0], l.pads[1], l.dilations[0], l.dilations[1])
+            let (kh, kw) = (l.kernel[0], l.kernel[1])
+            parallelFor(images * tilesPerImage) { begin, end, worker in
+                let rows = pointers + worker * tile * maxTaps
                 var local = rq
                 for task in begin..<end {
                     let b = task / tilesPerImage, first = (task % tilesPerImage) * tile
-                    let count = min(tile, pixels - first)
-                    kiln_qu8_im2col(input + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w), Int32(image.c),
-                                    Int32(l.kernel[0]), Int32(l.kernel[1]), Int32(l.strides[0]), Int32(l.strides[1]),
-                                    Int32(l.pads[0]), Int32(l.pads[1]), Int32(l.dilations[0]), Int32(l.dilations[1]),
-                                    Int32(out.w), Int32(first), Int32(count), zero, rows, rowBytes)
-                    let row0 = b * pixels + first
+                    let count = min(tile, perImage - first)
+                    let base = UnsafePointer(input + b * image.h * image.w * image.c)
+                    if layer.op.isGemm {
+                        for r in 0..<count { rows[r] = base + (first + r) * image.c }
+                    } else {
+                        kiln_qu8_conv_indirection(base, Int32(image.h), Int32(image.w), Int32(image.c), Int32(kh), Int32(kw),
+                                                  Int32(sh), Int32(sw), Int32(pt), Int32(pl), Int32(dh), Int32(dw),
+                                                  Int32(out.w), Int32(first), Int32(count), zeroRow, rows)
+                    }
+                    let row0 = b * perImage + first
                     local.residual = residual.map { UnsafePointer($0 + row0 * m) }
-                    gemm(Int32(count), Int32(m), Int32(conv.k), rows, rowBytes, weights, output + row0 * m, m, &local)
+                    gemm(Int32(count), Int32(m), Int32(conv.kc), Int32(taps), rows, weights, output + row0 * m, m, &local)
                 }
             }
         case .depthwise3x3:
@@ -389,14 +393,15 @@ public final class KilnContext: @unchecked Sendable {
 /// Where each uint8 activation lives in one arena for a given batch size: tensors whose lifetimes do not
 /// overlap share bytes (greedy by size, first fit).
 struct MemoryPlan {
-    /// Output pixels per im2col tile.
+    /// Output pixels per indirect-GEMM tile.
     static let tileRows = 32
     let batch: Int
     var offsets: [Int]
     var scratchOffset = 0
-    /// Per-worker im2col tiles: `tileStride` bytes each, from `tileOffset`.
+    /// Per-worker tiles of input pointers (tileRows × most taps each), from `tileOffset`.
     var tileOffset = 0
-    var tileStride = 0
+    /// A row of the input zero point, for padding cells.
+    var zeroOffset = 0
     var size = 0
 
     init(_ student: StudentModel, batch: Int, compiled: CompiledModel, threads: Int) {
@@ -447,8 +452,8 @@ struct MemoryPlan {
             }
         }.max() ?? 0
         tileOffset = scratchOffset + align(max(scratch, 1))
-        tileStride = align(Self.tileRows * compiled.maxRowBytes)
-        // 64 spare bytes: kernels may read up to 3 bytes past the last row.
-        size = tileOffset + tileStride * threads + 64
+        zeroOffset = tileOffset + align(Self.tileRows * max(compiled.maxTaps, 1) * MemoryLayout<UnsafeRawPointer>.size * threads)
+        // 64 spare bytes: kernels read whole 4-byte groups, up to 3 bytes past a tensor's last row.
+        size = zeroOffset + align(max(compiled.maxRowBytes, 1)) + 64
     }
 }

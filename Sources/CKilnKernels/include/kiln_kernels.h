@@ -52,24 +52,27 @@ typedef struct {
     int32_t residual_zero_point, output_zero_point, add_low, add_high;  // z2, zo
 } kiln_requant;
 
-/// C[m][n] (u8, leading dimension ldc) = requant(A[m][k] (u8, lda) × packed B (k×n)). Rows of A may be read up to
-/// 3 bytes past k (they meet zero weights). One function per ISA, identical results.
-typedef void (*kiln_qu8s8_gemm_fn)(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                   uint8_t *c, size_t ldc, const kiln_requant *rq);
-
-void kiln_qu8s8_gemm_1x16c4__scalar(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
+/// Indirect GEMM: C[m][n] (u8, leading dimension ldc) = requant(A · packed B), where row i of A is the
+/// concatenation of `taps` segments of `kc` bytes (kc a multiple of 4), segment t read from rows[i·taps + t]
+/// (a convolution's receptive field: one pointer per kernel tap; a plain matrix: taps = 1). B is packed with
+/// k = taps · kc. Segments may be read whole even where the weights are zero padding. One function per ISA,
+/// identical results.
+typedef void (*kiln_qu8s8_igemm_fn)(int m, int n, int kc, int taps, const uint8_t *const *rows, const int8_t *packed,
                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_gemm_2x16c4__avx2(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                  uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_gemm_4x16c4__avxvnni(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_gemm_8x32c4__avx512vnni(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                        uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_gemm_4x16c4__neondot(int m, int n, int k, const uint8_t *a, size_t lda, const int8_t *packed,
-                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
+
+void kiln_qu8s8_igemm_1x16c4__scalar(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                     const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_igemm_2x16c4__avx2(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                   const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_igemm_4x16c4__avxvnni(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                      const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_igemm_8x32c4__avx512vnni(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                         const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
+void kiln_qu8s8_igemm_1x16c4__neondot(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                      const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
 
 /// The GEMM variant for an ISA (the scalar one where the ISA has none on this architecture).
-kiln_qu8s8_gemm_fn kiln_qu8s8_gemm_for(int isa);
+kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa);
 
 /// Depthwise 3×3 convolution over NHWC u8 rows: for output row `oy` of one image, all `ow` pixels and `c`
 /// channels. `x` is the image [h][w][c]; weights are [9][c] int8 (tap-major); padding cells hold `input_zero`.
@@ -90,11 +93,11 @@ void kiln_qu8s8_dwconv3x3__avx512(const uint8_t *x, int h, int w, int c, int oy,
 /// The depthwise variant for an ISA.
 kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa);
 
-/// Gathers the receptive fields of `count` consecutive output pixels (starting at pixel `first` of an oh×ow map)
-/// of an NHWC u8 image into rows of `row_bytes` (≥ kh·kw·c): [kh][kw][c] per row, `zero` where padding.
-void kiln_qu8_im2col(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
-                     int pad_left, int dilation_h, int dilation_w, int ow, int first, int count, uint8_t zero,
-                     uint8_t *rows, size_t row_bytes);
+/// Fills rows[r·kh·kw + tap] with the input pointer of each kernel tap of `count` consecutive output pixels
+/// (from pixel `first` of an oh×ow map) of an NHWC u8 image, or `zero` where the tap falls in the padding.
+void kiln_qu8_conv_indirection(const uint8_t *image, int h, int w, int c, int kh, int kw, int stride_h, int stride_w,
+                               int pad_top, int pad_left, int dilation_h, int dilation_w, int ow, int first, int count,
+                               const uint8_t *zero, const uint8_t **rows);
 
 /// A persistent pool of worker threads for intra-op parallelism.
 typedef struct kiln_pool kiln_pool;
