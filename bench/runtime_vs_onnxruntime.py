@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Peer benchmark (not a test): int8 inference at batch 1, KilnRuntime against onnxruntime, same models, same run.
+
+    swift build -c release --product kiln
+    python3 bench/runtime_vs_onnxruntime.py [--runs 200] [--threads 1 2] [--models resnet18 resnet50 mobilenet_v2 resnet20 mobilenetv2]
+
+Models: torchvision ResNet-18, ResNet-50 and MobileNetV2 at 224×224 (random initialisation, seed 0: speed does
+not depend on the weights) and the committed Fashion-MNIST teachers. Each fp32 model is quantized twice: by
+`kiln quantize` (per-channel int8 weights, uint8 activations) and by onnxruntime's `quantize_static` (QDQ,
+per-channel, QUInt8 activations, QInt8 weights), both calibrated on the same images (32 N(0, 1) images for the
+torchvision models, the committed real calibration set for the teachers). KilnRuntime is timed by `kiln bench`
+(median of --runs after warm-up, allocation-free context), onnxruntime by the same loop in Python; the two
+alternate per model so machine noise hits both. Prints both medians, the ratio Kiln / onnxruntime and Kiln's
+GMAC/s. Needs torch, torchvision, onnx, onnxruntime and numpy from PyPI.
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, name, images):
+        self.items = iter([{name: images[i:i + 1]} for i in range(len(images))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def export_torchvision(name, path):
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, dynamo=False, opset_version=13,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+
+
+def ort_median(path, shape, runs, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = ((np.arange(np.prod(shape)) % 255) / 127 - 1).astype(np.float32).reshape(shape)
+    for _ in range(max(5, runs // 10)):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2", "resnet20", "mobilenetv2"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
+    args = parser.parse_args()
+    print(f"batch 1, median of {args.runs} runs; onnxruntime {ort.__version__} (QDQ, per-channel, QUInt8 activations)")
+    print(f"{'model':<14} {'threads':>7} {'kiln ms':>9} {'ort ms':>9} {'ratio':>6} {'kiln GMAC/s':>12}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            fp32 = os.path.join(ROOT, "models", name + ".onnx")
+            if os.path.exists(fp32):
+                calibration = os.path.join(ROOT, "calibration", "fashion-mnist-real-512.npy")
+                images = np.load(calibration)[:32]
+                calibration = os.path.join(folder, name + "-calibration.npy")
+                np.save(calibration, images)
+            else:
+                fp32 = os.path.join(folder, name + ".onnx")
+                export_torchvision(name, fp32)
+                images = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
+                calibration = os.path.join(folder, name + "-calibration.npy")
+                np.save(calibration, images)
+            student = os.path.join(folder, name + ".kiln")
+            subprocess.run([args.kiln, "quantize", fp32, "-o", student, "--calibration", calibration, "--range", "minmax",
+                            "--json"], check=True, capture_output=True)
+            qdq = os.path.join(folder, name + ".ort.qdq.onnx")
+            input_name = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+            quantize_static(fp32, qdq, Reader(input_name, images), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            shape = [1] + list(images.shape[1:])
+            for threads in args.threads:
+                bench = json.loads(subprocess.run([args.kiln, "bench", student, "--runs", str(args.runs), "--threads",
+                                                   str(threads), "--json"], check=True, capture_output=True,
+                                                  text=True).stdout)
+                ort_ms = ort_median(qdq, shape, args.runs, threads)
+                print(f"{name:<14} {threads:>7} {bench['medianMs']:9.3f} {ort_ms:9.3f} "
+                      f"{bench['medianMs'] / ort_ms:6.2f} {bench['gmacPerSecond']:12.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
