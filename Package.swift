@@ -11,6 +11,7 @@ let package = Package(
     name: "Kiln",
     products: [
         .executable(name: "kiln", targets: ["KilnCLI"]),
+        .executable(name: "kiln-footprint", targets: ["KilnFootprint"]),
         .library(name: "KilnGraph", targets: ["KilnGraph"]),
         .library(name: "KilnTensor", targets: ["KilnTensor"]),
         .library(name: "KilnONNX", targets: ["KilnONNX"]),
@@ -34,6 +35,8 @@ let package = Package(
             "KilnGraph", "KilnRuntime",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        // Embeds KilnRuntime alone, to measure the runtime's own footprint.
+        .executableTarget(name: "KilnFootprint", dependencies: ["KilnRuntime"]),
         .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnRuntime"]),
         .executableTarget(name: "KilnCLI", dependencies: [
             "KilnGraph", "KilnTensor", "KilnONNX", "KilnRuntime", "KilnQuant",

@@ -48,61 +48,61 @@ KILN_TARGET void kiln_qu8s8_igemm_8x32c4__avx512vnni(int m, int n, int kc, int t
                                                      const kiln_requant *rq) {
     int groups = kc / KILN_KGROUP;
     size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
-    for (int i0 = 0; i0 < m; i0 += 8) {
-        int mr = m - i0 < 8 ? m - i0 : 8;
-        const uint8_t *const *r[8];
-        for (int t = 0; t < 8; t++) r[t] = rows + (size_t)(i0 + (t < mr ? t : mr - 1)) * taps;
-        int j = 0;
-        for (; j + 16 < n; j += 32) {
-            const int8_t *b0 = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
-            const int8_t *b1 = b0 + panel_bytes;
-            __m512i c00 = _mm512_setzero_si512(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00, c60 = c00, c70 = c00;
-            __m512i c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00, c61 = c00, c71 = c00;
-            for (int tap = 0; tap < taps; tap++) {
-                const uint8_t *p0 = r[0][tap], *p1 = r[1][tap], *p2 = r[2][tap], *p3 = r[3][tap];
-                const uint8_t *p4 = r[4][tap], *p5 = r[5][tap], *p6 = r[6][tap], *p7 = r[7][tap];
-                const int8_t *wb0 = b0 + (size_t)tap * groups * 64, *wb1 = b1 + (size_t)tap * groups * 64;
-                for (int g = 0; g < groups; g++) {
-                    __m512i w0 = _mm512_loadu_si512(wb0 + (size_t)g * 64);
-                    __m512i w1 = _mm512_loadu_si512(wb1 + (size_t)g * 64);
-                    int o = g * 4;
-                    KILN_ROW2(c00, c01, p0 + o) KILN_ROW2(c10, c11, p1 + o) KILN_ROW2(c20, c21, p2 + o) KILN_ROW2(c30, c31, p3 + o)
-                    KILN_ROW2(c40, c41, p4 + o) KILN_ROW2(c50, c51, p5 + o) KILN_ROW2(c60, c61, p6 + o) KILN_ROW2(c70, c71, p7 + o)
+    // Column panels outside, row tiles inside: a panel of B stays in cache for all of the caller's rows.
+    for (int j = 0; j < n; j += 32) {
+        int pair = j + 16 < n;
+        const int8_t *b0 = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
+        const int8_t *b1 = b0 + panel_bytes;
+        for (int i0 = 0; i0 < m; i0 += 8) {
+            int mr = m - i0 < 8 ? m - i0 : 8;
+            const uint8_t *const *r[8];
+            for (int t = 0; t < 8; t++) r[t] = rows + (size_t)(i0 + (t < mr ? t : mr - 1)) * taps;
+            if (pair) {
+                __m512i c00 = _mm512_setzero_si512(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00, c60 = c00, c70 = c00;
+                __m512i c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00, c61 = c00, c71 = c00;
+                for (int tap = 0; tap < taps; tap++) {
+                    const uint8_t *p0 = r[0][tap], *p1 = r[1][tap], *p2 = r[2][tap], *p3 = r[3][tap];
+                    const uint8_t *p4 = r[4][tap], *p5 = r[5][tap], *p6 = r[6][tap], *p7 = r[7][tap];
+                    const int8_t *wb0 = b0 + (size_t)tap * groups * 64, *wb1 = b1 + (size_t)tap * groups * 64;
+                    for (int g = 0; g < groups; g++) {
+                        __m512i w0 = _mm512_loadu_si512(wb0 + (size_t)g * 64);
+                        __m512i w1 = _mm512_loadu_si512(wb1 + (size_t)g * 64);
+                        int o = g * 4;
+                        KILN_ROW2(c00, c01, p0 + o) KILN_ROW2(c10, c11, p1 + o) KILN_ROW2(c20, c21, p2 + o) KILN_ROW2(c30, c31, p3 + o)
+                        KILN_ROW2(c40, c41, p4 + o) KILN_ROW2(c50, c51, p5 + o) KILN_ROW2(c60, c61, p6 + o) KILN_ROW2(c70, c71, p7 + o)
+                    }
                 }
-            }
-            __m512i acc0[8] = {c00, c10, c20, c30, c40, c50, c60, c70};
-            __m512i acc1[8] = {c01, c11, c21, c31, c41, c51, c61, c71};
-            int left1 = n - j - 16 < 16 ? n - j - 16 : 16;
-            __mmask16 mask1 = (__mmask16)((1u << left1) - 1);
-            for (int t = 0; t < mr; t++) {
-                size_t row = (size_t)(i0 + t);
-                const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-                store16(acc0[t], j, 0xFFFF, rq, res, c + row * ldc + j);
-                store16(acc1[t], j + 16, mask1, rq, res ? res + 16 : NULL, c + row * ldc + j + 16);
-            }
-        }
-        if (j < n) {
-            // One panel left: 8 rows × 16 columns.
-            const int8_t *b0 = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
-            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-            for (int tap = 0; tap < taps; tap++) {
-                const uint8_t *p0 = r[0][tap], *p1 = r[1][tap], *p2 = r[2][tap], *p3 = r[3][tap];
-                const uint8_t *p4 = r[4][tap], *p5 = r[5][tap], *p6 = r[6][tap], *p7 = r[7][tap];
-                const int8_t *wb0 = b0 + (size_t)tap * groups * 64;
-                for (int g = 0; g < groups; g++) {
-                    __m512i w0 = _mm512_loadu_si512(wb0 + (size_t)g * 64);
-                    int o = g * 4;
-                    KILN_ROW1(c0, p0 + o) KILN_ROW1(c1, p1 + o) KILN_ROW1(c2, p2 + o) KILN_ROW1(c3, p3 + o)
-                    KILN_ROW1(c4, p4 + o) KILN_ROW1(c5, p5 + o) KILN_ROW1(c6, p6 + o) KILN_ROW1(c7, p7 + o)
+                __m512i acc0[8] = {c00, c10, c20, c30, c40, c50, c60, c70};
+                __m512i acc1[8] = {c01, c11, c21, c31, c41, c51, c61, c71};
+                int left1 = n - j - 16 < 16 ? n - j - 16 : 16;
+                __mmask16 mask1 = (__mmask16)((1u << left1) - 1);
+                for (int t = 0; t < mr; t++) {
+                    size_t row = (size_t)(i0 + t);
+                    const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
+                    store16(acc0[t], j, 0xFFFF, rq, res, c + row * ldc + j);
+                    store16(acc1[t], j + 16, mask1, rq, res ? res + 16 : NULL, c + row * ldc + j + 16);
                 }
-            }
-            __m512i acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
-            int left = n - j;
-            __mmask16 mask = (__mmask16)((1u << left) - 1);
-            for (int t = 0; t < mr; t++) {
-                size_t row = (size_t)(i0 + t);
-                const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-                store16(acc[t], j, mask, rq, res, c + row * ldc + j);
+            } else {
+                // One panel left: 8 rows × 16 columns.
+                __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+                for (int tap = 0; tap < taps; tap++) {
+                    const uint8_t *p0 = r[0][tap], *p1 = r[1][tap], *p2 = r[2][tap], *p3 = r[3][tap];
+                    const uint8_t *p4 = r[4][tap], *p5 = r[5][tap], *p6 = r[6][tap], *p7 = r[7][tap];
+                    const int8_t *wb0 = b0 + (size_t)tap * groups * 64;
+                    for (int g = 0; g < groups; g++) {
+                        __m512i w0 = _mm512_loadu_si512(wb0 + (size_t)g * 64);
+                        int o = g * 4;
+                        KILN_ROW1(c0, p0 + o) KILN_ROW1(c1, p1 + o) KILN_ROW1(c2, p2 + o) KILN_ROW1(c3, p3 + o)
+                        KILN_ROW1(c4, p4 + o) KILN_ROW1(c5, p5 + o) KILN_ROW1(c6, p6 + o) KILN_ROW1(c7, p7 + o)
+                    }
+                }
+                __m512i acc[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+                __mmask16 mask = (__mmask16)((1u << (n - j)) - 1);
+                for (int t = 0; t < mr; t++) {
+                    size_t row = (size_t)(i0 + t);
+                    const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
+                    store16(acc[t], j, mask, rq, res, c + row * ldc + j);
+                }
             }
         }
     }

@@ -75,7 +75,7 @@ struct BenchCommand: ParsableCommand {
             let macs: Int
             switch loaded.backend {
             case .teacher(_, let graph, _): macs = graph.macsPerSample
-            case .student(let student): macs = student.student.macsPerSample
+            case .student(let student): macs = student.macsPerSample
             }
             let result = BenchResult(model: model, mode: backward ? "forward+backward" : "forward", batch: batch, runs: runs,
                                      threads: Parallel.threadCount, peakRSSMegabytes: peakResidentMegabytes(),

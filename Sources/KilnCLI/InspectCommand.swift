@@ -83,8 +83,8 @@ struct InspectReport: Encodable {
             inputs = kiln.inputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
             outputs = kiln.outputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
             ops = student.layers.reduce(into: [:]) { $0[$1.op.displayName, default: 0] += 1 }
-            parameters = student.parameterCount
-            macs = student.macsPerSample
+            parameters = kiln.parameterCount
+            macs = kiln.macsPerSample
             metadata = student.metadata
         }
     }

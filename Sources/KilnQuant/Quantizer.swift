@@ -95,7 +95,8 @@ public enum Quantizer {
     /// Runs student and teacher side by side on the calibration set and reports each layer's SQNR.
     static func measure(_ student: StudentModel, _ layerValues: [Int: ValueID], _ interpreter: Interpreter,
                         _ calibrator: Calibrator, _ calibration: Tensor) throws -> [LayerReport] {
-        let model = try KilnModel(student)
+        // Per-layer outputs come from the reference kernels (the C kernels are bit-identical but fuse layers).
+        let model = try KilnModel(student, options: KilnModel.Options(threads: 1, kernels: .reference))
         let context = model.makeContext()
         var signal: [Int: Double] = [:], noise: [Int: Double] = [:]
         let wanted = Set(layerValues.values)

@@ -104,7 +104,8 @@ struct CompiledModel: @unchecked Sendable {
     let maxTaps: Int
     let maxRowBytes: Int
 
-    init(_ student: StudentModel, kernels: KernelChoice) {
+    /// Prepares the layers the C kernels run and empties their weight arrays in `student` (they live packed here).
+    init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
         guard kernels.isa >= 0 else {
             (gemm, depthwise, convs, skipped, maxTaps, maxRowBytes) = (nil, nil, student.layers.map { _ in nil }, [], 0, 0)
@@ -112,11 +113,23 @@ struct CompiledModel: @unchecked Sendable {
         }
         gemm = kiln_qu8s8_igemm_for(kernels.isa)
         depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
-        let convs: [CompiledConv?] = student.layers.map { layer in
+        var convs: [CompiledConv?] = []
+        for index in student.layers.indices {
+            let layer = student.layers[index]
+            let shape = student.activations[layer.inputs[0]].shape
             switch layer.op {
-            case .conv(let c): return CompiledConv(c, inputShape: student.activations[layer.inputs[0]].shape, isGemm: false)
-            case .gemm(let c): return CompiledConv(c, inputShape: student.activations[layer.inputs[0]].shape, isGemm: true)
-            default: return nil
+            case .conv(var c):
+                let compiled = CompiledConv(c, inputShape: shape, isGemm: false)
+                if compiled != nil { c.weights = [] }
+                student.layers[index].op = .conv(c)
+                convs.append(compiled)
+            case .gemm(var c):
+                let compiled = CompiledConv(c, inputShape: shape, isGemm: true)
+                if compiled != nil { c.weights = [] }
+                student.layers[index].op = .gemm(c)
+                convs.append(compiled)
+            default:
+                convs.append(nil)
             }
         }
         // Fold a residual add into the conv that produces the later of its two inputs.

@@ -14,6 +14,25 @@ public struct KilnRuntimeError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
+/// The whole file, or a `KilnFormatError` naming it.
+func readFile(_ path: String) throws -> [UInt8] {
+    guard let file = fopen(path, "rb") else {
+        throw KilnFormatError("cannot open: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let read = fread(&chunk, 1, chunk.count, file)
+        if read > 0 { bytes.append(contentsOf: chunk[0..<read]) }
+        if read < chunk.count {
+            if ferror(file) != 0 { throw KilnFormatError("read error after \(bytes.count) bytes") }
+            break
+        }
+    }
+    return bytes
+}
+
 /// Name and logical shape of a model input or output; the first dimension (`runtimeBatchDimension`) is the batch.
 public struct TensorSpec: Hashable, Sendable {
     /// Tensor name.
@@ -47,8 +66,13 @@ public final class KilnModel: Sendable {
         }
     }
 
-    /// The validated student.
+    /// The validated student. With C kernels the weights of the layers they run are kept only in packed form, so
+    /// those layers' `weights` arrays here are empty; load with `kernels: .reference` to keep every array.
     public let student: StudentModel
+    /// Number of int8 weights.
+    public let parameterCount: Int
+    /// Multiply-accumulates of one inference of one sample.
+    public let macsPerSample: Int
     /// Model inputs.
     public let inputs: [TensorSpec]
     /// Model outputs.
@@ -61,14 +85,8 @@ public final class KilnModel: Sendable {
 
     /// Loads and validates a `.kiln` file.
     public convenience init(contentsOf url: URL, options: Options = Options()) throws {
-        let data: Data
         do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw KilnFormatError("\(url.path): cannot read: \(error)")
-        }
-        do {
-            try self.init(bytes: [UInt8](data), options: options)
+            try self.init(bytes: try readFile(url.path), options: options)
         } catch let error as KilnFormatError {
             throw KilnFormatError("\(url.path): \(error.message)")
         }
@@ -85,9 +103,12 @@ public final class KilnModel: Sendable {
         guard options.kernels.isSupported else {
             throw KilnRuntimeError(message: "this CPU cannot run the \(options.kernels) kernels")
         }
-        self.student = student
         self.options = options
-        compiled = CompiledModel(student, kernels: options.kernels)
+        parameterCount = student.parameterCount
+        macsPerSample = student.macsPerSample
+        var slim = student
+        compiled = CompiledModel(&slim, kernels: options.kernels)
+        self.student = slim
         inputs = student.inputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
         outputs = student.outputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
     }
@@ -170,6 +191,9 @@ public final class KilnContext: @unchecked Sendable {
             throw KilnRuntimeError(message: "the model takes \(model.inputs.count) input(s) and \(model.outputs.count) output(s)")
         }
         guard batch >= 1 else { throw KilnRuntimeError(message: "batch size must be at least 1") }
+        guard observe == nil || model.compiled.kernels == .reference else {
+            throw KilnRuntimeError(message: "observing every layer needs the reference kernels: load the model with kernels: .reference")
+        }
         for (buffer, spec) in zip(inputs, model.inputs) where buffer.count != batch * spec.sampleCount {
             throw KilnRuntimeError(message: "input '\(spec.name)' needs \(batch) × \(spec.sampleCount) values, got \(buffer.count)")
         }
@@ -203,6 +227,27 @@ public final class KilnContext: @unchecked Sendable {
             let inInfo = layer.inputs.map { student.activations[$0] }
             let outImage = ReferenceKernels.Image(outInfo.shape, batch: batch)
             switch layer.op {
+            case .quantize where compiled != nil:
+                let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
+                let sample = outInfo.shape.dropFirst().reduce(1, *)
+                let channels = outInfo.shape.count == 4 ? outInfo.shape[1] : 1, plane = sample / channels
+                let q = outInfo.quantization
+                for b in 0..<batch {
+                    kiln_qu8_quantize_nchw(source + b * sample, Int32(channels), Int32(plane), q.scale, q.zeroPoint,
+                                           destination + b * sample)
+                }
+            case .maxPool(let p) where compiled != nil:
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch)
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                parallelFor(batch * outImage.h) { begin, end, _ in
+                    for task in begin..<end {
+                        let b = task / outImage.h, oy = task % outImage.h
+                        kiln_qu8_maxpool(source + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w),
+                                         Int32(image.c), Int32(p.kernel[0]), Int32(p.kernel[1]), Int32(p.strides[0]),
+                                         Int32(p.strides[1]), Int32(p.pads[0]), Int32(p.pads[1]), Int32(oy),
+                                         Int32(outImage.w), destination + (b * outImage.h + oy) * outImage.w * outImage.c)
+                    }
+                }
             case .quantize:
                 let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)

@@ -114,6 +114,17 @@ struct KernelTests {
         }
     }
 
+    @Test("a whole student (quantize, convs, add, max and average pooling, concat, gemm) matches the reference",
+          arguments: KernelChoice.all)
+    func wholeStudent(_ kernels: KernelChoice) throws {
+        guard kernels.isSupported else { return }
+        let student = TinyStudent.make()
+        let input = TinyStudent.input(batch: 5).map { $0 * 3 }
+        let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
+        let output = try KilnModel(student, options: .init(threads: 2, kernels: kernels)).predict(input)
+        #expect(output == reference)
+    }
+
     @Test("the CPU probe names a supported variant")
     func probe() {
         let best = KernelChoice.best

@@ -99,6 +99,15 @@ void kiln_qu8_conv_indirection(const uint8_t *image, int h, int w, int c, int kh
                                int pad_top, int pad_left, int dilation_h, int dilation_w, int ow, int first, int count,
                                const uint8_t *zero, const uint8_t **rows);
 
+/// Max pooling of NHWC u8 for output row `oy` of one image (all `ow` pixels, `c` channels); cells in the padding
+/// never win (the result is the maximum of the in-bounds cells, or 0 if there are none).
+void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
+                      int pad_left, int oy, int ow, uint8_t *y);
+
+/// Quantizes one float sample stored NCHW ([c][plane]) to u8 stored NHWC ([plane][c]):
+/// q = clamp(rint(x / scale) + zero_point, 0, 255), 255 or 0 for ±infinity, 0 for NaN.
+void kiln_qu8_quantize_nchw(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+
 /// A persistent pool of worker threads for intra-op parallelism.
 typedef struct kiln_pool kiln_pool;
 /// Starts `threads - 1` workers (the caller is the last one); NULL on failure.

@@ -1,0 +1,82 @@
+// kiln-footprint: the smallest embedding of KilnRuntime (no other Kiln module, no OpenBLAS, no protobuf): loads a
+// student, runs it repeatedly on one context and reports load time, latency and the process's peak RSS.
+//
+//     kiln-footprint STUDENT.kiln [--runs 100] [--threads N]
+import FoundationEssentials
+import KilnRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Peak resident set size (VmHWM) in megabytes.
+func peakResidentMegabytes() -> Double {
+    guard let file = fopen("/proc/self/status", "r") else { return 0 }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, file) != nil {
+        let text = String(cString: line)
+        if text.hasPrefix("VmHWM:") {
+            let digits = text.split(separator: " ").dropFirst().first ?? ""
+            return (Double(digits) ?? 0) / 1024
+        }
+    }
+    return 0
+}
+
+/// Monotonic seconds taken by `body`.
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    var start = timespec(), end = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &start)
+    try body()
+    clock_gettime(CLOCK_MONOTONIC, &end)
+    return Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+}
+
+/// Writes a line to standard error.
+func complain(_ text: String) {
+    let line = text + "\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+@main
+struct Footprint {
+    static func main() {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        func option(_ name: String, _ fallback: Int) -> Int {
+            guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count,
+                  let value = Int(arguments[index + 1]) else { return fallback }
+            arguments.removeSubrange(index...(index + 1))
+            return value
+        }
+        let runs = option("--runs", 100), threads = option("--threads", 1)
+        guard let path = arguments.first else {
+            complain("usage: kiln-footprint STUDENT.kiln [--runs 100] [--threads N]")
+            exit(1)
+        }
+        do {
+            var loaded: KilnModel?
+            let load = try seconds {
+                loaded = try KilnModel(contentsOf: URL(fileURLWithPath: path), options: .init(threads: threads))
+            }
+            let model = loaded!
+            let context = model.makeContext()
+            let input = [Float](repeating: 0.5, count: model.inputs[0].sampleCount)
+            var output = [Float](repeating: 0, count: model.outputs[0].sampleCount)
+            let run = try seconds {
+                for _ in 0..<runs {
+                    try input.withUnsafeBufferPointer { x in
+                        try output.withUnsafeMutableBufferPointer { y in
+                            try context.run(inputs: [x], outputs: [y], batch: 1)
+                        }
+                    }
+                }
+            }
+            let milliseconds = run / Double(max(runs, 1)) * 1000
+            print("\(path): load \(Int(load * 1000)) ms, \(runs) runs at batch 1 on \(threads) thread(s): "
+                  + "\(Double(Int(milliseconds * 1000)) / 1000) ms each, peak RSS \(Double(Int(peakResidentMegabytes() * 10)) / 10) MB")
+        } catch {
+            complain("kiln-footprint: error: \(error)")
+            exit(1)
+        }
+    }
+}
