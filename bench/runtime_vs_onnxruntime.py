@@ -18,15 +18,15 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from peers import median_latency_ms
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ort.set_default_logger_severity(3)
 
 
 class Reader(CalibrationDataReader):
@@ -45,25 +45,6 @@ def export_torchvision(name, path):
     torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, dynamo=False, opset_version=13,
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-
-
-def ort_median(path, shape, runs, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = ((np.arange(np.prod(shape)) % 255) / 127 - 1).astype(np.float32).reshape(shape)
-    for _ in range(max(5, runs // 10)):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
 
 
 def main():
@@ -105,7 +86,7 @@ def main():
                 bench = json.loads(subprocess.run([args.kiln, "bench", student, "--runs", str(args.runs), "--threads",
                                                    str(threads), "--json"], check=True, capture_output=True,
                                                   text=True).stdout)
-                ort_ms = ort_median(qdq, shape, args.runs, threads)
+                ort_ms = median_latency_ms(qdq, shape, args.runs, threads)
                 print(f"{name:<14} {threads:>7} {bench['medianMs']:9.3f} {ort_ms:9.3f} "
                       f"{bench['medianMs'] / ort_ms:6.2f} {bench['gmacPerSecond']:12.1f}", flush=True)
 

@@ -15,30 +15,13 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
 
+from peers import median_latency_ms
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def ort_latency(path, shape, runs, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = ((np.arange(np.prod(shape)) % 255) / 127 - 1).astype(np.float32).reshape(shape)
-    for _ in range(max(3, runs // 10)):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
 
 
 def main():
@@ -66,7 +49,7 @@ def main():
             inspect = json.loads(subprocess.run([args.kiln, "inspect", student, "--json"], check=True,
                                                 capture_output=True, text=True).stdout)
             shape = [1] + [int(d) for d in inspect["inputs"][0]["shape"][1:]]
-            ort_ms = ort_latency(qdq, shape, args.runs, args.threads)
+            ort_ms = median_latency_ms(qdq, shape, args.runs, args.threads)
             print(f"{name:<22} {bench['medianMs']:9.3f} {ort_ms:9.3f} {bench['medianMs'] / ort_ms:7.2f} "
                   f"{bench['gmacPerSecond']:12.2f}")
 

@@ -168,15 +168,7 @@ KILN_AVX2 void kiln_qu8s8_dwconv3x3__avx2(const uint8_t *x, int h, int w, int c,
             store8(acc, ch, 8, rq, res, y + (size_t)ox * c + ch);
         }
         for (; ch < c; ch++) {
-            int32_t acc = rq->bias[ch];
-            for (int i = 0; i < 3; i++) {
-                int iy = oy * stride - pad_top + i;
-                for (int j = 0; j < 3; j++) {
-                    int ix = ox * stride - pad_left + j;
-                    int32_t v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((size_t)iy * w + ix) * c + ch] : input_zero;
-                    acc += v * (int32_t)weights[(i * 3 + j) * c + ch];
-                }
-            }
+            int32_t acc = kiln_dwconv3x3_one(x, h, w, c, oy, ox, ch, stride, pad_top, pad_left, input_zero, weights, rq);
             uint8_t residual = rq->residual ? rq->residual[(size_t)ox * c + ch] : 0;
             y[(size_t)ox * c + ch] = kiln_requant_one(acc, ch, residual, rq);
         }

@@ -31,4 +31,21 @@ static inline uint8_t kiln_requant_one(int32_t acc, int j, uint8_t residual, con
     return (uint8_t)kiln_clamp_i32(level, rq->add_low, rq->add_high);
 }
 
+/// One output value of a 3×3 depthwise convolution (bias included), channel `ch` of pixel (oy, ox): the scalar
+/// definition every depthwise variant follows.
+static inline int32_t kiln_dwconv3x3_one(const uint8_t *x, int h, int w, int c, int oy, int ox, int ch, int stride,
+                                         int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                         const kiln_requant *rq) {
+    int32_t acc = rq->bias[ch];
+    for (int i = 0; i < 3; i++) {
+        int iy = oy * stride - pad_top + i;
+        for (int j = 0; j < 3; j++) {
+            int ix = ox * stride - pad_left + j;
+            int32_t v = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((size_t)iy * w + ix) * c + ch] : input_zero;
+            acc += v * (int32_t)weights[(i * 3 + j) * c + ch];
+        }
+    }
+    return acc;
+}
+
 #endif

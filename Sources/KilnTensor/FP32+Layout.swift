@@ -66,20 +66,7 @@ extension FP32 {
         }
         // Per axis: the source index of each output index, or -1 for the constant fill.
         let sourceIndex: [[Int]] = (0..<rank).map { axis in
-            let size = inputShape[axis], before = a.pads[axis]
-            return (0..<shape[axis]).map { o in
-                var i = o - before
-                if i >= 0 && i < size { return i }
-                switch a.mode {
-                case .constant: return -1
-                case .edge: return min(max(i, 0), size - 1)
-                case .reflect:
-                    let period = 2 * (size - 1)
-                    if period == 0 { return 0 }
-                    i = ((i % period) + period) % period
-                    return i < size ? i : period - i
-                }
-            }
+            (0..<shape[axis]).map { padSource($0, before: a.pads[axis], size: inputShape[axis], a.mode) }
         }
         let inStrides = inputShape.strides
         let total = shape.elementCount
@@ -103,26 +90,28 @@ extension FP32 {
         }
     }
 
+    /// The input index that output index `o` of a padded axis copies, or -1 for the constant fill.
+    static func padSource(_ o: Int, before: Int, size: Int, _ mode: PadAttributes.Mode) -> Int {
+        var i = o - before
+        if i >= 0 && i < size { return i }
+        switch mode {
+        case .constant: return -1
+        case .edge: return min(max(i, 0), size - 1)
+        case .reflect:
+            let period = 2 * (size - 1)
+            if period == 0 { return 0 }
+            i = ((i % period) + period) % period
+            return i < size ? i : period - i
+        }
+    }
+
     /// `forEachPadSource` for padding of H and W only: per row, one source row index and a column map.
     private static func spatialPadSources(_ inputShape: [Int], _ a: PadAttributes, output shape: [Int],
                                           _ body: (Int, Int) -> Void) {
         let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
         let (oh, ow) = (shape[2], shape[3])
-        func source(_ o: Int, _ before: Int, _ size: Int) -> Int {
-            var i = o - before
-            if i >= 0 && i < size { return i }
-            switch a.mode {
-            case .constant: return -1
-            case .edge: return min(max(i, 0), size - 1)
-            case .reflect:
-                let period = 2 * (size - 1)
-                if period == 0 { return 0 }
-                i = ((i % period) + period) % period
-                return i < size ? i : period - i
-            }
-        }
-        let rows = (0..<oh).map { source($0, a.pads[2], h) }
-        let columns = (0..<ow).map { source($0, a.pads[3], w) }
+        let rows = (0..<oh).map { padSource($0, before: a.pads[2], size: h, a.mode) }
+        let columns = (0..<ow).map { padSource($0, before: a.pads[3], size: w, a.mode) }
         for plane in 0..<planes {
             for oy in 0..<oh where rows[oy] >= 0 {
                 let sourceRow = (plane * h + rows[oy]) * w, outputRow = (plane * oh + oy) * ow
