@@ -107,3 +107,95 @@ extension Graph {
         return folded
     }
 }
+
+/// A run of consecutive nodes with one tensor flowing in and one flowing out: the unit of block reconstruction.
+public struct Block: Hashable, Sendable {
+    /// Positions in `Graph.nodes`.
+    public var nodes: Range<Int>
+    /// The one non-constant value the block reads from before it.
+    public var input: ValueID
+    /// The one value later nodes (or the graph outputs) read from the block.
+    public var output: ValueID
+}
+
+extension Graph {
+    /// Splits a single-input graph into blocks: cuts go where exactly one value crosses from earlier nodes to
+    /// later ones (so a residual block, with its skip connection, stays whole), and weightless runs (pooling,
+    /// reshapes) join the block after them, or the last block (the head stays one block).
+    public func blocks() -> [Block] {
+        guard inputs.count == 1, !nodes.isEmpty else { return [] }
+        let producer = producers()
+        // For each value, the last node index that reads it (graph outputs count as read at the end).
+        var lastRead: [ValueID: Int] = [:]
+        for (index, node) in nodes.enumerated() { for input in node.inputs where constants[input] == nil { lastRead[input] = index } }
+        for output in outputs { lastRead[output] = nodes.count }
+        var cuts: [Int] = []  // block ends (exclusive)
+        for boundary in 1...nodes.count {
+            // Values defined before `boundary` (the graph input or node outputs) and read at or after it.
+            var crossing = 0
+            var last: ValueID?
+            for (value, reader) in lastRead where reader >= boundary {
+                let definedBefore = value == inputs[0] || (producer[value].map { $0 < boundary } ?? false)
+                if definedBefore {
+                    crossing += 1
+                    last = value
+                }
+            }
+            if boundary == nodes.count || (crossing == 1 && last == nodes[boundary - 1].output) { cuts.append(boundary) }
+        }
+        var segments: [Range<Int>] = []
+        var start = 0
+        for end in cuts where end > start {
+            segments.append(start..<end)
+            start = end
+        }
+        func hasWeights(_ range: Range<Int>) -> Bool {
+            range.contains { i in
+                switch nodes[i].op {
+                case .conv, .matMul: return true
+                default: return false
+                }
+            }
+        }
+        // Merge weightless segments forward (into the next), the trailing ones backward.
+        var merged: [Range<Int>] = []
+        var pending: Int?
+        for segment in segments {
+            let lower = pending ?? segment.lowerBound
+            if hasWeights(segment) {
+                merged.append(lower..<segment.upperBound)
+                pending = nil
+            } else {
+                pending = lower
+            }
+        }
+        if let pending {
+            if let last = merged.popLast() { merged.append(last.lowerBound..<nodes.count) } else { merged.append(pending..<nodes.count) }
+        }
+        return merged.map { range in
+            let inputValue = range.lowerBound == 0 ? inputs[0] : nodes[range.lowerBound - 1].output
+            return Block(nodes: range, input: inputValue, output: nodes[range.upperBound - 1].output)
+        }
+    }
+}
+
+extension Graph {
+    /// The nodes of `block` as a graph of their own: the block's input becomes the graph input, its output the
+    /// graph output; the constants they read are copied. `valueMap` maps this graph's values to the new ones.
+    public func subgraph(_ block: Block) throws -> (graph: Graph, valueMap: [ValueID: ValueID]) {
+        var graph = Graph(name: "\(name)/\(nodes[block.nodes.lowerBound].name)")
+        var map: [ValueID: ValueID] = [block.input: graph.addInput(name: self[block.input].name, shape: self[block.input].shape)]
+        for index in block.nodes {
+            let node = nodes[index]
+            let inputs = node.inputs.map { id -> ValueID in
+                if let mapped = map[id] { return mapped }
+                let constant = graph.addConstant(name: self[id].name, constants[id]!)
+                map[id] = constant
+                return constant
+            }
+            map[node.output] = try graph.addNode(name: node.name, op: node.op, inputs: inputs, outputName: self[node.output].name)
+        }
+        graph.outputs = [map[block.output]!]
+        return (graph, map)
+    }
+}

@@ -81,12 +81,12 @@ public enum Quantizer {
         let method = options.range
         let input = graph.inputs[0]
         let inputRange = options.inputRange ?? QuantizeOptions.pixelRange(graph.metadata)
-        var lowering = Lowering(graph: graph) { id in
-            if id == input, let inputRange { return activationQuantization(low: inputRange.lowerBound, high: inputRange.upperBound) }
+        var lowering = Lowering(graph: graph)
+        let student = try lowering.build(try Lowering.plan(graph)) { id in
+            if id == input, let inputRange { return (activationQuantization(low: inputRange.lowerBound, high: inputRange.upperBound), 8) }
             let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)
-            return activationQuantization(low: lo, high: hi)
+            return (activationQuantization(low: lo, high: hi), 8)
         }
-        let student = try lowering.run()
         try student.validate()
         let report = try measure(student, lowering.layerValues, interpreter, calibrator, calibration)
         return QuantizationResult(student: student, report: report, foldedBatchNorms: folded)

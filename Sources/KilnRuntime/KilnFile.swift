@@ -32,6 +32,7 @@ public enum KilnFile {
         for activation in model.activations {
             body.string(activation.name)
             body.u8(activation.type.rawValue)
+            body.u8(UInt8(activation.bits))
             body.u32(UInt32(activation.shape.count))
             for d in activation.shape { body.i64(Int64(d)) }
             body.f32(activation.quantization.scale)
@@ -183,10 +184,12 @@ public enum KilnFile {
             let name = try reader.string()
             let rawType = try reader.u8()
             guard let type = ElementType(rawValue: rawType) else { throw reader.error("unknown element type \(rawType)") }
+            let bits = Int(try reader.u8())
             let rank = try reader.count(limit: 8, "rank")
             let shape = try (0..<rank).map { _ in try reader.dimension() }
             let scale = try reader.f32(), zeroPoint = try reader.i32()
-            activations.append(ActivationInfo(name: name, shape: shape, type: type, quantization: Quantization(scale: scale, zeroPoint: zeroPoint)))
+            activations.append(ActivationInfo(name: name, shape: shape, type: type, quantization: Quantization(scale: scale, zeroPoint: zeroPoint),
+                                              bits: bits))
         }
         let inputs = try (0..<reader.count(limit: 64, "input count")).map { _ in try reader.index(activationCount) }
         let outputs = try (0..<reader.count(limit: 64, "output count")).map { _ in try reader.index(activationCount) }

@@ -227,7 +227,7 @@ public final class KilnContext: @unchecked Sendable {
             let inInfo = layer.inputs.map { student.activations[$0] }
             let outImage = ReferenceKernels.Image(outInfo.shape, batch: batch)
             switch layer.op {
-            case .quantize where compiled != nil:
+            case .quantize where compiled != nil && outInfo.bits == 8:
                 let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
                 let channels = outInfo.shape.count == 4 ? outInfo.shape[1] : 1, plane = sample / channels
@@ -254,7 +254,7 @@ public final class KilnContext: @unchecked Sendable {
                 for b in 0..<batch {
                     for i in 0..<sample {
                         destination[b * sample + ReferenceKernels.memoryOffset(i, outInfo.shape)] =
-                            Requantize.quantize(source[b * sample + i], outInfo.quantization)
+                            Requantize.quantize(source[b * sample + i], outInfo.quantization, maxLevel: outInfo.maxLevel)
                     }
                 }
             case .dequantize:
@@ -279,10 +279,12 @@ public final class KilnContext: @unchecked Sendable {
                                          bytes(layer.output), outImage)
             case .averagePool(let p):
                 ReferenceKernels.averagePool(p, bytes(layer.inputs[0]), ReferenceKernels.Image(inInfo[0].shape, batch: batch),
-                                             inInfo[0].quantization, bytes(layer.output), outImage, outInfo.quantization)
+                                             inInfo[0].quantization, bytes(layer.output), outImage, outInfo.quantization,
+                                             maxLevel: outInfo.maxLevel)
             case .globalAveragePool:
                 ReferenceKernels.globalAveragePool(bytes(layer.inputs[0]), ReferenceKernels.Image(inInfo[0].shape, batch: batch),
-                                                   inInfo[0].quantization, bytes(layer.output), outInfo.quantization)
+                                                   inInfo[0].quantization, bytes(layer.output), outInfo.quantization,
+                                                   maxLevel: outInfo.maxLevel)
             case .concat(let axis):
                 concat(layer, axis: axis, batch: batch, bytes)
             case .reshape:
@@ -405,7 +407,7 @@ public final class KilnContext: @unchecked Sendable {
                             let logicalOut = (o * out.shape[axis] + start + a) * inner + i
                             let q = source[b * sample + ReferenceKernels.memoryOffset(logicalIn, info.shape)]
                             destination[b * outSample + ReferenceKernels.memoryOffset(logicalOut, out.shape)] =
-                                same ? q : Requantize.quantize(Requantize.dequantize(q, info.quantization), out.quantization)
+                                same ? q : Requantize.quantize(Requantize.dequantize(q, info.quantization), out.quantization, maxLevel: out.maxLevel)
                         }
                     }
                 }

@@ -81,7 +81,7 @@ enum ReferenceKernels {
 
     /// Average pooling, requantized from the input to the output quantization.
     static func averagePool(_ p: PoolWindow, _ x: UnsafePointer<UInt8>, _ xi: Image, _ inQ: Quantization,
-                            _ y: UnsafeMutablePointer<UInt8>, _ yi: Image, _ outQ: Quantization) {
+                            _ y: UnsafeMutablePointer<UInt8>, _ yi: Image, _ outQ: Quantization, maxLevel: Int32) {
         forEachWindow(p, xi, yi) { b, oy, ox, rows, columns in
             let out = y + ((b * yi.h + oy) * yi.w + ox) * yi.c
             let cells = rows.count * columns.count
@@ -89,29 +89,30 @@ enum ReferenceKernels {
             for c in 0..<xi.c {
                 var sum: Int32 = 0
                 for iy in rows { for ix in columns { sum += Int32(x[((b * xi.h + iy) * xi.w + ix) * xi.c + c]) } }
-                out[c] = averageLevel(sum: sum, cells: cells, divisor: divisor, inQ, outQ)
+                out[c] = averageLevel(sum: sum, cells: cells, divisor: divisor, inQ, outQ, maxLevel: maxLevel)
             }
         }
     }
 
     /// Mean over H and W of each channel, requantized; output [N, C] (as [N, C, 1, 1]).
     static func globalAveragePool(_ x: UnsafePointer<UInt8>, _ xi: Image, _ inQ: Quantization,
-                                  _ y: UnsafeMutablePointer<UInt8>, _ outQ: Quantization) {
+                                  _ y: UnsafeMutablePointer<UInt8>, _ outQ: Quantization, maxLevel: Int32) {
         let cells = xi.h * xi.w
         for b in 0..<xi.n {
             for c in 0..<xi.c {
                 var sum: Int32 = 0
                 for pixel in 0..<cells { sum += Int32(x[(b * cells + pixel) * xi.c + c]) }
-                y[b * xi.c + c] = averageLevel(sum: sum, cells: cells, divisor: cells, inQ, outQ)
+                y[b * xi.c + c] = averageLevel(sum: sum, cells: cells, divisor: cells, inQ, outQ, maxLevel: maxLevel)
             }
         }
     }
 
     /// The output level of an average: real = si · (sum − cells · zi) / divisor, quantized to the output.
     @inline(__always)
-    static func averageLevel(sum: Int32, cells: Int, divisor: Int, _ inQ: Quantization, _ outQ: Quantization) -> UInt8 {
+    static func averageLevel(sum: Int32, cells: Int, divisor: Int, _ inQ: Quantization, _ outQ: Quantization,
+                             maxLevel: Int32) -> UInt8 {
         let real = inQ.scale * Float(sum - Int32(cells) * inQ.zeroPoint) / Float(divisor)
-        return Requantize.quantize(real, outQ)
+        return Requantize.quantize(real, outQ, maxLevel: maxLevel)
     }
 
     /// Calls `body(image, oy, ox, rows, columns)` with the in-bounds rows and columns of every window.

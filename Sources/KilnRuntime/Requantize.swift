@@ -16,13 +16,13 @@ public enum Requantize {
         return UInt8(truncatingIfNeeded: min(max(shifted, clamp.lowerBound), clamp.upperBound))
     }
 
-    /// The uint8 level of a real value (ONNX QuantizeLinear with uint8 output).
+    /// The level of a real value (ONNX QuantizeLinear with uint8 output), at most `maxLevel` (255 at 8 bits).
     @inlinable @inline(__always)
-    public static func quantize(_ x: Float, _ q: Quantization) -> UInt8 {
+    public static func quantize(_ x: Float, _ q: Quantization, maxLevel: Int32 = 255) -> UInt8 {
         let scaled = (x / q.scale).rounded(.toNearestOrEven)
-        guard scaled.isFinite else { return scaled > 0 ? 255 : 0 }
+        guard scaled.isFinite else { return scaled > 0 ? UInt8(maxLevel) : 0 }
         let shifted = Int32(max(min(scaled, 1e6), -1e6)) + q.zeroPoint
-        return UInt8(truncatingIfNeeded: min(max(shifted, 0), 255))
+        return UInt8(truncatingIfNeeded: min(max(shifted, 0), maxLevel))
     }
 
     /// The real value of a uint8 level (ONNX DequantizeLinear).

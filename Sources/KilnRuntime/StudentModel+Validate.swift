@@ -21,7 +21,10 @@ extension StudentModel {
             }
             if activation.type == .uint8 {
                 let q = activation.quantization
-                guard q.scale.isFinite, q.scale > 0, (0...255).contains(q.zeroPoint) else {
+                guard (2...8).contains(activation.bits) else {
+                    throw fail("tensor \(index) ('\(activation.name)') has invalid bit width \(activation.bits)")
+                }
+                guard q.scale.isFinite, q.scale > 0, (0...activation.maxLevel).contains(q.zeroPoint) else {
                     throw fail("tensor \(index) ('\(activation.name)') has invalid quantization scale \(q.scale), zero point \(q.zeroPoint)")
                 }
             }
@@ -50,8 +53,20 @@ extension StudentModel {
                 guard shape == activations[layer.output].shape else {
                     throw KilnFormatError("output recorded as \(activations[layer.output].shape) but computed as \(shape)")
                 }
-                if case .maxPool = layer.op, inputs[0].quantization != activations[layer.output].quantization {
+                if case .maxPool = layer.op, inputs[0].quantization != activations[layer.output].quantization || inputs[0].bits != activations[layer.output].bits {
                     throw KilnFormatError("max pooling must keep its input's quantization")
+                }
+                let top = activations[layer.output].maxLevel
+                switch layer.op {
+                case .conv(let c), .gemm(let c):
+                    guard c.clamp.upperBound <= top else { throw KilnFormatError("clamp \(c.clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
+                case .add(let clamp):
+                    guard clamp.upperBound <= top else { throw KilnFormatError("clamp \(clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
+                case .reshape:
+                    guard inputs[0].quantization == activations[layer.output].quantization, inputs[0].bits == activations[layer.output].bits else {
+                        throw KilnFormatError("a reshape must keep its input's quantization")
+                    }
+                default: break
                 }
             } catch let error as KilnFormatError {
                 throw fail("\(label): \(error.message)")

@@ -34,14 +34,21 @@ public struct ActivationInfo: Hashable, Sendable {
     public var type: ElementType
     /// Quantization of uint8 tensors (ignored for float32).
     public var quantization: Quantization
+    /// Bit width of a quantized tensor (2...8): its levels are 0 ... 2^bits − 1, held in uint8 storage.
+    public var bits: Int
 
     /// Creates an activation description.
-    public init(name: String, shape: [Int], type: ElementType, quantization: Quantization = Quantization(scale: 1, zeroPoint: 0)) {
+    public init(name: String, shape: [Int], type: ElementType, quantization: Quantization = Quantization(scale: 1, zeroPoint: 0),
+                bits: Int = 8) {
         self.name = name
         self.shape = shape
         self.type = type
         self.quantization = quantization
+        self.bits = bits
     }
+
+    /// The highest level of the tensor (255 at 8 bits).
+    public var maxLevel: Int32 { Int32((1 << bits) - 1) }
 }
 
 /// Parameters of a quantized convolution or fully-connected layer.

@@ -151,10 +151,11 @@ struct KilnFileTests {
 
     @Test("consistent checksums but disagreeing shapes or out-of-range references are rejected")
     func semanticErrors() throws {
-        // Activation 1 ('x') is the second tensor record; its first non-batch dimension follows name, type, rank, N.
+        // Activation 1 ('x') is the second tensor record; its first non-batch dimension follows name, type, bits,
+        // rank and N.
         let wrongShape = try patchedModelSection { section, _ in
-            let firstRecord = 4 + 4 + "input".utf8.count + 1 + 4 + 4 * 8 + 8
-            let channels = firstRecord + 4 + "x".utf8.count + 1 + 4 + 8
+            let firstRecord = 4 + 4 + "input".utf8.count + 1 + 1 + 4 + 4 * 8 + 8
+            let channels = firstRecord + 4 + "x".utf8.count + 1 + 1 + 4 + 8
             section[channels] = 5
         }
         let message = decodeError(wrongShape)
