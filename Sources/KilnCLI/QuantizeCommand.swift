@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import KilnGraph
 import KilnONNX
 import KilnQuant
@@ -56,6 +57,21 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .customLong("onnx-out"), help: "Also write the student as standard QDQ ONNX (runs in onnxruntime).")
     var onnxOut: String?
 
+    @Option(help: "Bit widths: w8a8, w4a8, w4a4 or w2a4 (first and last layers stay 8-bit unless --all-layers).")
+    var bits: String = "w8a8"
+
+    @Option(help: "Block reconstruction: genie (AdaRound + learned steps + QDrop per block) or none (default: none for w8a8, genie otherwise).")
+    var distill: String?
+
+    @Option(name: .customLong("iterations-per-block"), help: "Reconstruction steps per block.")
+    var iterationsPerBlock: Int = DistillOptions().iterationsPerBlock
+
+    @Flag(name: .customLong("all-layers"), help: "Quantize the first and last layers to --bits too.")
+    var allLayers = false
+
+    @Flag(help: "Continue an interrupted reconstruction from OUTPUT.checkpoint.json.")
+    var resume = false
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -70,6 +86,15 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--save-calibration saves synthesized data; it does not go with --calibration")
         }
         guard syntheticCount >= 1, syntheticIterations >= 1 else { throw ValidationError("--synthetic-count and --synthetic-iterations must be ≥ 1") }
+        guard BitWidths(bits) != nil else { throw ValidationError("--bits must look like w8a8, w4a8, w4a4, w2a4 (2–8 bits each)") }
+        guard distill.map({ ["genie", "none"].contains($0) }) ?? true else { throw ValidationError("--distill must be genie or none") }
+        guard iterationsPerBlock >= 1 else { throw ValidationError("--iterations-per-block must be at least 1") }
+    }
+
+    /// Whether this run reconstructs blocks or needs the lower-bit path.
+    var usesDistiller: Bool {
+        let widths = BitWidths(bits)!
+        return widths != .w8a8 || (distill ?? "none") == "genie" || allLayers
     }
 
     func run() throws {
@@ -93,6 +118,10 @@ struct QuantizeCommand: ParsableCommand {
             let chosen = range ?? (calibration == nil ? "minmax" : "percentile")
             let method: RangeMethod = chosen == "minmax" ? .minmax : chosen == "mse" ? .mse : .percentile(percentile)
             let start = Date()
+            if usesDistiller {
+                try runDistiller(graph, data, source: source, start: start)
+                return
+            }
             var result: QuantizationResult
             do {
                 result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method))
@@ -114,6 +143,67 @@ struct QuantizeCommand: ParsableCommand {
                 print(summary.text)
             }
         }
+    }
+
+    /// Quantization with block reconstruction, checkpointed after each block; Ctrl-C stops cleanly.
+    func runDistiller(_ graph: Graph, _ data: Tensor, source: String, start: Date) throws {
+        var options = DistillOptions(bits: BitWidths(bits)!, distill: (distill ?? "genie") == "genie",
+                                     iterationsPerBlock: iterationsPerBlock)
+        options.allLayers = allLayers
+        options.seed = seed
+        let distiller: Distiller
+        do {
+            distiller = try Distiller(teacher: graph, options: options)
+        } catch let error as QuantizeError {
+            throw DataFileError(file: teacher, error.message)
+        }
+        let checkpointPath = output + ".checkpoint.json"
+        let signature = "\(URL(fileURLWithPath: teacher).lastPathComponent) \(options.bits) distill=\(options.distill) iterations=\(iterationsPerBlock) all-layers=\(allLayers) images=\(data.shape[0]) seed=\(seed)"
+        var resumed: DistillState?
+        if resume {
+            guard let bytes = FileManager.default.contents(atPath: checkpointPath) else {
+                throw DataFileError(file: checkpointPath, "no checkpoint to resume from")
+            }
+            let saved: Checkpoint
+            do {
+                saved = try JSONDecoder().decode(Checkpoint.self, from: bytes)
+            } catch {
+                throw DataFileError(file: checkpointPath, "not a Kiln checkpoint: \(error)")
+            }
+            guard saved.signature == signature else {
+                throw DataFileError(file: checkpointPath, "was made by another run (\(saved.signature)); this one is \(signature)")
+            }
+            resumed = saved.state
+        }
+        installInterruptHandler()
+        let bar = Progress(label: "distill", total: distiller.blockCount * iterationsPerBlock)
+        let result: (student: StudentModel, state: DistillState)
+        do {
+            result = try distiller.run(calibration: data, resume: resumed, progress: { p in
+                bar.update(p.block * p.iterations + p.iteration + 1,
+                           detail: String(format: "block %d/%d loss %.4g", p.block + 1, p.blocks, p.loss))
+            }, checkpoint: { state in
+                try AtomicFile.write(try JSONEncoder().encode(Checkpoint(signature: signature, state: state)), to: checkpointPath)
+            }, shouldStop: { interruptRequested.load(ordering: .relaxed) })
+        } catch is DistillationInterrupted {
+            bar.finish()
+            FileHandle.standardError.write(Data("kiln: interrupted; finished blocks are saved in \(checkpointPath) — continue with --resume\n".utf8))
+            throw ExitCode(130)
+        } catch let error as QuantizeError {
+            throw DataFileError(file: teacher, error.message)
+        }
+        bar.finish()
+        var student = result.student
+        student.metadata = studentMetadata(graph: graph, method: .mse, calibration: source, count: data.shape[0])
+        student.metadata["kiln.scheme"] = "\(options.bits)\(allLayers ? " (all layers)" : ", first and last layers 8-bit"): per-channel symmetric weights, asymmetric activations, int32 bias"
+        student.metadata["kiln.distill"] = options.distill ? "genie block reconstruction, \(iterationsPerBlock) iterations per block" : "none"
+        try AtomicFile.write(Data(try KilnFile.encode(student)), to: output)
+        if let onnxOut { try AtomicFile.write(try QDQExporter.export(student), to: onnxOut) }
+        try? FileManager.default.removeItem(atPath: checkpointPath)
+        let summary = DistillSummary(teacher: teacher, student: output, calibration: source, calibrationImages: data.shape[0],
+                                     bits: options.bits.description, distill: options.distill, seconds: Date().timeIntervalSince(start),
+                                     blocks: result.state.reports)
+        if json { try printJSON(summary) } else { print(summary.text) }
     }
 
     /// Metadata carried into the student: provenance and the teacher's input normalization.
@@ -173,6 +263,49 @@ struct QuantizeSummary: Encodable {
         lines.append("")
         lines.append("calibration: \(calibrationImages) images from \(calibration), range \(range); \(foldedBatchNorms) BatchNorms folded")
         lines.append("wrote \(student)" + (onnx.map { " and \($0)" } ?? "") + String(format: " in %.1f s", seconds))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// What a reconstruction checkpoint holds: the run it belongs to and the learned state of its finished blocks.
+struct Checkpoint: Codable {
+    var signature: String
+    var state: DistillState
+}
+
+/// Set by SIGINT; long runs poll it and stop cleanly.
+let interruptRequested = Atomic<Bool>(false)
+
+/// Makes Ctrl-C request a clean stop instead of killing the process (a second Ctrl-C kills it).
+func installInterruptHandler() {
+    signal(SIGINT) { _ in
+        if interruptRequested.load(ordering: .relaxed) { _exit(130) }
+        interruptRequested.store(true, ordering: .relaxed)
+    }
+}
+
+/// What `kiln quantize` reports after block reconstruction.
+struct DistillSummary: Encodable {
+    var teacher: String
+    var student: String
+    var calibration: String
+    var calibrationImages: Int
+    var bits: String
+    var distill: Bool
+    var seconds: Double
+    var blocks: [BlockReport]
+
+    var text: String {
+        let width = min(max(blocks.map(\.block.count).max() ?? 5, 5), 40)
+        var lines = ["block".padding(toLength: width, withPad: " ", startingAt: 0) + "  nodes  loss before   loss after   seconds"]
+        for b in blocks {
+            let name = b.block.count > width ? "…" + b.block.suffix(width - 1) : b.block
+            lines.append(name.padding(toLength: width, withPad: " ", startingAt: 0)
+                         + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds))
+        }
+        lines.append("")
+        lines.append("\(bits)\(distill ? ", block reconstruction" : ", no reconstruction"): \(calibrationImages) calibration images from \(calibration)")
+        lines.append("wrote \(student)" + String(format: " in %.1f s", seconds))
         return lines.joined(separator: "\n")
     }
 }

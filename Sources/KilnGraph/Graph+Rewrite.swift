@@ -116,6 +116,13 @@ public struct Block: Hashable, Sendable {
     public var input: ValueID
     /// The one value later nodes (or the graph outputs) read from the block.
     public var output: ValueID
+
+    /// Creates a block description.
+    public init(nodes: Range<Int>, input: ValueID, output: ValueID) {
+        self.nodes = nodes
+        self.input = input
+        self.output = output
+    }
 }
 
 extension Graph {

@@ -47,8 +47,8 @@ struct ActivationStatistics {
         }
     }
 
-    /// The clipping range [lo, hi] chosen by `method`; always contains 0.
-    func range(_ method: RangeMethod) -> (Float, Float) {
+    /// The clipping range [lo, hi] chosen by `method` for `levels` + 1 quantization levels; always contains 0.
+    func range(_ method: RangeMethod, levels: Int = 255) -> (Float, Float) {
         guard low.isFinite, high.isFinite else { return (0, 0) }
         switch method {
         case .minmax:
@@ -78,7 +78,7 @@ struct ActivationStatistics {
             for step in 0...80 {
                 let alpha = 1 - Float(step) / 100
                 let (lo, hi) = (lo0 * alpha, hi0 * alpha)
-                let scale = Double(hi - lo) / 255
+                let scale = Double(hi - lo) / Double(levels)
                 var error = 0.0
                 for (i, c) in histogram.enumerated() where c > 0 {
                     let v = Double(low + (Float(i) + 0.5) * width)
@@ -100,12 +100,13 @@ struct ActivationStatistics {
     }
 }
 
-/// uint8 quantization covering [lo, hi] (which contains 0), with 0.0 exactly representable.
-func activationQuantization(low: Float, high: Float) -> Quantization {
+/// Quantization with `levels` + 1 levels (255 for uint8) covering [lo, hi] (which contains 0), with 0.0 exactly
+/// representable.
+func activationQuantization(low: Float, high: Float, levels: Int = 255) -> Quantization {
     let (lo, hi) = (min(low, 0), max(high, 0))
     guard hi > lo else { return Quantization(scale: 1, zeroPoint: 0) }
-    let scale = (hi - lo) / 255
-    let zeroPoint = Int32(min(max((-lo / scale).rounded(.toNearestOrEven), 0), 255))
+    let scale = (hi - lo) / Float(levels)
+    let zeroPoint = Int32(min(max((-lo / scale).rounded(.toNearestOrEven), 0), Float(levels)))
     return Quantization(scale: scale, zeroPoint: zeroPoint)
 }
 

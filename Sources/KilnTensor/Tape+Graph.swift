@@ -58,7 +58,7 @@ extension Tape {
             if let replaced = try replace?(node, operands) {
                 output = replaced
             } else {
-                output = evaluate(op, operands, batchNorm: batchNorm, node: node, graph: graph)
+                output = apply(op, operands, batchNorm: batchNorm)
             }
             observe?(node, operands, output)
             live[node.output] = output
@@ -67,8 +67,8 @@ extension Tape {
         return graph.outputs.map(value)
     }
 
-    /// One node's op on variables.
-    private func evaluate(_ op: Op, _ x: [Variable], batchNorm: BatchNormMode, node: Node, graph: Graph) -> Variable {
+    /// One IR op on variables (batch sizes already substituted), recorded on this tape.
+    public func apply(_ op: Op, _ x: [Variable], batchNorm: BatchNormMode = .frozen) -> Variable {
         switch op {
         case .conv(let a): return conv2d(x[0], x[1], x.count > 2 ? x[2] : nil, a)
         case .batchNorm(let epsilon):
