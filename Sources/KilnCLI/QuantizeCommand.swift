@@ -277,7 +277,12 @@ struct Checkpoint: Codable {
 let interruptRequested = Atomic<Bool>(false)
 
 /// Makes Ctrl-C request a clean stop instead of killing the process (a second Ctrl-C kills it).
+/// SIGINT is also unblocked: a parent (a test runner, a service supervisor) may have blocked it for its children.
 func installInterruptHandler() {
+    var interrupt = sigset_t()
+    sigemptyset(&interrupt)
+    sigaddset(&interrupt, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
     signal(SIGINT) { _ in
         if interruptRequested.load(ordering: .relaxed) { _exit(130) }
         interruptRequested.store(true, ordering: .relaxed)

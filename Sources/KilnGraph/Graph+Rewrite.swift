@@ -127,8 +127,9 @@ public struct Block: Hashable, Sendable {
 
 extension Graph {
     /// Splits a single-input graph into blocks: cuts go where exactly one value crosses from earlier nodes to
-    /// later ones (so a residual block, with its skip connection, stays whole), and weightless runs (pooling,
-    /// reshapes) join the block after them, or the last block (the head stays one block).
+    /// later ones (so a residual block, with its skip connection, stays whole) and not between a node and the
+    /// activation after it; weightless runs (pooling, reshapes) join the block after them, or the last block
+    /// (the head stays one block).
     public func blocks() -> [Block] {
         guard inputs.count == 1, !nodes.isEmpty else { return [] }
         let producer = producers()
@@ -148,7 +149,11 @@ extension Graph {
                     last = value
                 }
             }
-            if boundary == nodes.count || (crossing == 1 && last == nodes[boundary - 1].output) { cuts.append(boundary) }
+            // An activation stays with the node it follows (the student fuses it there).
+            let splitsActivation = boundary < nodes.count && nodes[boundary].isActivation && nodes[boundary].inputs.first == last
+            if boundary == nodes.count || (crossing == 1 && last == nodes[boundary - 1].output && !splitsActivation) {
+                cuts.append(boundary)
+            }
         }
         var segments: [Range<Int>] = []
         var start = 0
@@ -179,7 +184,32 @@ extension Graph {
         if let pending {
             if let last = merged.popLast() { merged.append(last.lowerBound..<nodes.count) } else { merged.append(pending..<nodes.count) }
         }
-        return merged.map { range in
+        // A chain of single-conv blocks ending in activations continues into the next single-conv block until
+        // a block ends without one (an inverted residual block without its skip: expand, depthwise, linear
+        // projection), at most three convs long.
+        func weightedCount(_ range: Range<Int>) -> Int {
+            range.count { i in
+                if case .conv = nodes[i].op { return true }
+                if case .matMul = nodes[i].op { return true }
+                return false
+            }
+        }
+        func isSingleConv(_ range: Range<Int>) -> Bool {
+            guard weightedCount(range) == 1, case .conv = nodes[range.lowerBound].op else { return false }
+            return true
+        }
+        var chained: [Range<Int>] = []
+        var lastIsChain = false  // whether the last block is made of single-conv blocks only
+        for range in merged {
+            if lastIsChain, let last = chained.last, nodes[last.upperBound - 1].isActivation, isSingleConv(range),
+               weightedCount(last) < 3 {
+                chained[chained.count - 1] = last.lowerBound..<range.upperBound
+            } else {
+                chained.append(range)
+                lastIsChain = isSingleConv(range)
+            }
+        }
+        return chained.map { range in
             let inputValue = range.lowerBound == 0 ? inputs[0] : nodes[range.lowerBound - 1].output
             return Block(nodes: range, input: inputValue, output: nodes[range.upperBound - 1].output)
         }
@@ -204,5 +234,13 @@ extension Graph {
         }
         graph.outputs = [map[block.output]!]
         return (graph, map)
+    }
+}
+
+extension Node {
+    /// Whether the node is an elementwise activation (Relu, Clip, Sigmoid, …).
+    public var isActivation: Bool {
+        if case .activation = op { return true }
+        return false
     }
 }

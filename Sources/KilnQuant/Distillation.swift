@@ -36,7 +36,7 @@ public struct DistillOptions: Sendable {
     public var allLayers = false
     /// Reconstruct each block (AdaRound + learned steps + QDrop); false: search-based initialisation only.
     public var distill = true
-    public var iterationsPerBlock = 400
+    public var iterationsPerBlock = 500
     public var batch = 32
     /// Adam learning rates of the soft rounding variables, weight steps and activation steps.
     public var roundingLearningRate: Float = 1e-3
@@ -51,7 +51,7 @@ public struct DistillOptions: Sendable {
     public var qdrop: Float = 0.5
     public var seed: UInt64 = 0
 
-    public init(bits: BitWidths = .w8a8, distill: Bool = true, iterationsPerBlock: Int = 400) {
+    public init(bits: BitWidths = .w8a8, distill: Bool = true, iterationsPerBlock: Int = 500) {
         self.bits = bits
         self.distill = distill
         self.iterationsPerBlock = iterationsPerBlock
@@ -82,14 +82,29 @@ public struct BlockReport: Codable, Sendable {
 public struct DistillState: Codable, Sendable {
     /// Blocks finished.
     public var completedBlocks = 0
-    /// Weight levels ([M][K], graph order) and steps per planned layer index.
+    /// Weight levels ([M][K], graph order), steps and per-channel level ranges per planned layer index.
     public var weightLevels: [Int: [Int8]] = [:]
     public var weightSteps: [Int: [Float]] = [:]
+    public var weightRanges: [Int: [LevelRange]] = [:]
     /// Activation step, zero point and bits per quantized graph value (by value index).
     public var activationSteps: [Int: Float] = [:]
     public var activationZeroPoints: [Int: Int32] = [:]
     public var activationBits: [Int: Int] = [:]
     public var reports: [BlockReport] = []
+}
+
+/// The integer levels a weight channel may take: symmetric ±(2^(b−1) − 1) at 8 bits (what the int8 kernels
+/// expect everywhere), below 8 bits the asymmetric grid of the reference, 2^b levels shifted by an integer zero
+/// point so that 0 is one of them (e.g. −2 … 1 at 2 bits). Either way the levels are plain signed integers in int8
+/// storage and the runtime needs no weight zero point.
+public struct LevelRange: Codable, Sendable, Hashable {
+    public var lowest: Int
+    public var highest: Int
+
+    /// The symmetric 8-bit range −127 … 127.
+    public static let symmetric8 = LevelRange(lowest: -127, highest: 127)
+
+    public func clamp(_ level: Float) -> Float { min(max(level, Float(lowest)), Float(highest)) }
 }
 
 /// Thrown when a run is asked to stop (e.g. Ctrl-C); the state of the finished blocks is in `state`.
@@ -133,6 +148,8 @@ public struct Distiller {
         for (index, layer) in plan.enumerated() where layer.hasWeights && edges.contains(index) {
             for input in layer.inputs { valueBits[input] = 8 }
         }
+        // As in BRECQ and the reference, the second layer's input (the first layer's output) stays 8-bit too.
+        if let first = weighted.first, !options.allLayers { valueBits[plan[first].output] = 8 }
         // Max pooling and reshapes pass their input's quantization through; their outputs follow it.
         for layer in plan {
             switch layer.kind {
@@ -190,9 +207,11 @@ public struct Distiller {
     func initialState(_ calibration: Tensor) -> DistillState {
         var state = DistillState()
         for (index, layer) in plan.enumerated() where layer.hasWeights {
-            let (levels, steps) = Distiller.searchWeights(channelMajor(layer), channels: layer.outputChannels, bits: weightBits[index] ?? 8)
+            let (levels, steps, ranges) = Distiller.searchWeights(channelMajor(layer), channels: layer.outputChannels,
+                                                                   bits: weightBits[index] ?? 8)
             state.weightLevels[index] = levels
             state.weightSteps[index] = steps
+            state.weightRanges[index] = ranges
         }
         let interpreter = try! Interpreter(graph)
         let wanted = Set(valueBits.keys)
@@ -220,36 +239,49 @@ public struct Distiller {
         return out
     }
 
-    /// Per channel, the symmetric step (clipping ratio 1.00, 0.99, …, 0.01 of max |w|) minimising mean |w − q(w)|^2.4,
-    /// and the rounded levels.
-    static func searchWeights(_ weights: [Float], channels: Int, bits: Int) -> (levels: [Int8], steps: [Float]) {
+    /// Per channel, the step (clipping ratio 1.00, 0.99, …, 0.01 of the range) minimising mean |w − q(w)|^2.4,
+    /// the level range and the rounded levels. 8 bits: symmetric around 0 over max |w|; fewer bits: asymmetric
+    /// over [min w, max w] with an integer zero point kept within the grid.
+    static func searchWeights(_ weights: [Float], channels: Int, bits: Int)
+        -> (levels: [Int8], steps: [Float], ranges: [LevelRange])
+    {
         let k = weights.count / channels
-        let top = Float((1 << (bits - 1)) - 1)
+        let count = Float((1 << bits) - 1)
         var levels = [Int8](repeating: 0, count: weights.count), steps = [Float](repeating: 0, count: channels)
+        var ranges = [LevelRange](repeating: .symmetric8, count: channels)
+        func grid(_ low: Float, _ high: Float) -> (step: Float, range: LevelRange) {
+            if bits == 8 {
+                return (max(abs(low), abs(high)) / 127, .symmetric8)
+            }
+            let step = (high - low) / count
+            let zero = Int(min(max((-low / step).rounded(.toNearestOrEven), 0), count))
+            return (step, LevelRange(lowest: -zero, highest: Int(count) - zero))
+        }
         for c in 0..<channels {
             let row = weights[(c * k)..<((c + 1) * k)]
-            let largest = row.map(abs).max() ?? 0
-            guard largest > 0 else {
-                steps[c] = 1 / top
+            let low = min(row.min() ?? 0, 0), high = max(row.max() ?? 0, 0)
+            guard high > low else {
+                (steps[c], ranges[c]) = (1, grid(-1, 1).range)
                 continue
             }
-            var best = Float.infinity, bestStep = largest / top
+            var best = Float.infinity
+            var chosen = grid(low, high)
             for r in stride(from: 100, through: 1, by: -1) {
-                let step = largest * Float(r) / 100 / top
+                let candidate = grid(low * Float(r) / 100, high * Float(r) / 100)
                 var error: Float = 0
                 for w in row {
-                    let q = max(min((w / step).rounded(.toNearestOrEven), top), -top) * step
+                    let q = candidate.range.clamp((w / candidate.step).rounded(.toNearestOrEven)) * candidate.step
                     error += pow(abs(w - q), 2.4)
                 }
                 if error < best {
                     best = error
-                    bestStep = step
+                    chosen = candidate
                 }
             }
-            steps[c] = bestStep
-            for i in (c * k)..<((c + 1) * k) { levels[i] = Int8(max(min((weights[i] / bestStep).rounded(.toNearestOrEven), top), -top)) }
+            (steps[c], ranges[c]) = chosen
+            for i in (c * k)..<((c + 1) * k) { levels[i] = Int8(chosen.range.clamp((weights[i] / chosen.step).rounded(.toNearestOrEven))) }
         }
-        return (levels, steps)
+        return (levels, steps, ranges)
     }
 
     // MARK: - Forward passes
@@ -396,9 +428,11 @@ public struct Distiller {
             let picks = (0..<batch).map { _ in rng.nextIndex(count) }
             let xTeacher = rows(teacherInput, picks), xStudent = rows(studentInput, picks), target = rows(teacherOutput, picks)
             // QDrop on the block input: each element from the quantized or the fp32 path.
+            let fromStudent = rng.bernoulli(count: xTeacher.count, probability: options.qdrop)
             let mixed = Tensor(shape: xTeacher.shape, scalars: (0..<xTeacher.count).map {
-                rng.nextUnit() < options.qdrop ? xStudent.scalars[$0] : xTeacher.scalars[$0]
+                fromStudent[$0] ? xStudent.scalars[$0] : xTeacher.scalars[$0]
             })
+            let drops = QDropSource(generator: SeededGenerator(seed: rng.next()), probability: options.qdrop)
             let tape = Tape()
             let vVars = bitsParameters.map { tape.leaf($0) }
             let wStepVars = weightSteps.map { tape.leaf($0) }
@@ -410,9 +444,9 @@ public struct Distiller {
                 if let (index, layer) = layers[original] {
                     let h = tape.rectifiedSigmoid(vVars[bitsIndex[index]!])
                     softBits.append(h)
-                    let top = Float((1 << ((self.weightBits[index] ?? 8) - 1)) - 1)
+                    let ranges = frozen.weightRanges[index]!
                     var w = tape.softQuantizedWeights(floor: floors[index]!, bits: h, step: wStepVars[weightStepIndex[index]!],
-                                                      levels: -top...top)
+                                                      lowest: ranges.map { Float($0.lowest) }, highest: ranges.map { Float($0.highest) })
                     if case .gemm = layer.kind {
                         w = tape.transpose(w, perm: [1, 0])
                     } else {
@@ -423,13 +457,10 @@ public struct Distiller {
                 var out = tape.apply(node.op, x)
                 if let stepIndex = activationStepIndex[original] {
                     let top = Float((1 << (frozen.activationBits[original.index] ?? 8)) - 1)
-                    let quantized = tape.lsqQuantize(out, step: aStepVars[stepIndex],
-                                                     zeroPoint: Float(frozen.activationZeroPoints[original.index] ?? 0),
-                                                     levels: 0...top)
                     // QDrop inside the block: each element quantized with probability `qdrop`.
-                    let mask = Tensor(shape: out.shape, scalars: (0..<out.value.count).map { _ in rng.nextUnit() < self.options.qdrop ? 1 : 0 })
-                    let keep = Tensor(shape: out.shape, scalars: mask.scalars.map { 1 - $0 })
-                    out = tape.binary(tape.binary(quantized, tape.constant(mask), .mul), tape.binary(out, tape.constant(keep), .mul), .add)
+                    out = tape.lsqQuantize(out, step: aStepVars[stepIndex],
+                                           zeroPoint: Float(frozen.activationZeroPoints[original.index] ?? 0), levels: 0...top,
+                                           quantized: drops.next(count: out.value.count))
                 }
                 return out
             })[0]
@@ -455,10 +486,10 @@ public struct Distiller {
         }
         // Hard rounding: round up where h(V) ≥ 0.5, i.e. V ≥ 0.
         for (_, (index, _)) in layers {
-            let floor = floors[index]!, v = bitsParameters[bitsIndex[index]!]
-            let top = Float((1 << ((weightBits[index] ?? 8) - 1)) - 1)
+            let floor = floors[index]!, v = bitsParameters[bitsIndex[index]!], ranges = state.weightRanges[index]!
+            let inner = floor.count / ranges.count
             state.weightLevels[index] = (0..<floor.count).map { i in
-                Int8(min(max(floor.scalars[i] + (v.scalars[i] >= 0 ? 1 : 0), -top), top))
+                Int8(ranges[i / inner].clamp(floor.scalars[i] + (v.scalars[i] >= 0 ? 1 : 0)))
             }
             state.weightSteps[index] = weightSteps[weightStepIndex[index]!].scalars
         }
@@ -484,6 +515,20 @@ public struct Distiller {
         for p in picks { scalars.append(contentsOf: t.scalars[(p * sample)..<((p + 1) * sample)]) }
         return Tensor(shape: [picks.count] + t.shape.dropFirst(), scalars: scalars)
     }
+}
+
+/// QDrop's per-element choices for the activation quantizers of one forward pass.
+final class QDropSource {
+    var generator: SeededGenerator
+    let probability: Float
+
+    init(generator: SeededGenerator, probability: Float) {
+        self.generator = generator
+        self.probability = probability
+    }
+
+    /// Which of `count` elements take their quantized value.
+    func next(count: Int) -> [Bool] { generator.bernoulli(count: count, probability: probability) }
 }
 
 #if canImport(Glibc)

@@ -53,6 +53,18 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         Tensor(shape: shape, scalars: (0..<shape.elementCount).map { _ in low + (high - low) * nextUnit() })
     }
 
+    /// `count` independent draws that are true with probability `p` (e.g. QDrop's per-element choice).
+    public mutating func bernoulli(count: Int, probability p: Float) -> [Bool] {
+        let threshold = UInt64(max(0, min(1, Double(p))) * Double(1 << 24))
+        var local = self
+        let draws = [Bool](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count { buffer[i] = (local.next() >> 40) < threshold }
+            initialized = count
+        }
+        self = local
+        return draws
+    }
+
     /// A uniform integer in 0..<bound.
     public mutating func nextIndex(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }

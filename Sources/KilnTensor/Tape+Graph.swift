@@ -15,7 +15,7 @@ extension Tape {
     /// - `parameters`: constants to differentiate with respect to (weights, BN affine parameters); every other
     ///   constant is fixed.
     /// - `replace`: may compute a node differently (e.g. quantized weights, swing convolution); return nil to use
-    ///   the node's own op.
+    ///   the node's own op. It sees the node with the batch size substituted into its op.
     /// - `observe`: sees every node's inputs and output as variables (e.g. to add a loss on BatchNorm inputs).
     /// Intermediate values are dropped after their last forward use; the tape keeps what backward needs.
     public func run(_ graph: Graph, inputs: [Variable], parameters: [ValueID: Variable] = [:],
@@ -55,7 +55,9 @@ extension Tape {
                 throw GraphError.invalidNode(node: node.name, op: node.op.name, message: error.message)
             }
             let output: Variable
-            if let replaced = try replace?(node, operands) {
+            var resolved = node
+            resolved.op = op
+            if let replaced = try replace?(resolved, operands) {
                 output = replaced
             } else {
                 output = apply(op, operands, batchNorm: batchNorm)

@@ -201,3 +201,58 @@ struct CLITests {
         try CLI.expectFailure(["eval", student, "--dataset", "fashion-mnist"], [student])
     }
 }
+
+@Suite("kiln quantize with block reconstruction")
+struct DistillCLITests {
+    @Test("Ctrl-C stops after a checkpoint, leaves no student; --resume finishes the remaining blocks")
+    func interruptAndResume() throws {
+        let student = CLI.temporary("distilled.kiln"), checkpoint = student + ".checkpoint.json"
+        defer { for path in [student, checkpoint] { try? FileManager.default.removeItem(atPath: path) } }
+        let calibration = CLI.root.appendingPathComponent("calibration/genie-resnet20-128.npy").path
+        let arguments = ["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--bits", "w4a4",
+                         "--iterations-per-block", "40", "--json"]
+        let process = Process()
+        process.executableURL = CLI.executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Interrupt as soon as the first block's checkpoint exists.
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: checkpoint), Date() < deadline { usleep(5_000) }
+        #expect(FileManager.default.fileExists(atPath: checkpoint), "no checkpoint after the first block")
+        kill(process.processIdentifier, SIGINT)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        _ = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 130, "\(process.terminationStatus): \(stderr)")
+        #expect(stderr.contains("--resume"))
+        #expect(FileManager.default.fileExists(atPath: checkpoint))
+        #expect(!FileManager.default.fileExists(atPath: student))
+
+        // A checkpoint from another configuration is refused.
+        try CLI.expectFailure(Array(arguments.dropLast(3)) + ["--iterations-per-block", "41", "--resume"],
+                              [checkpoint, "was made by another run"])
+        let resumed = try CLI.run(arguments + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let summary = try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as? [String: Any]
+        let blocks = summary?["blocks"] as? [[String: Any]] ?? []
+        #expect(blocks.count == 11, "stem, nine residual blocks and the head")
+        #expect(FileManager.default.fileExists(atPath: student))
+        #expect(!FileManager.default.fileExists(atPath: checkpoint), "a finished run removes its checkpoint")
+        let eval = try CLI.run(["eval", student, "--dataset", "fashion-mnist", "--limit", "1000", "--min-top1", "85"])
+        #expect(eval.status == 0, "\(eval.stderr)")
+    }
+
+    @Test("--resume without a checkpoint and bad --bits are clear errors")
+    func badDistillArguments() throws {
+        let student = CLI.temporary("no-checkpoint.kiln")
+        let calibration = CLI.root.appendingPathComponent("calibration/genie-resnet20-128.npy").path
+        try CLI.expectFailure(["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--bits", "w4a4", "--resume"],
+                              ["no checkpoint to resume from"])
+        let bad = try CLI.run(["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--bits", "w1a4"])
+        #expect(bad.status != 0 && bad.stderr.contains("--bits"))
+        #expect(!FileManager.default.fileExists(atPath: student))
+    }
+}

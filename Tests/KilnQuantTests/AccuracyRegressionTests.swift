@@ -81,28 +81,34 @@ struct AccuracyRegressionTests {
         #expect(comparison.agreement >= 0.995)
 
         // The QDQ export, run by onnxruntime (PyPI), must agree with KilnRuntime on ≥ 99.9% of the images.
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-qdq-\(getpid())-\(file)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let qdq = directory.appendingPathComponent("student.qdq.onnx").path
-        let predictions = directory.appendingPathComponent("ort.npy").path
-        try QDQExporter.export(student).write(to: URL(fileURLWithPath: qdq))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Repository.path("scripts/qdq_predict.py"), qdq, predictions]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "onnxruntime run failed (is the PyPI package onnxruntime installed?): \(stderr)")
-        let ort = try NPY.read(predictions)
-        try #require(ort.dtype == .int64 && ort.shape == [10_000])
-        let ortPredictions = ort.payload.withUnsafeBytes { raw in
-            (0..<10_000).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
-        }
+        let ortPredictions = try onnxruntimePredictions(student, label: file)
         let same = zip(ortPredictions, comparison.studentPredictions).filter { $0 == $1 }.count
         print("\(file): onnxruntime (QDQ) and KilnRuntime agree on \(same) of 10000 images")
         #expect(same >= 9_990)
+    }
+}
+
+/// onnxruntime's argmax on the 10k Fashion-MNIST test images for the student's QDQ export
+/// (scripts/qdq_predict.py; needs the PyPI packages onnx and onnxruntime).
+func onnxruntimePredictions(_ student: StudentModel, label: String) throws -> [Int] {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-qdq-\(getpid())-\(label)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let qdq = directory.appendingPathComponent("student.qdq.onnx").path
+    let predictions = directory.appendingPathComponent("ort.npy").path
+    try QDQExporter.export(student).write(to: URL(fileURLWithPath: qdq))
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", Repository.path("scripts/qdq_predict.py"), qdq, predictions]
+    let errors = Pipe()
+    process.standardError = errors
+    try process.run()
+    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    try #require(process.terminationStatus == 0, "onnxruntime run failed (is the PyPI package onnxruntime installed?): \(stderr)")
+    let ort = try NPY.read(predictions)
+    try #require(ort.dtype == .int64 && ort.shape == [10_000])
+    return ort.payload.withUnsafeBytes { raw in
+        (0..<10_000).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
     }
 }

@@ -195,7 +195,7 @@ struct GradientTests {
         let bits = Tensor(shape: [3, 4], scalars: (0..<12).map { 0.2 + Float($0 % 5) * 0.15 })
         let step = Tensor(shape: [3], scalars: [0.1, 0.05, 0.2])
         let problems = check.run([bits, step]) { tape, x in
-            tape.softQuantizedWeights(floor: floor, bits: x[0], step: x[1], levels: -127...127)
+            tape.softQuantizedWeights(floor: floor, bits: x[0], step: x[1], lowest: [-127, -2, -8], highest: [127, 1, 7])
         }
         #expect(problems.isEmpty, "\(problems.prefix(5))")
         let h = Tensor(shape: [6], scalars: [0.1, 0.3, 0.45, 0.6, 0.8, 0.95])
@@ -223,6 +223,26 @@ struct GradientTests {
         #expect(g[0]!.scalars == [1, 1, 0, 0])
         let expected: Float = (1 - 0.66) + (-2 + 1.8) + 3 + (-4)
         #expect(abs(g[1]!.scalars[0] - expected) < 1e-5)
+
+        // QDrop: dropped elements pass through unquantized, with gradient 1 to x and none to the step.
+        let dropped = Tape()
+        let x2 = dropped.leaf(x.value), s2 = dropped.leaf(s.value)
+        let y2 = dropped.lsqQuantize(x2, step: s2, zeroPoint: 0, levels: -4...3, quantized: [true, false, false, true])
+        #expect(y2.value.scalars == [0.5, -0.9, 5, -2])
+        let g2 = dropped.gradients(of: y2, seed: Tensor(shape: [4], repeating: 1), withRespectTo: [x2, s2])
+        #expect(g2[0]!.scalars == [1, 1, 1, 0])
+        #expect(abs(g2[1]!.scalars[0] - ((1 - 0.66) - 4)) < 1e-5)
+    }
+
+    @Test("Bernoulli draws: the requested rate, reproducible by seed")
+    func bernoulliDraws() {
+        var a = SeededGenerator(seed: 9), b = SeededGenerator(seed: 9)
+        let draws = a.bernoulli(count: 100_000, probability: 0.3)
+        #expect(draws == b.bernoulli(count: 100_000, probability: 0.3))
+        let rate = Double(draws.filter { $0 }.count) / 100_000
+        #expect(abs(rate - 0.3) < 0.01)
+        #expect(a.bernoulli(count: 1000, probability: 0).allSatisfy { !$0 })
+        #expect(a.bernoulli(count: 1000, probability: 1).allSatisfy { $0 })
     }
 
     @Test("a whole imported teacher on the tape: input gradient matches finite differences")
