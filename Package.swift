@@ -6,6 +6,7 @@ import PackageDescription
 //   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter)
 //   KilnONNX (importer, QDQ export of students) <- KilnGraph, KilnRuntime
 //   KilnQuant (calibration, lowering to students) <- KilnGraph, KilnTensor, KilnRuntime
+//   CKilnRuntime (C API, libkilnrt.so) <- KilnRuntime
 //   kiln (CLI) <- everything
 let package = Package(
     name: "Kiln",
@@ -17,6 +18,8 @@ let package = Package(
         .library(name: "KilnONNX", targets: ["KilnONNX"]),
         .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
         .library(name: "KilnQuant", targets: ["KilnQuant"]),
+        // The C API (include/kiln.h) as libkilnrt.so for C and C++ services.
+        .library(name: "kilnrt", type: .dynamic, targets: ["CKilnRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
@@ -35,6 +38,8 @@ let package = Package(
             "KilnGraph", "KilnRuntime",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        // The C API over KilnRuntime (include/kiln.h).
+        .target(name: "CKilnRuntime", dependencies: ["KilnRuntime"]),
         // Embeds KilnRuntime alone, to measure the runtime's own footprint.
         .executableTarget(name: "KilnFootprint", dependencies: ["KilnRuntime"]),
         .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnRuntime"]),
@@ -48,6 +53,6 @@ let package = Package(
                     resources: [.copy("backend-manifest.txt")]),
         .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime"]),
         .testTarget(name: "KilnQuantTests", dependencies: ["KilnQuant", "KilnRuntime", "KilnONNX", "KilnTensor", "KilnGraph"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph"], exclude: ["Fixtures"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph", "KilnRuntime", "CKilnRuntime"], exclude: ["Fixtures"]),
     ]
 )

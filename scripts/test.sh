@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release -Xswiftc -enable-testing --build-tests
+swift build -c release -Xswiftc -enable-testing --product kilnrt   # libkilnrt.so for the C API test
 swift test -c release -Xswiftc -enable-testing --skip-build "$@"

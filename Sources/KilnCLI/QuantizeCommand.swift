@@ -184,6 +184,17 @@ struct QuantizeCommand: ParsableCommand {
                            detail: String(format: "block %d/%d loss %.4g", p.block + 1, p.blocks, p.loss))
             }, checkpoint: { state in
                 try AtomicFile.write(try JSONEncoder().encode(Checkpoint(signature: signature, state: state)), to: checkpointPath)
+                // One line per finished block (kept in logs; the bar redraws below it on a terminal).
+                if let report = state.reports.last {
+                    let done = state.completedBlocks, total = distiller.blockCount
+                    let elapsed = Date().timeIntervalSince(start)
+                    let fresh = done - (resumed?.completedBlocks ?? 0)
+                    let eta = fresh > 0 ? elapsed / Double(fresh) * Double(total - done) : 0
+                    bar.finish()
+                    FileHandle.standardError.write(Data(String(format: "block %d/%d %@: loss %.4g → %.4g in %.1f s, ETA %.0f s\n",
+                                                               done, total, report.block, report.lossBefore, report.lossAfter,
+                                                               report.seconds, eta).utf8))
+                }
             }, shouldStop: { interruptRequested.load(ordering: .relaxed) })
         } catch is DistillationInterrupted {
             bar.finish()

@@ -1,0 +1,45 @@
+import Foundation
+import KilnRuntime
+import KilnTensor
+import Testing
+
+@Suite("C API (include/kiln.h, libkilnrt.so)")
+struct CAPITests {
+    @Test("a C program built with gcc runs the committed student exactly as the Swift API does")
+    func cProgramMatchesSwift() throws {
+        let buildFolder = CLI.executable.deletingLastPathComponent()
+        let library = buildFolder.appendingPathComponent("libkilnrt.so")
+        try #require(FileManager.default.fileExists(atPath: library.path), "build the library product first (swift build --product kilnrt)")
+        let program = CLI.temporary("kiln_predict")
+        let input = CLI.temporary("c-input.f32"), output = CLI.temporary("c-output.f32")
+        defer { for path in [program, input, output] { try? FileManager.default.removeItem(atPath: path) } }
+        let compile = Process()
+        compile.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compile.arguments = ["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CLI.root.appendingPathComponent("include").path,
+                             CLI.root.appendingPathComponent("Examples/c/kiln_predict.c").path, "-L", buildFolder.path, "-lkilnrt",
+                             "-Wl,-rpath," + buildFolder.path, "-o", program]
+        let compileErrors = Pipe()
+        compile.standardError = compileErrors
+        try compile.run()
+        let diagnostics = String(decoding: compileErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        compile.waitUntilExit()
+        try #require(compile.terminationStatus == 0, "gcc failed: \(diagnostics)")
+
+        // 16 normalized Fashion-MNIST test images.
+        let student = CLI.root.appendingPathComponent("models/students/resnet20-w8a8.kiln")
+        let model = try KilnModel(contentsOf: student, options: KilnModel.Options(threads: 1))
+        let data = try FashionMNIST(split: .test)
+        let mean = Float(model.student.metadata["kiln.input_mean"]!)!, std = Float(model.student.metadata["kiln.input_std"]!)!
+        let images = data.tensor(0..<16, mean: mean, std: std).scalars
+        try images.withUnsafeBufferPointer { Data(buffer: $0) }.write(to: URL(fileURLWithPath: input))
+        let run = try CLI.runProgram(program, [student.path, input, output, "16"])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("input input [-1, 1, 28, 28]"), "\(run.stdout)")
+        #expect(run.stdout.contains("corrupt buffer refused: memory buffer:"), "\(run.stdout)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: output))
+        let fromC = bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let fromSwift = try model.predict(images)
+        #expect(fromC.count == fromSwift.count)
+        #expect(fromC == fromSwift, "the C API must give bit-identical outputs")
+    }
+}
