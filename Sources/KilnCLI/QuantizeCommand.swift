@@ -24,7 +24,12 @@ struct QuantizeCommand: ParsableCommand {
             calibration set from the teacher's BatchNorm statistics (Genie; see `kiln synthesize --help`): by default \
             \(SynthesisOptions().count) images, \(SynthesisOptions().iterations) iterations per batch of \
             \(SynthesisOptions().batch), a few minutes on 2 cores for the Fashion-MNIST teachers; --save-calibration keeps \
-            them. The student is written atomically.
+            them. With --bits below w8a8 (or --distill genie) the student is distilled block by block on the calibration \
+            images: every weight and activation step starts from a search over clipping ranges, then each block \
+            (a residual or inverted residual block, a conv+activation group, the head) learns AdaRound rounding, \
+            weight and activation steps with QDrop to reproduce the teacher's block; a checkpoint is written after \
+            each block (OUTPUT.checkpoint.json), Ctrl-C stops cleanly and --resume continues. The student is \
+            written atomically.
             """)
 
     @Argument(help: "The fp32 teacher (.onnx).")
