@@ -4,12 +4,18 @@ import KilnTensor
 
 /// Weight and activation bit widths of a student.
 public struct BitWidths: Hashable, Sendable, CustomStringConvertible {
+    /// Bits per weight (2...8).
     public var weights: Int
+    /// Bits per activation (2...8).
     public var activations: Int
 
+    /// 8-bit weights and activations (the default).
     public static let w8a8 = BitWidths(weights: 8, activations: 8)
+    /// 4-bit weights, 8-bit activations.
     public static let w4a8 = BitWidths(weights: 4, activations: 8)
+    /// 4-bit weights and activations.
     public static let w4a4 = BitWidths(weights: 4, activations: 4)
+    /// 2-bit weights, 4-bit activations.
     public static let w2a4 = BitWidths(weights: 2, activations: 4)
 
     /// Parses "w4a4" and the like.
@@ -20,23 +26,28 @@ public struct BitWidths: Hashable, Sendable, CustomStringConvertible {
         self.init(weights: w, activations: a)
     }
 
+    /// The given widths.
     public init(weights: Int, activations: Int) {
         self.weights = weights
         self.activations = activations
     }
 
+    /// "w4a4" and the like.
     public var description: String { "w\(weights)a\(activations)" }
 }
 
 /// Choices for quantization with block reconstruction. Defaults follow the Genie reference (SamsungLabs/Genie)
 /// where it applies, with fewer iterations per block so that the committed teachers take minutes on 2 cores.
 public struct DistillOptions: Sendable {
+    /// Bit widths of the student.
     public var bits: BitWidths = .w8a8
     /// Keep the first and last weighted layers (and their inputs) at 8 bits unless this is set.
     public var allLayers = false
     /// Reconstruct each block (AdaRound + learned steps + QDrop); false: search-based initialisation only.
     public var distill = true
+    /// Optimisation steps per block.
     public var iterationsPerBlock = 500
+    /// Images per step.
     public var batch = 32
     /// Adam learning rates of the soft rounding variables, weight steps and activation steps.
     public var roundingLearningRate: Float = 1e-3
@@ -49,8 +60,10 @@ public struct DistillOptions: Sendable {
     public var betaEnd: Float = 2
     /// QDrop: probability of keeping the quantized value of each element during reconstruction.
     public var qdrop: Float = 0.5
+    /// Seed of batch sampling and QDrop.
     public var seed: UInt64 = 0
 
+    /// Options with the given bit widths, reconstruction switch and iterations; the rest as the reference.
     public init(bits: BitWidths = .w8a8, distill: Bool = true, iterationsPerBlock: Int = 500) {
         self.bits = bits
         self.distill = distill
@@ -60,21 +73,27 @@ public struct DistillOptions: Sendable {
 
 /// Where a distillation run is.
 public struct DistillProgress: Sendable {
+    /// Index of the block being optimised, and the number of blocks.
     public var block: Int
     public var blocks: Int
+    /// Step within the block, and steps per block.
     public var iteration: Int
     public var iterations: Int
+    /// Reconstruction loss of this step's batch.
     public var loss: Float
 }
 
 /// Reconstruction error of one block, before and after its optimisation.
 public struct BlockReport: Codable, Sendable {
+    /// Name of the block's first node.
     public var block: String
+    /// Graph nodes in the block.
     public var nodes: Int
     /// Output MSE (summed over channels) of the hard-quantized block against the teacher block, on all
     /// calibration images.
     public var lossBefore: Float
     public var lossAfter: Float
+    /// Wall time of the block's optimisation.
     public var seconds: Double
 }
 
@@ -98,17 +117,20 @@ public struct DistillState: Codable, Sendable {
 /// point so that 0 is one of them (e.g. −2 … 1 at 2 bits). Either way the levels are plain signed integers in int8
 /// storage and the runtime needs no weight zero point.
 public struct LevelRange: Codable, Sendable, Hashable {
+    /// Lowest and highest integer level.
     public var lowest: Int
     public var highest: Int
 
     /// The symmetric 8-bit range −127 … 127.
     public static let symmetric8 = LevelRange(lowest: -127, highest: 127)
 
+    /// A level clamped into the range.
     public func clamp(_ level: Float) -> Float { min(max(level, Float(lowest)), Float(highest)) }
 }
 
 /// Thrown when a run is asked to stop (e.g. Ctrl-C); the state of the finished blocks is in `state`.
 public struct DistillationInterrupted: Error {
+    /// The learned state of the finished blocks.
     public var state: DistillState
 }
 

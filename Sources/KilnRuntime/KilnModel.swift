@@ -119,7 +119,7 @@ public final class KilnModel: Sendable {
     /// Runs a single-input, single-output model on a batch; the batch size is `input.count / inputs[0].sampleCount`.
     /// Safe from any number of threads; reuses idle contexts.
     public func predict(_ input: [Float]) throws -> [Float] {
-        let context = idle.withLock { $0.popLast() } ?? makeContext()
+        let context = idle.withLock { $0.popLast() } ?? KilnContext(model: self, retainingModel: false)
         defer { idle.withLock { $0.append(context) } }
         return try context.predict(input)
     }
@@ -130,15 +130,20 @@ public final class KilnModel: Sendable {
 /// not be used by two at once.
 public final class KilnContext: @unchecked Sendable {
     /// The model this context runs.
-    public let model: KilnModel
+    public var model: KilnModel { unownedModel }
+    /// Contexts handed to callers keep their model alive; the model's own idle contexts (for `predict`) must not,
+    /// or model and pool would keep each other alive forever.
+    private unowned let unownedModel: KilnModel
+    private let retainedModel: KilnModel?
     private var plan: MemoryPlan?
     private var arena = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
     private var arenaSize = 64
     /// Worker threads of this context (nil: single-threaded).
     private let pool: OpaquePointer?
 
-    init(model: KilnModel) {
-        self.model = model
+    init(model: KilnModel, retainingModel: Bool = true) {
+        unownedModel = model
+        retainedModel = retainingModel ? model : nil
         pool = model.options.threads > 1 ? kiln_pool_create(Int32(model.options.threads)) : nil
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KilnGraph
 import KilnTensor
 import Testing
@@ -41,8 +42,17 @@ enum CLI {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        // Read stderr on another thread: a child that fills one pipe while we wait on the other would hang.
+        let stderrData = Mutex(Data())
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            stderrData.withLock { $0 = data }
+            done.signal()
+        }.start()
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
+        let stderr = stderrData.withLock { $0 }
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
