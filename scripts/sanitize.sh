@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 sanitizer=${1:?address or thread}
 shift
 scratch=.build-$sanitizer
-export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan-suppressions.txt"
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan-suppressions.txt:print_suppressions=0"
 export TSAN_OPTIONS="halt_on_error=1"
 swift build -c release -Xswiftc -enable-testing --build-tests --sanitize="$sanitizer" --scratch-path "$scratch"
 swift test -c release -Xswiftc -enable-testing --sanitize="$sanitizer" --scratch-path "$scratch" --skip-build \

@@ -199,6 +199,30 @@ struct RuntimeTests {
         }
     }
 
+    @Test("a model is freed once its last user lets go, even after predict(); a caller's context keeps it alive")
+    func lifetimes() throws {
+        let input = TinyStudent.input(batch: 2)
+        weak var released: KilnModel?
+        var expected: [Float] = []
+        do {
+            let model = try KilnModel(TinyStudent.make())
+            expected = try model.predict(input)
+            released = model
+        }
+        #expect(released == nil, "the model's idle contexts must not keep it alive")
+        var context: KilnContext?
+        weak var kept: KilnModel?
+        do {
+            let model = try KilnModel(TinyStudent.make())
+            context = model.makeContext()
+            kept = model
+        }
+        #expect(kept != nil)
+        #expect(try context?.predict(input) == expected)
+        context = nil
+        #expect(kept == nil)
+    }
+
     @Test("wrong input sizes are errors")
     func badInputs() throws {
         let model = try KilnModel(TinyStudent.make())
