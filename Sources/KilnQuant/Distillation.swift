@@ -192,6 +192,7 @@ public struct Distiller {
                     checkpoint: ((DistillState) throws -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws
         -> (student: StudentModel, state: DistillState)
     {
+        try Quantizer.checkCalibration(calibration, for: graph)
         var state = resume ?? initialState(calibration)
         if options.distill {
             // Teacher (fp32) and student (quantized so far) inputs of the next block, on every calibration image.

@@ -58,17 +58,22 @@ public struct QuantizationResult: Sendable {
 
 /// Post-training quantization of an fp32 teacher graph into an int8 student.
 public enum Quantizer {
-    /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
-    /// teacher's input layout), lowers to a `StudentModel` and measures each layer's SQNR on the calibration set.
-    public static func quantize(_ teacher: Graph, calibration: Tensor, options: QuantizeOptions = QuantizeOptions()) throws
-        -> QuantizationResult
-    {
+    /// Throws unless the teacher has one input and `calibration` is [count ≥ 1, ...] in its layout.
+    public static func checkCalibration(_ calibration: Tensor, for teacher: Graph) throws {
         guard teacher.inputs.count == 1 else { throw QuantizeError("only single-input models can be quantized (this one has \(teacher.inputs.count))") }
         let inputShape = teacher[teacher.inputs[0]].shape
         guard calibration.rank == inputShape.count, calibration.shape[0] >= 1,
               Array(calibration.shape.dropFirst()) == Array(inputShape.dropFirst()) else {
             throw QuantizeError("calibration data \(calibration.shape.shapeDescription) does not match the model input \(inputShape.shapeDescription)")
         }
+    }
+
+    /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
+    /// teacher's input layout), lowers to a `StudentModel` and measures each layer's SQNR on the calibration set.
+    public static func quantize(_ teacher: Graph, calibration: Tensor, options: QuantizeOptions = QuantizeOptions()) throws
+        -> QuantizationResult
+    {
+        try checkCalibration(calibration, for: teacher)
         var graph = teacher
         let folded = graph.foldBatchNorm()
         graph.foldPadIntoConv()

@@ -196,6 +196,8 @@ struct CLITests {
         try NPY.write(Tensor(shape: [4, 3, 28, 28], repeating: 0), to: calibration)
         try CLI.expectFailure(["quantize", CLI.teacher, "-o", student, "--calibration", calibration],
                               ["calibration data [4, 3, 28, 28] does not match the model input [N, 1, 28, 28]"])
+        try CLI.expectFailure(["quantize", CLI.teacher, "-o", student, "--calibration", calibration, "--bits", "w4a4"],
+                              [CLI.teacher, "calibration data [4, 3, 28, 28] does not match the model input [N, 1, 28, 28]"])
         #expect(!FileManager.default.fileExists(atPath: student))
     }
 
