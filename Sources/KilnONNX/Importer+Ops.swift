@@ -236,6 +236,7 @@ extension Importer {
         let alpha = try n.attributes.float("alpha", default: 1), beta = try n.attributes.float("beta", default: 1)
         let transA = try n.attributes.int("transA", default: 0) != 0
         let transB = try n.attributes.int("transB", default: 0) != 0
+        guard n.has(1) else { throw ImportFailure("Gemm needs inputs A and B, got \(n.proto.input.count) input(s)") }
         var a = try tensor(n, 0)
         guard shape(a).count == 2 else { throw ImportFailure("A must be 2-D, got \(shape(a).shapeDescription)") }
         if transA { a = try emit(n, .transpose(perm: [1, 0]), [a], step: "transposeA") }

@@ -160,3 +160,24 @@ struct ImporterErrorTests {
         }
     }
 }
+
+/// Inputs that once crashed a fuzz target (Fuzz/regressions, kept as found): each must now give a graph or an
+/// error naming the problem.
+@Suite("fuzzing regressions")
+struct FuzzRegressionTests {
+    @Test("every ONNX input found by fuzzing imports or fails cleanly")
+    func onnxFindings() throws {
+        let folder = Fixtures.root.appendingPathComponent("Fuzz/regressions")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("onnx-") }.sorted()
+        #expect(!files.isEmpty)
+        for file in files {
+            let data = try Data(contentsOf: folder.appendingPathComponent(file))
+            do {
+                _ = try ONNXModel(data: data, file: file).importGraph()
+            } catch {
+                #expect("\(error)".contains(file), "errors name the file: \(error)")
+                print("\(file): \(error)")
+            }
+        }
+    }
+}
