@@ -252,6 +252,19 @@ enum CalibrationSet {
     }
 }
 
+/// The name column of a table: as wide as the longest name (5 to 40 characters); longer names keep their end.
+struct NameColumn {
+    let width: Int
+
+    init(_ names: [String]) { width = min(max(names.map(\.count).max() ?? 5, 5), 40) }
+
+    /// `name` cut to the width (with a leading "…") and padded to it.
+    func cell(_ name: String) -> String {
+        let fitted = name.count > width ? "…" + name.suffix(width - 1) : name
+        return fitted.padding(toLength: width, withPad: " ", startingAt: 0)
+    }
+}
+
 /// What `kiln quantize` reports.
 struct QuantizeSummary: Encodable {
     var teacher: String
@@ -266,13 +279,12 @@ struct QuantizeSummary: Encodable {
 
     var text: String {
         func scale(_ v: Float?) -> String { v.map { String(format: "%.3g", $0) } ?? "-" }
-        let nameWidth = min(max(layers.map(\.layer.count).max() ?? 5, 5), 40)
-        var lines = [String(format: "%@  %-14@ %-19@ %-16@ %8@", "layer".padding(toLength: nameWidth, withPad: " ", startingAt: 0),
+        let names = NameColumn(layers.map(\.layer))
+        var lines = [String(format: "%@  %-14@ %-19@ %-16@ %8@", names.cell("layer"),
                             "op", "weight scale", "act scale (zp)", "SQNR dB")]
         for row in layers {
             let weights = row.weightScaleMin.map { "\(scale($0))–\(scale(row.weightScaleMax))" } ?? "-"
-            let name = row.layer.count > nameWidth ? "…" + row.layer.suffix(nameWidth - 1) : row.layer
-            lines.append(String(format: "%@  %-14@ %-19@ %-16@ %8@", name.padding(toLength: nameWidth, withPad: " ", startingAt: 0),
+            lines.append(String(format: "%@  %-14@ %-19@ %-16@ %8@", names.cell(row.layer),
                                 row.op, weights, "\(scale(row.activationScale)) (\(row.zeroPoint))",
                                 row.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
         }
@@ -317,11 +329,10 @@ struct DistillSummary: Encodable {
     var blocks: [BlockReport]
 
     var text: String {
-        let width = min(max(blocks.map(\.block.count).max() ?? 5, 5), 40)
-        var lines = ["block".padding(toLength: width, withPad: " ", startingAt: 0) + "  nodes  loss before   loss after   seconds"]
+        let names = NameColumn(blocks.map(\.block))
+        var lines = [names.cell("block") + "  nodes  loss before   loss after   seconds"]
         for b in blocks {
-            let name = b.block.count > width ? "…" + b.block.suffix(width - 1) : b.block
-            lines.append(name.padding(toLength: width, withPad: " ", startingAt: 0)
+            lines.append(names.cell(b.block)
                          + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds))
         }
         lines.append("")

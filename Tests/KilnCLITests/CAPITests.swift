@@ -13,17 +13,11 @@ struct CAPITests {
         let program = CLI.temporary("kiln_predict")
         let input = CLI.temporary("c-input.f32"), output = CLI.temporary("c-output.f32")
         defer { for path in [program, input, output] { try? FileManager.default.removeItem(atPath: path) } }
-        let compile = Process()
-        compile.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        compile.arguments = ["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CLI.root.appendingPathComponent("include").path,
-                             CLI.root.appendingPathComponent("Examples/c/kiln_predict.c").path, "-L", buildFolder.path, "-lkilnrt",
-                             "-Wl,-rpath," + buildFolder.path, "-o", program]
-        let compileErrors = Pipe()
-        compile.standardError = compileErrors
-        try compile.run()
-        let diagnostics = String(decoding: compileErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        compile.waitUntilExit()
-        try #require(compile.terminationStatus == 0, "gcc failed: \(diagnostics)")
+        let compile = try CLI.runProgram("/usr/bin/env", [
+            "gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CLI.root.appendingPathComponent("include").path,
+            CLI.root.appendingPathComponent("Examples/c/kiln_predict.c").path, "-L", buildFolder.path, "-lkilnrt",
+            "-Wl,-rpath," + buildFolder.path, "-o", program])
+        try #require(compile.status == 0, "gcc failed: \(compile.stderr)")
 
         // 16 normalized Fashion-MNIST test images.
         let student = CLI.root.appendingPathComponent("models/students/resnet20-w8a8.kiln")
