@@ -280,13 +280,17 @@ struct QuantizeSummary: Encodable {
     var text: String {
         func scale(_ v: Float?) -> String { v.map { String(format: "%.3g", $0) } ?? "-" }
         let names = NameColumn(layers.map(\.layer))
-        var lines = [String(format: "%@  %-14@ %-19@ %-16@ %8@", names.cell("layer"),
-                            "op", "weight scale", "act scale (zp)", "SQNR dB")]
-        for row in layers {
-            let weights = row.weightScaleMin.map { "\(scale($0))–\(scale(row.weightScaleMax))" } ?? "-"
-            lines.append(String(format: "%@  %-14@ %-19@ %-16@ %8@", names.cell(row.layer),
-                                row.op, weights, "\(scale(row.activationScale)) (\(row.zeroPoint))",
-                                row.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
+        // String(format:) ignores field widths for %@ on Linux, so the text columns are padded here.
+        func row(_ name: String, _ op: String, _ weights: String, _ activation: String, _ sqnr: String) -> String {
+            names.cell(name) + "  " + [(op, 14), (weights, 19), (activation, 16)].map { text, width in
+                text.padding(toLength: max(width, text.count), withPad: " ", startingAt: 0)
+            }.joined(separator: " ") + " " + String(repeating: " ", count: max(0, 8 - sqnr.count)) + sqnr
+        }
+        var lines = [row("layer", "op", "weight scale", "act scale (zp)", "SQNR dB")]
+        for layer in layers {
+            let weights = layer.weightScaleMin.map { "\(scale($0))–\(scale(layer.weightScaleMax))" } ?? "-"
+            lines.append(row(layer.layer, layer.op, weights, "\(scale(layer.activationScale)) (\(layer.zeroPoint))",
+                             layer.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
         }
         lines.append("")
         lines.append("calibration: \(calibrationImages) images from \(calibration), range \(range); \(foldedBatchNorms) BatchNorms folded")
