@@ -47,16 +47,33 @@ def export_torchvision(name, path):
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
 
 
+def prepare(kiln, fp32, images, calibration, student, qdq, folder, name):
+    """Quantizes `fp32` by Kiln (to `student`) and by onnxruntime's quantize_static (to `qdq`)."""
+    subprocess.run([kiln, "quantize", fp32, "-o", student, "--calibration", calibration, "--range", "minmax",
+                    "--json"], check=True, capture_output=True)
+    prepared = os.path.join(folder, name + ".pre.onnx")
+    # onnxruntime's recommended preparation (shape inference, graph optimisation): without it, its CPU
+    # provider does not fuse the QDQ pattern into QLinearConv and runs 3-4x slower.
+    quant_pre_process(fp32, prepared)
+    input_name = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    quantize_static(prepared, qdq, Reader(input_name, images), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2", "resnet20", "mobilenetv2"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
+    parser.add_argument("--keep", metavar="FOLDER",
+                        help="keep the models in FOLDER and reuse the ones already there (for profiling afterwards)")
     args = parser.parse_args()
     print(f"batch 1, median of {args.runs} runs; onnxruntime {ort.__version__} (QDQ, per-channel, QUInt8 activations)")
     print(f"{'model':<14} {'threads':>7} {'kiln ms':>9} {'ort ms':>9} {'ratio':>6} {'kiln GMAC/s':>12}")
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or scratch
+        os.makedirs(folder, exist_ok=True)
         for name in args.models:
             fp32 = os.path.join(ROOT, "models", name + ".onnx")
             if os.path.exists(fp32):
@@ -66,21 +83,15 @@ def main():
                 np.save(calibration, images)
             else:
                 fp32 = os.path.join(folder, name + ".onnx")
-                export_torchvision(name, fp32)
+                if not os.path.exists(fp32):
+                    export_torchvision(name, fp32)
                 images = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
                 calibration = os.path.join(folder, name + "-calibration.npy")
                 np.save(calibration, images)
             student = os.path.join(folder, name + ".kiln")
-            subprocess.run([args.kiln, "quantize", fp32, "-o", student, "--calibration", calibration, "--range", "minmax",
-                            "--json"], check=True, capture_output=True)
             qdq = os.path.join(folder, name + ".ort.qdq.onnx")
-            prepared = os.path.join(folder, name + ".pre.onnx")
-            # onnxruntime's recommended preparation (shape inference, graph optimisation): without it, its CPU
-            # provider does not fuse the QDQ pattern into QLinearConv and runs 3-4x slower.
-            quant_pre_process(fp32, prepared)
-            input_name = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).get_inputs()[0].name
-            quantize_static(prepared, qdq, Reader(input_name, images), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            if not (args.keep and os.path.exists(student) and os.path.exists(qdq)):
+                prepare(args.kiln, fp32, images, calibration, student, qdq, folder, name)
             shape = [1] + list(images.shape[1:])
             for threads in args.threads:
                 bench = json.loads(subprocess.run([args.kiln, "bench", student, "--runs", str(args.runs), "--threads",

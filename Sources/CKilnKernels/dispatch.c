@@ -19,7 +19,7 @@ kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa) {
 kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa) {
 #if defined(__x86_64__)
     switch (isa) {
-    case KILN_ISA_AVX512VNNI: return kiln_qu8s8_dwconv3x3__avx512;
+    case KILN_ISA_AVX512VNNI: return kiln_qu8s8_dwconv3x3_64c4__avx512vnni;
     case KILN_ISA_AVXVNNI:
     case KILN_ISA_AVX2: return kiln_qu8s8_dwconv3x3__avx2;
     default: break;

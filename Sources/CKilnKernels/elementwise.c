@@ -1,5 +1,5 @@
 // Non-GEMM kernels on NHWC u8 tensors: max pooling and input quantization. Plain C (vectorized by the compiler
-// for the baseline ISA); bit-exact with the reference kernels.
+// for the baseline ISA) plus an AVX-512 quantizer; bit-exact with the reference kernels.
 #include <math.h>
 #include "kiln_kernels.h"
 
@@ -21,7 +21,7 @@ void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int
     }
 }
 
-void kiln_qu8_quantize_nchw(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y) {
+void kiln_qu8_quantize_nchw__scalar(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y) {
     for (int ch = 0; ch < c; ch++) {
         for (int p = 0; p < plane; p++) {
             float s = rintf(x[(size_t)ch * plane + p] / scale);
@@ -36,4 +36,53 @@ void kiln_qu8_quantize_nchw(const float *x, int c, int plane, float scale, int32
             y[(size_t)p * c + ch] = (uint8_t)level;
         }
     }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/// 16 levels of channel `ch` from pixel `p` on: the scalar rule lane by lane (NaN → the −1e6 limit → 0).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline __m128i quantize16(const float *x, __mmask16 mask,
+                                                                                     __m512 scale, __m512i zero_point) {
+    __m512 s = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(mask, x), scale),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    s = _mm512_min_ps(_mm512_max_ps(s, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
+    __m512i level = _mm512_add_epi32(_mm512_cvttps_epi32(s), zero_point);
+    level = _mm512_min_epi32(_mm512_max_epi32(level, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+    return _mm512_cvtepi32_epi8(level);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void
+kiln_qu8_quantize_nchw__avx512(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y) {
+    __m512 vscale = _mm512_set1_ps(scale);
+    __m512i vzero = _mm512_set1_epi32(zero_point);
+    for (int p = 0; p < plane; p += 16) {
+        int count = plane - p < 16 ? plane - p : 16;
+        __mmask16 mask = (__mmask16)((1u << count) - 1);
+        if (c == 1) {
+            _mm_mask_storeu_epi8(y + p, mask, quantize16(x + p, mask, vscale, vzero));
+            continue;
+        }
+        // NCHW → NHWC: quantize 16 pixels of each channel, then interleave.
+        uint8_t block[16 * 16];
+        for (int ch0 = 0; ch0 < c; ch0 += 16) {
+            int channels = c - ch0 < 16 ? c - ch0 : 16;
+            for (int k = 0; k < channels; k++) {
+                _mm_storeu_si128((__m128i *)(block + k * 16),
+                                 quantize16(x + (size_t)(ch0 + k) * plane + p, mask, vscale, vzero));
+            }
+            for (int i = 0; i < count; i++) {
+                for (int k = 0; k < channels; k++) y[(size_t)(p + i) * c + ch0 + k] = block[k * 16 + i];
+            }
+        }
+    }
+}
+#endif
+
+kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa) {
+#if defined(__x86_64__)
+    if (isa == KILN_ISA_AVX512VNNI) return kiln_qu8_quantize_nchw__avx512;
+#endif
+    (void)isa;
+    return kiln_qu8_quantize_nchw__scalar;
 }

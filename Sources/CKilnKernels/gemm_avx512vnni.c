@@ -8,15 +8,21 @@
 
 #define KILN_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
+/// clamp(rint(f) + zero_point, low, high) for 16 scaled accumulators. Clamping f to [low − zp, high − zp] before
+/// rounding equals clamping after it (the bounds are integers), and makes Requantize's ±1e6 limit moot: the
+/// bounds lie well inside it for any uint8 zero point.
+KILN_TARGET static inline __m512i requant16(__m512 f, const kiln_requant *rq) {
+    f = _mm512_max_ps(f, _mm512_set1_ps((float)(rq->low - rq->zero_point)));
+    f = _mm512_min_ps(f, _mm512_set1_ps((float)(rq->high - rq->zero_point)));
+    return _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                            _mm512_set1_epi32(rq->zero_point));
+}
+
 /// Requantizes 16 accumulators of columns j..j+15 (bias not yet added) and stores the valid ones.
 KILN_TARGET static inline void store16(__m512i acc, int j, __mmask16 mask, const kiln_requant *rq,
                                        const uint8_t *residual, uint8_t *out) {
     acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(mask, rq->bias + j));
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(mask, rq->multiplier + j));
-    f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
-    __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(f), _mm512_set1_epi32(rq->zero_point));
-    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(rq->low)), _mm512_set1_epi32(rq->high));
+    __m512i q = requant16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(mask, rq->multiplier + j)), rq);
     if (residual) {
         __m512i r = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual));
         __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(rq->zero_point))),
@@ -108,28 +114,142 @@ KILN_TARGET void kiln_qu8s8_igemm_8x32c4__avx512vnni(int m, int n, int kc, int t
     }
 }
 
-KILN_TARGET void kiln_qu8s8_dwconv3x3__avx512(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
-                                              int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
-                                              uint8_t *y, const kiln_requant *rq) {
-    __m512i zero = _mm512_set1_epi32(input_zero);
-    for (int ox = 0; ox < ow; ox++) {
-        for (int ch = 0; ch < c; ch += 16) {
-            __mmask16 mask = (__mmask16)((c - ch >= 16) ? 0xFFFF : ((1u << (c - ch)) - 1));
-            __m512i acc = _mm512_setzero_si512();
-            for (int i = 0; i < 3; i++) {
-                int iy = oy * stride - pad_top + i;
-                for (int j = 0; j < 3; j++) {
-                    int ix = ox * stride - pad_left + j;
-                    __m512i v = (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                        ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x + ((size_t)iy * w + ix) * c + ch))
-                        : zero;
-                    __m512i wt = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, weights + (i * 3 + j) * c + ch));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, wt));
-                }
+// Depthwise 3×3 on vpdpbusd. Each 32-bit lane holds one channel and four bytes: the three rows of one kernel
+// column plus a zero-weight fourth. Interleaving four rows of 64 channels with byte and word unpacks leaves the
+// channels of 128-bit lane L, quarter q at 16·L + 4·q + 0…3 ("quarter order"); the weights, bias and multipliers
+// are put in the same order, and the final signed/unsigned packs undo it. An input column's interleaved form serves
+// the three output pixels whose windows contain it.
+
+/// Four rows of 64 bytes (one channel each) as four quarter-order vectors of 4-byte groups.
+KILN_TARGET static inline void dw_interleave(__m512i r0, __m512i r1, __m512i r2, __m512i r3, __m512i out[4]) {
+    __m512i lo01 = _mm512_unpacklo_epi8(r0, r1), hi01 = _mm512_unpackhi_epi8(r0, r1);
+    __m512i lo23 = _mm512_unpacklo_epi8(r2, r3), hi23 = _mm512_unpackhi_epi8(r2, r3);
+    out[0] = _mm512_unpacklo_epi16(lo01, lo23);
+    out[1] = _mm512_unpackhi_epi16(lo01, lo23);
+    out[2] = _mm512_unpacklo_epi16(hi01, hi23);
+    out[3] = _mm512_unpackhi_epi16(hi01, hi23);
+}
+
+/// Four natural-order vectors of 16 dwords (channels 0–15, 16–31, …) in quarter order.
+KILN_TARGET static inline void dw_quarters(__m512i v0, __m512i v1, __m512i v2, __m512i v3, __m512i out[4]) {
+    __m512i t0 = _mm512_shuffle_i32x4(v0, v1, 0x44), t1 = _mm512_shuffle_i32x4(v0, v1, 0xEE);
+    __m512i t2 = _mm512_shuffle_i32x4(v2, v3, 0x44), t3 = _mm512_shuffle_i32x4(v2, v3, 0xEE);
+    out[0] = _mm512_shuffle_i32x4(t0, t2, 0x88);
+    out[1] = _mm512_shuffle_i32x4(t0, t2, 0xDD);
+    out[2] = _mm512_shuffle_i32x4(t1, t3, 0x88);
+    out[3] = _mm512_shuffle_i32x4(t1, t3, 0xDD);
+}
+
+/// Mask of the channels of a 64-channel block present in a tensor of `left` remaining channels.
+static inline __mmask64 dw_mask64(int left) { return left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1); }
+static inline __mmask16 dw_mask16(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? 0 : (__mmask16)((1u << left) - 1));
+}
+
+/// Requantizes quarter-order accumulators (bias included) like store16, with the optional residual, and stores the
+/// 64 channels in natural order.
+KILN_TARGET static inline void dw_store(const __m512i acc[4], const __m512 multiplier[4], __mmask64 mask,
+                                        const kiln_requant *rq, const uint8_t *residual, uint8_t *out) {
+    __m512i level[4], r[4];
+    if (residual) {
+        __m512i bytes = _mm512_maskz_loadu_epi8(mask, residual), zero = _mm512_setzero_si512();
+        __m512i lo = _mm512_unpacklo_epi8(bytes, zero), hi = _mm512_unpackhi_epi8(bytes, zero);
+        r[0] = _mm512_unpacklo_epi16(lo, zero);
+        r[1] = _mm512_unpackhi_epi16(lo, zero);
+        r[2] = _mm512_unpacklo_epi16(hi, zero);
+        r[3] = _mm512_unpackhi_epi16(hi, zero);
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512i v = requant16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[q]), multiplier[q]), rq);
+        if (residual) {
+            __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(rq->zero_point))),
+                                     _mm512_set1_ps(rq->scale));
+            __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[q], _mm512_set1_epi32(rq->residual_zero_point))),
+                                     _mm512_set1_ps(rq->residual_scale));
+            __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
+            s = _mm512_roundscale_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            s = _mm512_min_ps(_mm512_max_ps(s, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
+            v = _mm512_add_epi32(_mm512_cvttps_epi32(s), _mm512_set1_epi32(rq->output_zero_point));
+            v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+            v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(rq->add_low)), _mm512_set1_epi32(rq->add_high));
+        }
+        level[q] = v;
+    }
+    // Every level is within 0…255, so the saturating packs are exact; they also restore natural channel order.
+    __m512i packed = _mm512_packus_epi16(_mm512_packs_epi32(level[0], level[1]), _mm512_packs_epi32(level[2], level[3]));
+    _mm512_mask_storeu_epi8(out, mask, packed);
+}
+
+KILN_TARGET void kiln_qu8s8_dwconv3x3_64c4__avx512vnni(const uint8_t *x, int h, int w, int c, int oy, int ow,
+                                                       int stride, int pad_top, int pad_left, uint8_t input_zero,
+                                                       const int8_t *weights, uint8_t *y, const kiln_requant *rq) {
+    int iy0 = oy * stride - pad_top;
+    int inside[3];
+    const uint8_t *line[3];
+    for (int i = 0; i < 3; i++) {
+        inside[i] = iy0 + i >= 0 && iy0 + i < h;
+        line[i] = inside[i] ? x + (size_t)(iy0 + i) * w * c : x;
+    }
+    __m512i padding = _mm512_set1_epi8((char)input_zero), zero = _mm512_setzero_si512();
+    for (int ch = 0; ch < c; ch += 64) {
+        __mmask64 mask = dw_mask64(c - ch);
+        // Weights of kernel column j: rows 0–2 and a zero fourth, in quarter order.
+        __m512i wt[3][4];
+        for (int j = 0; j < 3; j++) {
+            dw_interleave(_mm512_maskz_loadu_epi8(mask, weights + (size_t)j * c + ch),
+                          _mm512_maskz_loadu_epi8(mask, weights + (size_t)(3 + j) * c + ch),
+                          _mm512_maskz_loadu_epi8(mask, weights + (size_t)(6 + j) * c + ch), zero, wt[j]);
+        }
+        __m512i bias[4];
+        __m512 multiplier[4];
+        {
+            __m512i b[4], m[4];
+            for (int k = 0; k < 4; k++) {
+                __mmask16 part = dw_mask16(c - ch - 16 * k);
+                b[k] = _mm512_maskz_loadu_epi32(part, rq->bias + ch + 16 * k);
+                m[k] = _mm512_castps_si512(_mm512_maskz_loadu_ps(part, rq->multiplier + ch + 16 * k));
+            }
+            __m512i mq[4];
+            dw_quarters(b[0], b[1], b[2], b[3], bias);
+            dw_quarters(m[0], m[1], m[2], m[3], mq);
+            for (int q = 0; q < 4; q++) multiplier[q] = _mm512_castsi512_ps(mq[q]);
+        }
+        // Interleaved input columns x0, x0 + 1, x0 + 2 of the current window (a, b, c), carried over from the
+        // previous pixel where the windows overlap: named registers, not an indexed array, so they stay in registers.
+        __m512i a[4], b[4], cc[4];
+#define KILN_DW_COLUMN(ix, out) { \
+            int ix_ = (ix); \
+            if (ix_ < 0 || ix_ >= w) { \
+                out[0] = out[1] = out[2] = out[3] = padding; \
+            } else { \
+                size_t at_ = (size_t)ix_ * c + ch; \
+                dw_interleave(inside[0] ? _mm512_maskz_loadu_epi8(mask, line[0] + at_) : padding, \
+                              inside[1] ? _mm512_maskz_loadu_epi8(mask, line[1] + at_) : padding, \
+                              inside[2] ? _mm512_maskz_loadu_epi8(mask, line[2] + at_) : padding, zero, out); \
+            } }
+        for (int ox = 0; ox < ow; ox++) {
+            int x0 = ox * stride - pad_left;
+            if (ox > 0 && stride == 1) {
+                for (int q = 0; q < 4; q++) { a[q] = b[q]; b[q] = cc[q]; }
+                KILN_DW_COLUMN(x0 + 2, cc)
+            } else if (ox > 0 && stride == 2) {
+                for (int q = 0; q < 4; q++) a[q] = cc[q];
+                KILN_DW_COLUMN(x0 + 1, b)
+                KILN_DW_COLUMN(x0 + 2, cc)
+            } else {
+                KILN_DW_COLUMN(x0, a)
+                KILN_DW_COLUMN(x0 + 1, b)
+                KILN_DW_COLUMN(x0 + 2, cc)
+            }
+            __m512i acc[4];
+            for (int q = 0; q < 4; q++) {
+                acc[q] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias[q], a[q], wt[0][q]), b[q], wt[1][q]),
+                                             cc[q], wt[2][q]);
             }
             const uint8_t *res = rq->residual ? rq->residual + (size_t)ox * c + ch : NULL;
-            store16(acc, ch, mask, rq, res, y + (size_t)ox * c + ch);
+            dw_store(acc, multiplier, mask, rq, res, y + (size_t)ox * c + ch);
         }
+#undef KILN_DW_COLUMN
     }
 }
 #endif

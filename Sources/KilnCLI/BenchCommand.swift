@@ -21,6 +21,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Time forward + backward with the gradient taken with respect to the input (teachers only), as data synthesis does.")
     var backward = false
 
+    @Flag(help: "Students only: after timing, run --runs more times measuring each layer, and print where the time goes.")
+    var profile = false
+
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
@@ -41,7 +44,9 @@ struct BenchCommand: ParsableCommand {
             }
             let concrete = shape.substitutingBatch(batch)
             let x = Tensor(shape: concrete, scalars: (0..<concrete.elementCount).map { Float($0 % 255) / 127 - 1 })
+            if profile, case .teacher = loaded.backend { throw ValidationError("--profile needs a .kiln student") }
             var predict: () throws -> Void = { _ = try loaded.predict(x) }
+            var profilePass: (() throws -> [LayerTime])?
             if backward {
                 guard case .teacher(_, let graph, _) = loaded.backend else {
                     throw ValidationError("--backward needs an ONNX teacher")
@@ -63,6 +68,22 @@ struct BenchCommand: ParsableCommand {
                         }
                     }
                 }
+                profilePass = { [runs, batch] in
+                    var layers = LayerProfile(layers: student.student.layers.count)
+                    try x.scalars.withUnsafeBufferPointer { input in
+                        try output.withUnsafeMutableBufferPointer { out in
+                            for _ in 0..<runs { try context.run(inputs: [input], outputs: [out], batch: batch, profile: &layers) }
+                        }
+                    }
+                    return student.student.layers.indices.map { index in
+                        let layer = student.student.layers[index]
+                        let ms = Double(layers.nanoseconds[index]) / Double(layers.runs) / 1e6
+                        let macs = student.layerMACs[index] * batch
+                        return LayerTime(name: layer.name, op: layer.op.displayName,
+                                         outputShape: student.student.activations[layer.output].shape.substitutingBatch(batch),
+                                         macs: macs, ms: ms, gmacPerSecond: ms > 0 ? Double(macs) / (ms * 1e6) : 0)
+                    }
+                }
             }
             for _ in 0..<max(3, runs / 10) { try predict() }
             var times: [Double] = []
@@ -81,13 +102,15 @@ struct BenchCommand: ParsableCommand {
                                      threads: Parallel.threadCount, peakRSSMegabytes: peakResidentMegabytes(),
                                      minMs: times[0], medianMs: times[times.count / 2],
                                      p90Ms: times[min(times.count - 1, times.count * 9 / 10)],
-                                     gmacPerSecond: Double(macs * batch) / (times[times.count / 2] * 1e6))
+                                     gmacPerSecond: Double(macs * batch) / (times[times.count / 2] * 1e6),
+                                     layers: try profilePass?())
             if json {
                 try printJSON(result)
             } else {
                 print(String(format: "%@ (%@): batch %d, %d threads, %d runs: min %.3f ms, median %.3f ms, p90 %.3f ms, %.2f GMAC/s, peak RSS %.1f MB",
                              model, result.mode, batch, result.threads, runs, result.minMs, result.medianMs, result.p90Ms,
                              result.gmacPerSecond, result.peakRSSMegabytes))
+                if let layers = result.layers { print(profileTable(layers), terminator: "") }
             }
         }
     }
@@ -105,6 +128,46 @@ struct BenchResult: Encodable {
     var medianMs: Double
     var p90Ms: Double
     var gmacPerSecond: Double
+    /// With --profile: mean wall time of each layer.
+    var layers: [LayerTime]?
+}
+
+/// One layer's share of an inference (`kiln bench --profile`).
+struct LayerTime: Encodable {
+    var name: String
+    var op: String
+    var outputShape: [Int]
+    var macs: Int
+    var ms: Double
+    var gmacPerSecond: Double
+}
+
+/// The per-layer table and a summary per op kind, each with its share of the summed layer time.
+func profileTable(_ layers: [LayerTime]) -> String {
+    let total = max(layers.reduce(0) { $0 + $1.ms }, 1e-12)
+    let names = NameColumn(layers.map(\.name))
+    var text = "\n\(names.cell("layer"))  \("op".padding(toLength: 18, withPad: " ", startingAt: 0)) \("output".padding(toLength: 18, withPad: " ", startingAt: 0))       MMAC        ms  GMAC/s      %\n"
+    for layer in layers {
+        let shape = layer.outputShape.map(String.init).joined(separator: "×")
+        text += names.cell(layer.name) + "  " + layer.op.padding(toLength: 18, withPad: " ", startingAt: 0) + " "
+            + shape.padding(toLength: 18, withPad: " ", startingAt: 0)
+            + String(format: " %10.1f %9.4f %7.1f %6.1f\n", Double(layer.macs) / 1e6, layer.ms, layer.gmacPerSecond, 100 * layer.ms / total)
+    }
+    text += "\n\("op".padding(toLength: 18, withPad: " ", startingAt: 0)) layers       MMAC        ms  GMAC/s      %\n"
+    var order: [String] = []
+    var sums: [String: (count: Int, macs: Int, ms: Double)] = [:]
+    for layer in layers {
+        if sums[layer.op] == nil { order.append(layer.op) }
+        let old = sums[layer.op] ?? (0, 0, 0)
+        sums[layer.op] = (old.count + 1, old.macs + layer.macs, old.ms + layer.ms)
+    }
+    for op in order.sorted(by: { sums[$0]!.ms > sums[$1]!.ms }) {
+        let sum = sums[op]!
+        text += op.padding(toLength: 18, withPad: " ", startingAt: 0)
+            + String(format: " %6d %10.1f %9.4f %7.1f %6.1f\n", sum.count, Double(sum.macs) / 1e6, sum.ms,
+                     sum.ms > 0 ? Double(sum.macs) / (sum.ms * 1e6) : 0, 100 * sum.ms / total)
+    }
+    return text
 }
 
 /// The process's peak resident set size (VmHWM in /proc/self/status), in megabytes.

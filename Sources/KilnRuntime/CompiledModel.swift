@@ -35,13 +35,16 @@ final class CompiledConv: @unchecked Sendable {
     enum Kind {
         /// A one-group convolution or a gemm, as an indirect GEMM: one input pointer per output pixel and kernel tap.
         case indirect
+        /// A one-group convolution with few input channels (not a multiple of 4, under 16): receptive fields copied
+        /// into contiguous rows, then a plain GEMM, so taps do not each pad their channels to a 4-byte group.
+        case im2col
         /// 3×3 depthwise, stride 1 or 2.
         case depthwise3x3
     }
 
     let kind: Kind
     let layer: ConvLayer
-    /// Kernel taps (kH·kW) and bytes read per tap (input channels rounded up to 4).
+    /// Input segments per GEMM row (kH·kW taps; 1 for im2col) and bytes of each (rounded up to 4).
     let taps: Int, kc: Int
     /// Packed GEMM weights, or [9][C] depthwise weights.
     let weights: UnsafeMutablePointer<Int8>
@@ -54,7 +57,10 @@ final class CompiledConv: @unchecked Sendable {
         let cin = inputShape[1]
         self.layer = layer
         let m = layer.outputChannels
-        if isGemm || layer.group == 1 {
+        let kernelTaps = layer.kernel[0] * layer.kernel[1]
+        if !isGemm && layer.group == 1 && kernelTaps > 1 && cin % 4 != 0 && cin < 16 {
+            kind = .im2col
+        } else if isGemm || layer.group == 1 {
             kind = .indirect
         } else if layer.group == cin && m == cin && layer.kernel == [3, 3] && layer.dilations == [1, 1]
                     && layer.strides[0] == layer.strides[1] && (1...2).contains(layer.strides[0]) {
@@ -62,8 +68,11 @@ final class CompiledConv: @unchecked Sendable {
         } else {
             return nil
         }
-        taps = layer.kernel[0] * layer.kernel[1]
-        kc = kind == .indirect ? (cin + 3) / 4 * 4 : cin
+        switch kind {
+        case .indirect: (taps, kc) = (kernelTaps, (cin + 3) / 4 * 4)
+        case .im2col: (taps, kc) = (1, (kernelTaps * cin + 3) / 4 * 4)
+        case .depthwise3x3: (taps, kc) = (kernelTaps, cin)
+        }
         bias = .allocate(capacity: m)
         bias.initialize(from: layer.bias, count: m)
         multipliers = .allocate(capacity: m)
@@ -71,6 +80,11 @@ final class CompiledConv: @unchecked Sendable {
         if kind == .depthwise3x3 {
             weights = .allocate(capacity: 9 * m)
             for c in 0..<m { for tap in 0..<9 { weights[tap * m + c] = layer.weights[c * 9 + tap] } }
+        } else if kind == .im2col {
+            // [M][tap][C] is already [M][K] with K = taps · C; packing pads K to a multiple of 4.
+            let k = kernelTaps * cin
+            weights = .allocate(capacity: kiln_qs8_packed_size(Int32(m), Int32(k)))
+            layer.weights.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(k), weights) }
         } else {
             // [M][tap][C] → [M][tap][C rounded up to 4], zero-padded, then packed for the kernel tile.
             var padded = [Int8](repeating: 0, count: m * taps * kc)
@@ -96,23 +110,28 @@ struct CompiledModel: @unchecked Sendable {
     let kernels: KernelChoice
     let gemm: kiln_qu8s8_igemm_fn?
     let depthwise: kiln_qu8s8_dwconv3x3_fn?
+    let quantize: kiln_qu8_quantize_fn?
     /// Per layer: its compiled conv, or nil where the reference kernel runs.
     let convs: [CompiledConv?]
     /// Layers whose work a previous layer's fused epilogue already did.
     let skipped: Set<Int>
-    /// Most kernel taps of any layer (sizes the per-worker pointer tiles) and widest padded input row.
+    /// Most kernel taps of any layer (sizes the per-worker pointer tiles), widest padded input row, and the
+    /// longest im2col row.
     let maxTaps: Int
     let maxRowBytes: Int
+    let maxIm2colBytes: Int
 
     /// Prepares the layers the C kernels run and empties their weight arrays in `student` (they live packed here).
     init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
         guard kernels.isa >= 0 else {
-            (gemm, depthwise, convs, skipped, maxTaps, maxRowBytes) = (nil, nil, student.layers.map { _ in nil }, [], 0, 0)
+            (gemm, depthwise, quantize, convs, skipped) = (nil, nil, nil, student.layers.map { _ in nil }, [])
+            (maxTaps, maxRowBytes, maxIm2colBytes) = (0, 0, 0)
             return
         }
         gemm = kiln_qu8s8_igemm_for(kernels.isa)
         depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
+        quantize = kiln_qu8_quantize_nchw_for(kernels.isa)
         var convs: [CompiledConv?] = []
         for index in student.layers.indices {
             let layer = student.layers[index]
@@ -155,7 +174,8 @@ struct CompiledModel: @unchecked Sendable {
         self.convs = convs
         self.skipped = skipped
         maxTaps = convs.compactMap { $0?.taps }.max() ?? 0
-        maxRowBytes = convs.compactMap { $0?.kc }.max() ?? 0
+        maxRowBytes = convs.compactMap { $0?.kind == .indirect ? $0?.kc : nil }.max() ?? 0
+        maxIm2colBytes = convs.compactMap { $0?.kind == .im2col ? $0?.kc : nil }.max() ?? 0
     }
 }
 

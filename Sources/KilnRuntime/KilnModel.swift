@@ -73,6 +73,8 @@ public final class KilnModel: Sendable {
     public let parameterCount: Int
     /// Multiply-accumulates of one inference of one sample.
     public let macsPerSample: Int
+    /// Multiply-accumulates of each layer for one sample.
+    public let layerMACs: [Int]
     /// Model inputs.
     public let inputs: [TensorSpec]
     /// Model outputs.
@@ -105,7 +107,8 @@ public final class KilnModel: Sendable {
         }
         self.options = options
         parameterCount = student.parameterCount
-        macsPerSample = student.macsPerSample
+        layerMACs = student.layerMACs
+        macsPerSample = layerMACs.reduce(0, +)
         var slim = student
         compiled = CompiledModel(&slim, kernels: options.kernels)
         self.student = slim
@@ -191,6 +194,23 @@ public final class KilnContext: @unchecked Sendable {
     /// to logical NCHW order (slow; for diagnostics).
     public func run(inputs: [UnsafeBufferPointer<Float>], outputs: [UnsafeMutableBufferPointer<Float>], batch: Int,
                     observe: ((Int, [Float]) -> Void)? = nil) throws {
+        try execute(inputs: inputs, outputs: outputs, batch: batch, observe: observe, profile: nil)
+    }
+
+    /// Runs the model like `run(inputs:outputs:batch:)` and adds each layer's wall time to `profile`.
+    public func run(inputs: [UnsafeBufferPointer<Float>], outputs: [UnsafeMutableBufferPointer<Float>], batch: Int,
+                    profile: inout LayerProfile) throws {
+        if profile.nanoseconds.count != model.student.layers.count {
+            profile = LayerProfile(layers: model.student.layers.count)
+        }
+        try profile.nanoseconds.withUnsafeMutableBufferPointer { times in
+            try execute(inputs: inputs, outputs: outputs, batch: batch, observe: nil, profile: times)
+        }
+        profile.runs += 1
+    }
+
+    private func execute(inputs: [UnsafeBufferPointer<Float>], outputs: [UnsafeMutableBufferPointer<Float>], batch: Int,
+                         observe: ((Int, [Float]) -> Void)?, profile: UnsafeMutableBufferPointer<UInt64>?) throws {
         let student = model.student
         guard inputs.count == model.inputs.count, outputs.count == model.outputs.count else {
             throw KilnRuntimeError(message: "the model takes \(model.inputs.count) input(s) and \(model.outputs.count) output(s)")
@@ -219,26 +239,36 @@ public final class KilnContext: @unchecked Sendable {
         let zeros = (base + plan.zeroOffset).assumingMemoryBound(to: UInt8.self)
         // Diagnostics read every layer's own output, so they run the reference kernels (bit-identical results).
         let compiled = observe == nil ? model.compiled : nil
+        var started = profile == nil ? 0 : monotonicNanoseconds()
         for (index, layer) in student.layers.enumerated() {
+            defer {
+                if let profile {
+                    let now = monotonicNanoseconds()
+                    profile[index] &+= now &- started
+                    started = now
+                }
+            }
             if let compiled, compiled.skipped.contains(index) { continue }
             if let compiled, let conv = compiled.convs[index] {
                 let residual = conv.residual.map { bytes($0.input) }
                 let output = bytes(conv.residual?.output ?? layer.output)
                 runCompiled(conv, compiled, layer, batch: batch, input: bytes(layer.inputs[0]), output: output,
-                            residual: residual, pointers: pointers, maxTaps: compiled.maxTaps, zeros: zeros)
+                            residual: residual, pointers: pointers, maxTaps: compiled.maxTaps, zeros: zeros,
+                            im2col: (base + plan.im2colOffset).assumingMemoryBound(to: UInt8.self))
                 continue
             }
             let outInfo = student.activations[layer.output]
             let inInfo = layer.inputs.map { student.activations[$0] }
             let outImage = ReferenceKernels.Image(outInfo.shape, batch: batch)
             switch layer.op {
-            case .quantize where compiled != nil && outInfo.bits == 8:
+            case .quantize where compiled?.quantize != nil && outInfo.bits == 8:
                 let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
                 let channels = outInfo.shape.count == 4 ? outInfo.shape[1] : 1, plane = sample / channels
                 let q = outInfo.quantization
+                let quantize = compiled!.quantize!
                 for b in 0..<batch {
-                    kiln_qu8_quantize_nchw(source + b * sample, Int32(channels), Int32(plane), q.scale, q.zeroPoint,
+                    quantize(source + b * sample, Int32(channels), Int32(plane), q.scale, q.zeroPoint,
                                            destination + b * sample)
                 }
             case .maxPool(let p) where compiled != nil:
@@ -321,7 +351,7 @@ public final class KilnContext: @unchecked Sendable {
     private func runCompiled(_ conv: CompiledConv, _ compiled: CompiledModel, _ layer: Layer, batch: Int,
                              input: UnsafeMutablePointer<UInt8>, output: UnsafeMutablePointer<UInt8>,
                              residual: UnsafeMutablePointer<UInt8>?, pointers: UnsafeMutablePointer<UnsafePointer<UInt8>?>,
-                             maxTaps: Int, zeros: UnsafeMutablePointer<UInt8>) {
+                             maxTaps: Int, zeros: UnsafeMutablePointer<UInt8>, im2col: UnsafeMutablePointer<UInt8>) {
         let student = model.student
         let inInfo = student.activations[layer.inputs[0]], outInfo = student.activations[layer.output]
         let m = conv.layer.outputChannels
@@ -341,7 +371,7 @@ public final class KilnContext: @unchecked Sendable {
         let image = ReferenceKernels.Image(inInfo.shape, batch: batch), out = ReferenceKernels.Image(outInfo.shape, batch: batch)
         let weights = UnsafePointer(conv.weights)
         switch conv.kind {
-        case .indirect:
+        case .indirect, .im2col:
             let l = conv.layer, taps = conv.taps, tile = MemoryPlan.tileRows
             let pixels = out.h * out.w
             // A gemm's batch rows all belong to one "image" of N pixels.
@@ -349,12 +379,16 @@ public final class KilnContext: @unchecked Sendable {
             let perImage = layer.op.isGemm ? batch : pixels
             let tilesPerImage = (perImage + tile - 1) / tile
             let zeroRow = UnsafePointer(zeros)
-            zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
+            if conv.kind == .indirect {
+                zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
+            }
             let gemm = compiled.gemm!
             let (sh, sw, pt, pl, dh, dw) = (l.strides[0], l.strides[1], l.pads[0], l.pads[1], l.dilations[0], l.dilations[1])
             let (kh, kw) = (l.kernel[0], l.kernel[1])
+            let zeroPoint = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
             parallelFor(images * tilesPerImage) { begin, end, worker in
                 let rows = pointers + worker * tile * maxTaps
+                let fields = im2col + worker * tile * compiled.maxIm2colBytes
                 var local = rq
                 for task in begin..<end {
                     let b = task / tilesPerImage, first = (task % tilesPerImage) * tile
@@ -362,6 +396,11 @@ public final class KilnContext: @unchecked Sendable {
                     let base = UnsafePointer(input + b * image.h * image.w * image.c)
                     if layer.op.isGemm {
                         for r in 0..<count { rows[r] = base + (first + r) * image.c }
+                    } else if conv.kind == .im2col {
+                        kiln_qu8_conv_im2col(base, Int32(image.h), Int32(image.w), Int32(image.c), Int32(kh), Int32(kw),
+                                             Int32(sh), Int32(sw), Int32(pt), Int32(pl), Int32(dh), Int32(dw),
+                                             Int32(out.w), Int32(first), Int32(count), zeroPoint, Int32(conv.kc), fields)
+                        for r in 0..<count { rows[r] = UnsafePointer(fields + r * conv.kc) }
                     } else {
                         kiln_qu8_conv_indirection(base, Int32(image.h), Int32(image.w), Int32(image.c), Int32(kh), Int32(kw),
                                                   Int32(sh), Int32(sw), Int32(pt), Int32(pl), Int32(dh), Int32(dw),
@@ -442,6 +481,24 @@ public final class KilnContext: @unchecked Sendable {
     }
 }
 
+/// Wall time per layer, summed over runs (`KilnContext.run(inputs:outputs:batch:profile:)`).
+public struct LayerProfile: Sendable {
+    /// Nanoseconds per layer (indexed like `StudentModel.layers`), summed over `runs`.
+    public var nanoseconds: [UInt64]
+    /// Runs summed.
+    public var runs = 0
+
+    /// An empty profile for a model of `layers` layers.
+    public init(layers: Int) { nanoseconds = [UInt64](repeating: 0, count: layers) }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
 /// Where each uint8 activation lives in one arena for a given batch size: tensors whose lifetimes do not
 /// overlap share bytes (greedy by size, first fit).
 struct MemoryPlan {
@@ -454,6 +511,8 @@ struct MemoryPlan {
     var tileOffset = 0
     /// A row of the input zero point, for padding cells.
     var zeroOffset = 0
+    /// Per-worker im2col rows (tileRows × the longest im2col row each), from `im2colOffset`.
+    var im2colOffset = 0
     var size = 0
 
     init(_ student: StudentModel, batch: Int, compiled: CompiledModel, threads: Int) {
@@ -505,7 +564,8 @@ struct MemoryPlan {
         }.max() ?? 0
         tileOffset = scratchOffset + align(max(scratch, 1))
         zeroOffset = tileOffset + align(Self.tileRows * max(compiled.maxTaps, 1) * MemoryLayout<UnsafeRawPointer>.size * threads)
+        im2colOffset = zeroOffset + align(max(compiled.maxRowBytes, 1))
         // 64 spare bytes: kernels read whole 4-byte groups, up to 3 bytes past a tensor's last row.
-        size = zeroOffset + align(max(compiled.maxRowBytes, 1)) + 64
+        size = im2colOffset + align(Self.tileRows * compiled.maxIm2colBytes * threads) + 64
     }
 }

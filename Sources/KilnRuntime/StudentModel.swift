@@ -200,13 +200,15 @@ extension StudentModel {
     }
 
     /// Multiply-accumulates of one inference of one sample.
-    public var macsPerSample: Int {
-        layers.reduce(0) { total, layer in
+    public var macsPerSample: Int { layerMACs.reduce(0, +) }
+
+    /// Multiply-accumulates of each layer for one sample (zero for layers without weights).
+    public var layerMACs: [Int] {
+        layers.map { layer in
             switch layer.op {
             case .conv(let c), .gemm(let c):
-                let out = activations[layer.output].shape.dropFirst().reduce(1, *)
-                return total + out * c.weights.count / c.outputChannels
-            default: return total
+                return activations[layer.output].shape.dropFirst().reduce(1, *) * c.weights.count / c.outputChannels
+            default: return 0
             }
         }
     }

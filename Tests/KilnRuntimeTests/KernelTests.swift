@@ -87,6 +87,14 @@ let kernelShapes: [KernelShape] = [
     ([5, 70, 1, 1], 10, 1, 1, 0, 1, 1, true, false),    // gemm, K = 70
     ([3, 9, 1, 1], 33, 1, 1, 0, 1, 1, true, true),      // gemm with residual
     ([2, 6, 8, 8], 12, 3, 1, 1, 1, 3, false, false),    // grouped (reference fallback on every variant)
+    ([1, 40, 6, 19], 40, 3, 1, 1, 1, 40, false, true),  // depthwise, wide rows: blocks of 4 interior pixels and tails
+    ([1, 24, 4, 13], 24, 3, 1, 0, 1, 24, false, false), // depthwise without padding
+    ([2, 20, 9, 17], 20, 3, 2, 1, 1, 20, false, false), // strided depthwise, wide rows
+    ([1, 72, 5, 6], 72, 3, 1, 1, 1, 72, false, true),   // depthwise over a full 64-channel block and a tail
+    ([1, 64, 6, 5], 64, 3, 2, 1, 1, 64, false, false),  // strided depthwise, exactly one 64-channel block
+    ([1, 3, 17, 15], 16, 7, 2, 3, 1, 1, false, false),  // 7×7 stride-2 stem on 3 channels (im2col)
+    ([2, 1, 9, 9], 16, 3, 1, 1, 1, 1, false, true),     // 3×3 stem on one channel (im2col) with residual
+    ([1, 2, 9, 9], 8, 3, 1, 2, 2, 1, false, false),     // dilated im2col with wide padding
 ]
 
 @Suite("int8 kernel variants against the reference kernels")
@@ -123,6 +131,22 @@ struct KernelTests {
         let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
         let output = try KilnModel(student, options: .init(threads: 2, kernels: kernels)).predict(input)
         #expect(output == reference)
+    }
+
+    @Test("input quantization matches the reference on every variant, including NaN, infinities and huge values",
+          arguments: KernelChoice.all)
+    func quantizeSpecialValues(_ kernels: KernelChoice) throws {
+        guard kernels.isSupported else { return }
+        let specials: [Float] = [.nan, .infinity, -.infinity, 1e30, -1e30, 0.5, -0.5, 1.5, 2.5, 0, -0]
+        for channels in [1, 3, 17] {
+            let batchShape = [2, channels, 5, 7]
+            let student = KernelCase.student(seed: UInt64(channels), batchShape: batchShape, cout: 5, kernel: 1, stride: 1, pad: 0)
+            var input = KernelCase.input(count: batchShape.reduce(1, *), seed: 3)
+            for (i, value) in specials.enumerated() { input[i * 13 % input.count] = value }
+            let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
+            let output = try KilnModel(student, options: .init(threads: 1, kernels: kernels)).predict(input)
+            #expect(output == reference, "\(kernels), \(channels) channels")
+        }
     }
 
     @Test("the CPU probe names a supported variant")

@@ -86,9 +86,9 @@ void kiln_qu8s8_dwconv3x3__scalar(const uint8_t *x, int h, int w, int c, int oy,
 void kiln_qu8s8_dwconv3x3__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
                                 int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
                                 const kiln_requant *rq);
-void kiln_qu8s8_dwconv3x3__avx512(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
-                                  int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
-                                  const kiln_requant *rq);
+void kiln_qu8s8_dwconv3x3_64c4__avx512vnni(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
+                                           int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                           uint8_t *y, const kiln_requant *rq);
 
 /// The depthwise variant for an ISA.
 kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa);
@@ -99,6 +99,14 @@ void kiln_qu8_conv_indirection(const uint8_t *image, int h, int w, int c, int kh
                                int pad_top, int pad_left, int dilation_h, int dilation_w, int ow, int first, int count,
                                const uint8_t *zero, const uint8_t **rows);
 
+/// Copies the receptive fields of `count` consecutive output pixels (from pixel `first` of an oh×ow map) of an NHWC
+/// u8 image into rows of `k` bytes (k ≥ kh·kw·c): tap-major, channels inner, `zero` where a tap falls in the padding,
+/// 0 after the last tap. For convolutions with few input channels, where one pointer per tap would waste most of each
+/// 4-byte group.
+void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int kw, int stride_h, int stride_w,
+                          int pad_top, int pad_left, int dilation_h, int dilation_w, int ow, int first, int count,
+                          uint8_t zero, int k, uint8_t *out);
+
 /// Max pooling of NHWC u8 for output row `oy` of one image (all `ow` pixels, `c` channels); cells in the padding
 /// never win (the result is the maximum of the in-bounds cells, or 0 if there are none).
 void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
@@ -106,7 +114,13 @@ void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int
 
 /// Quantizes one float sample stored NCHW ([c][plane]) to u8 stored NHWC ([plane][c]):
 /// q = clamp(rint(x / scale) + zero_point, 0, 255), 255 or 0 for ±infinity, 0 for NaN.
-void kiln_qu8_quantize_nchw(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+typedef void (*kiln_qu8_quantize_fn)(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+
+void kiln_qu8_quantize_nchw__scalar(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+void kiln_qu8_quantize_nchw__avx512(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+
+/// The quantizer variant for an ISA.
+kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa);
 
 /// A persistent pool of worker threads for intra-op parallelism.
 typedef struct kiln_pool kiln_pool;
