@@ -61,15 +61,39 @@ void kiln_qu8_conv_indirection(const uint8_t *image, int h, int w, int c, int kh
     }
 }
 
+/// memcpy for the short segments of im2col (a few bytes: a library call would cost more than the copy), reading and
+/// writing only the n bytes given.
+static inline void copy_short(uint8_t *destination, const uint8_t *source, size_t n) {
+    if (n >= 8) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) memcpy(destination + i, source + i, 8);
+        if (i < n) memcpy(destination + n - 8, source + n - 8, 8);  // overlapping tail
+    } else if (n >= 4) {
+        memcpy(destination, source, 4);
+        memcpy(destination + n - 4, source + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++) destination[i] = source[i];
+    }
+}
+
 void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int kw, int stride_h, int stride_w,
                           int pad_top, int pad_left, int dilation_h, int dilation_w, int ow, int first, int count,
                           uint8_t zero, int k, uint8_t *out) {
     int used = kh * kw * c;
     size_t segment = (size_t)kw * c;
-    for (int r = 0; r < count; r++) {
-        int pixel = first + r, oy = pixel / ow, ox = pixel % ow;
+    int oy = first / ow, ox = first % ow;
+    for (int r = 0; r < count; r++, ox = ox + 1 == ow ? 0 : ox + 1, oy += ox == 0) {
         uint8_t *row = out + (size_t)r * k;
         int x0 = ox * stride_w - pad_left;
+        int y0 = oy * stride_h - pad_top;
+        if (dilation_w == 1 && x0 >= 0 && x0 + kw <= w && y0 >= 0 && y0 + (kh - 1) * dilation_h < h) {
+            // The whole window is inside the image: one segment per kernel row.
+            const uint8_t *source = image + ((size_t)y0 * w + x0) * c;
+            size_t line = (size_t)dilation_h * w * c;
+            for (int i = 0; i < kh; i++) copy_short(row + (size_t)i * segment, source + (size_t)i * line, segment);
+            for (int i = used; i < k; i++) row[i] = 0;
+            continue;
+        }
         int whole = dilation_w == 1 && x0 >= 0 && x0 + kw <= w;
         for (int i = 0; i < kh; i++) {
             int iy = oy * stride_h - pad_top + i * dilation_h;
@@ -77,18 +101,18 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
             if (iy < 0 || iy >= h) {
                 memset(dst, zero, segment);
             } else if (whole) {
-                memcpy(dst, image + ((size_t)iy * w + x0) * c, segment);
+                copy_short(dst, image + ((size_t)iy * w + x0) * c, segment);
             } else {
                 for (int j = 0; j < kw; j++) {
                     int ix = x0 + j * dilation_w;
                     if (ix >= 0 && ix < w) {
-                        memcpy(dst + (size_t)j * c, image + ((size_t)iy * w + ix) * c, (size_t)c);
+                        copy_short(dst + (size_t)j * c, image + ((size_t)iy * w + ix) * c, (size_t)c);
                     } else {
                         memset(dst + (size_t)j * c, zero, (size_t)c);
                     }
                 }
             }
         }
-        memset(row + used, 0, (size_t)(k - used));
+        for (int i = used; i < k; i++) row[i] = 0;
     }
 }

@@ -86,6 +86,8 @@ let kernelShapes: [KernelShape] = [
     ([1, 16, 5, 5], 16, 3, 1, 1, 1, 16, false, false),  // depthwise, exact vector width
     ([5, 70, 1, 1], 10, 1, 1, 0, 1, 1, true, false),    // gemm, K = 70
     ([3, 9, 1, 1], 33, 1, 1, 0, 1, 1, true, true),      // gemm with residual
+    ([4, 20, 1, 1], 17, 1, 1, 0, 1, 1, true, false),    // gemm, a 4-row tile
+    ([2, 12, 2, 1], 5, 1, 1, 0, 1, 1, false, false),    // 1×1 conv on two-pixel images: 2-row tiles
     ([2, 6, 8, 8], 12, 3, 1, 1, 1, 3, false, false),    // grouped (reference fallback on every variant)
     ([1, 40, 6, 19], 40, 3, 1, 1, 1, 40, false, true),  // depthwise, wide rows: blocks of 4 interior pixels and tails
     ([1, 24, 4, 13], 24, 3, 1, 0, 1, 24, false, false), // depthwise without padding
