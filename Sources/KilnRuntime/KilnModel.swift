@@ -139,6 +139,8 @@ public final class KilnContext: @unchecked Sendable {
     private unowned let unownedModel: KilnModel
     private let retainedModel: KilnModel?
     private var plan: MemoryPlan?
+    /// Per layer: whether its cached indirection buffer (see `MemoryPlan.indirectionOffsets`) is filled for `plan`.
+    private var indirectionFilled: [Bool] = []
     private var arena = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
     private var arenaSize = 64
     /// Worker threads of this context (nil: single-threaded).
@@ -252,9 +254,15 @@ public final class KilnContext: @unchecked Sendable {
             if let compiled, let conv = compiled.convs[index] {
                 let residual = conv.residual.map { bytes($0.input) }
                 let output = bytes(conv.residual?.output ?? layer.output)
+                var cached: Indirection?
+                if let offset = plan.indirectionOffsets[index] {
+                    cached = Indirection(rows: (base + offset).assumingMemoryBound(to: UnsafePointer<UInt8>?.self),
+                                         filled: indirectionFilled[index])
+                    indirectionFilled[index] = true
+                }
                 runCompiled(conv, compiled, layer, batch: batch, input: bytes(layer.inputs[0]), output: output,
                             residual: residual, pointers: pointers, maxTaps: compiled.maxTaps, zeros: zeros,
-                            im2col: (base + plan.im2colOffset).assumingMemoryBound(to: UInt8.self))
+                            im2col: (base + plan.im2colOffset).assumingMemoryBound(to: UInt8.self), cached: cached)
                 continue
             }
             let outInfo = student.activations[layer.output]
@@ -351,7 +359,8 @@ public final class KilnContext: @unchecked Sendable {
     private func runCompiled(_ conv: CompiledConv, _ compiled: CompiledModel, _ layer: Layer, batch: Int,
                              input: UnsafeMutablePointer<UInt8>, output: UnsafeMutablePointer<UInt8>,
                              residual: UnsafeMutablePointer<UInt8>?, pointers: UnsafeMutablePointer<UnsafePointer<UInt8>?>,
-                             maxTaps: Int, zeros: UnsafeMutablePointer<UInt8>, im2col: UnsafeMutablePointer<UInt8>) {
+                             maxTaps: Int, zeros: UnsafeMutablePointer<UInt8>, im2col: UnsafeMutablePointer<UInt8>,
+                             cached: Indirection?) {
         let student = model.student
         let inInfo = student.activations[layer.inputs[0]], outInfo = student.activations[layer.output]
         let m = conv.layer.outputChannels
@@ -386,6 +395,15 @@ public final class KilnContext: @unchecked Sendable {
             let (sh, sw, pt, pl, dh, dw) = (l.strides[0], l.strides[1], l.pads[0], l.pads[1], l.dilations[0], l.dilations[1])
             let (kh, kw) = (l.kernel[0], l.kernel[1])
             let zeroPoint = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
+            if let cached, !cached.filled {
+                // Input pointers depend only on the arena and the geometry: fill them once for this plan.
+                for b in 0..<images {
+                    kiln_qu8_conv_indirection(UnsafePointer(input + b * image.h * image.w * image.c), Int32(image.h),
+                                              Int32(image.w), Int32(image.c), Int32(kh), Int32(kw), Int32(sh), Int32(sw),
+                                              Int32(pt), Int32(pl), Int32(dh), Int32(dw), Int32(out.w), 0, Int32(perImage),
+                                              zeroRow, cached.rows + b * perImage * taps)
+                }
+            }
             parallelFor(images * tilesPerImage) { begin, end, worker in
                 let rows = pointers + worker * tile * maxTaps
                 let fields = im2col + worker * tile * compiled.maxIm2colBytes
@@ -394,7 +412,9 @@ public final class KilnContext: @unchecked Sendable {
                     let b = task / tilesPerImage, first = (task % tilesPerImage) * tile
                     let count = min(tile, perImage - first)
                     let base = UnsafePointer(input + b * image.h * image.w * image.c)
-                    if layer.op.isGemm {
+                    if cached != nil {
+                        // Filled above.
+                    } else if layer.op.isGemm {
                         for r in 0..<count { rows[r] = base + (first + r) * image.c }
                     } else if conv.kind == .im2col {
                         kiln_qu8_conv_im2col(base, Int32(image.h), Int32(image.w), Int32(image.c), Int32(kh), Int32(kw),
@@ -408,7 +428,8 @@ public final class KilnContext: @unchecked Sendable {
                     }
                     let row0 = b * perImage + first
                     local.residual = residual.map { UnsafePointer($0 + row0 * m) }
-                    gemm(Int32(count), Int32(m), Int32(conv.kc), Int32(taps), rows, weights, output + row0 * m, m, &local)
+                    gemm(Int32(count), Int32(m), Int32(conv.kc), Int32(taps), cached.map { $0.rows + row0 * taps } ?? rows,
+                         weights, output + row0 * m, m, &local)
                 }
             }
         case .depthwise3x3:
@@ -471,6 +492,7 @@ public final class KilnContext: @unchecked Sendable {
     private func prepare(batch: Int) -> MemoryPlan {
         if let plan, plan.batch == batch { return plan }
         let plan = MemoryPlan(model.student, batch: batch, compiled: model.compiled, threads: threads)
+        indirectionFilled = [Bool](repeating: false, count: model.student.layers.count)
         if plan.size > arenaSize {
             arena.deallocate()
             arenaSize = plan.size
@@ -479,6 +501,12 @@ public final class KilnContext: @unchecked Sendable {
         self.plan = plan
         return plan
     }
+}
+
+/// A conv layer's input pointers kept in the arena across runs, and whether they are already filled.
+struct Indirection {
+    var rows: UnsafeMutablePointer<UnsafePointer<UInt8>?>
+    var filled: Bool
 }
 
 /// Wall time per layer, summed over runs (`KilnContext.run(inputs:outputs:batch:profile:)`).
@@ -513,6 +541,10 @@ struct MemoryPlan {
     var zeroOffset = 0
     /// Per-worker im2col rows (tileRows × the longest im2col row each), from `im2colOffset`.
     var im2colOffset = 0
+    /// Per conv layer with cached input pointers: where its batch × pixels × taps pointers start.
+    var indirectionOffsets: [Int: Int] = [:]
+    /// Most bytes of cached input pointers per context.
+    static let indirectionBudget = 1 << 20
     var size = 0
 
     init(_ student: StudentModel, batch: Int, compiled: CompiledModel, threads: Int) {
@@ -565,7 +597,23 @@ struct MemoryPlan {
         tileOffset = scratchOffset + align(max(scratch, 1))
         zeroOffset = tileOffset + align(Self.tileRows * max(compiled.maxTaps, 1) * MemoryLayout<UnsafeRawPointer>.size * threads)
         im2colOffset = zeroOffset + align(max(compiled.maxRowBytes, 1))
+        size = im2colOffset + align(Self.tileRows * compiled.maxIm2colBytes * threads)
+        // Input pointers of convolutions with several taps, kept across runs, narrowest inputs first (where building
+        // them costs most relative to the arithmetic), within a budget.
+        var budget = Self.indirectionBudget
+        let candidates = compiled.convs.indices.filter { index in
+            guard let conv = compiled.convs[index], conv.kind == .indirect, conv.taps > 1 else { return false }
+            return !student.layers[index].op.isGemm
+        }.sorted { compiled.convs[$0]!.kc < compiled.convs[$1]!.kc }
+        for index in candidates {
+            let pixels = student.activations[student.layers[index].output].shape.dropFirst(2).reduce(1, *)
+            let bytes = batch * pixels * compiled.convs[index]!.taps * MemoryLayout<UnsafeRawPointer>.size
+            guard bytes <= budget else { continue }
+            budget -= bytes
+            indirectionOffsets[index] = size
+            size += align(bytes)
+        }
         // 64 spare bytes: kernels read whole 4-byte groups, up to 3 bytes past a tensor's last row.
-        size = im2colOffset + align(Self.tileRows * compiled.maxIm2colBytes * threads) + 64
+        size += 64
     }
 }

@@ -151,6 +151,20 @@ struct KernelTests {
         }
     }
 
+    @Test("one context reused across inputs and batch sizes matches the reference every time (cached input pointers)",
+          arguments: KernelChoice.all)
+    func reusedContext(_ kernels: KernelChoice) throws {
+        guard kernels.isSupported else { return }
+        let student = KernelCase.student(seed: 5, batchShape: [1, 16, 9, 11], cout: 24, kernel: 3, stride: 1, pad: 1,
+                                         residual: true)
+        let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference))
+        let context = try KilnModel(student, options: .init(threads: 2, kernels: kernels)).makeContext()
+        for (run, batch) in [1, 1, 3, 1, 3].enumerated() {
+            let input = KernelCase.input(count: batch * 16 * 9 * 11, seed: UInt64(run))
+            #expect(try context.predict(input) == reference.predict(input), "\(kernels), run \(run), batch \(batch)")
+        }
+    }
+
     @Test("the CPU probe names a supported variant")
     func probe() {
         let best = KernelChoice.best
