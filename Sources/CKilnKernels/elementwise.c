@@ -1,5 +1,6 @@
 // Non-GEMM kernels on NHWC u8 tensors: max pooling and input quantization. Plain C (vectorized by the compiler
 // for the baseline ISA) plus an AVX-512 quantizer; bit-exact with the reference kernels.
+#pragma STDC FP_CONTRACT OFF
 #include <math.h>
 #include "kiln_kernels.h"
 
@@ -17,6 +18,33 @@ void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int
                 const uint8_t *in = x + ((size_t)iy * w + ix) * c;
                 for (int ch = 0; ch < c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
             }
+        }
+    }
+}
+
+void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point,
+                                  float output_scale, int32_t output_zero_point, int32_t max_level, uint8_t *y) {
+    enum { block = 256 };
+    int32_t sum[block];
+    for (int c0 = 0; c0 < c; c0 += block) {
+        int width = c - c0 < block ? c - c0 : block;
+        for (int k = 0; k < width; k++) sum[k] = 0;
+        for (int p = 0; p < pixels; p++) {
+            const uint8_t *row = x + (size_t)p * c + c0;
+            for (int k = 0; k < width; k++) sum[k] += row[k];
+        }
+        for (int k = 0; k < width; k++) {
+            float real = input_scale * (float)(sum[k] - pixels * input_zero_point) / (float)pixels;
+            float scaled = rintf(real / output_scale);
+            int32_t level;
+            if (!isfinite(scaled)) {
+                level = scaled > 0 ? max_level : 0;
+            } else {
+                scaled = scaled > 1e6f ? 1e6f : (scaled < -1e6f ? -1e6f : scaled);
+                level = (int32_t)scaled + output_zero_point;
+                level = level < 0 ? 0 : (level > max_level ? max_level : level);
+            }
+            y[c0 + k] = (uint8_t)level;
         }
     }
 }

@@ -115,6 +115,9 @@ struct CompiledModel: @unchecked Sendable {
     let convs: [CompiledConv?]
     /// Layers whose work a previous layer's fused epilogue already did.
     let skipped: Set<Int>
+    /// Global average pools followed by a flattening reshape ([N, C, 1, 1] → [N, C], the same bytes in NHWC): the
+    /// pool writes the reshape's output (the head's fully-connected input) directly, and the reshape is skipped.
+    let pooledHeads: [Int: Int]
     /// Most kernel taps of any layer (sizes the per-worker pointer tiles), widest padded input row, and the
     /// longest im2col row.
     let maxTaps: Int
@@ -125,7 +128,7 @@ struct CompiledModel: @unchecked Sendable {
     init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
         guard kernels.isa >= 0 else {
-            (gemm, depthwise, quantize, convs, skipped) = (nil, nil, nil, student.layers.map { _ in nil }, [])
+            (gemm, depthwise, quantize, convs, skipped, pooledHeads) = (nil, nil, nil, student.layers.map { _ in nil }, [], [:])
             (maxTaps, maxRowBytes, maxIm2colBytes) = (0, 0, 0)
             return
         }
@@ -171,8 +174,19 @@ struct CompiledModel: @unchecked Sendable {
             convs[p]!.residual = (other, layer.output, clamp)
             skipped.insert(index)
         }
+        var pooledHeads: [Int: Int] = [:]
+        for (index, layer) in student.layers.enumerated() {
+            guard case .globalAveragePool = layer.op, readers[layer.output] == 1, !student.outputs.contains(layer.output),
+                  let reshape = student.layers.indices.first(where: {
+                      if case .reshape = student.layers[$0].op { return student.layers[$0].inputs == [layer.output] }
+                      return false
+                  }), student.activations[student.layers[reshape].output].shape.count == 2 else { continue }
+            pooledHeads[index] = student.layers[reshape].output
+            skipped.insert(reshape)
+        }
         self.convs = convs
         self.skipped = skipped
+        self.pooledHeads = pooledHeads
         maxTaps = convs.compactMap { $0?.taps }.max() ?? 0
         maxRowBytes = convs.compactMap { $0?.kind == .indirect ? $0?.kc : nil }.max() ?? 0
         maxIm2colBytes = convs.compactMap { $0?.kind == .im2col ? $0?.kc : nil }.max() ?? 0

@@ -324,6 +324,17 @@ public final class KilnContext: @unchecked Sendable {
                 ReferenceKernels.averagePool(p, bytes(layer.inputs[0]), ReferenceKernels.Image(inInfo[0].shape, batch: batch),
                                              inInfo[0].quantization, bytes(layer.output), outImage, outInfo.quantization,
                                              maxLevel: outInfo.maxLevel)
+            case .globalAveragePool where compiled?.gemm != nil:
+                // With a following flattening reshape folded in, the pooled values go straight to the reshape's output.
+                let target = compiled!.pooledHeads[index] ?? layer.output
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch)
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(target))
+                let (inQ, outQ) = (inInfo[0].quantization, outInfo.quantization)
+                for b in 0..<batch {
+                    kiln_qu8_global_average_pool(source + b * image.h * image.w * image.c, Int32(image.h * image.w),
+                                                 Int32(image.c), inQ.scale, inQ.zeroPoint, outQ.scale, outQ.zeroPoint,
+                                                 outInfo.maxLevel, destination + b * image.c)
+                }
             case .globalAveragePool:
                 ReferenceKernels.globalAveragePool(bytes(layer.inputs[0]), ReferenceKernels.Image(inInfo[0].shape, batch: batch),
                                                    inInfo[0].quantization, bytes(layer.output), outInfo.quantization,
@@ -557,12 +568,14 @@ struct MemoryPlan {
             last[layer.output] = max(last[layer.output], index)
             for input in layer.inputs { last[input] = max(last[input], index) }
         }
-        // A residual add folded into a conv writes its output when the conv runs.
+        // A residual add folded into a conv writes its output when the conv runs; so does a pooling layer whose
+        // flattening reshape is folded in.
         for (index, conv) in compiled.convs.enumerated() {
             guard let fused = conv?.residual else { continue }
             first[fused.output] = min(first[fused.output], index)
             last[fused.input] = max(last[fused.input], index)
         }
+        for (index, output) in compiled.pooledHeads { first[output] = min(first[output], index) }
         func align(_ x: Int) -> Int { (x + 63) / 64 * 64 }
         let sizes = student.activations.map { $0.type == .uint8 ? align(batch * $0.shape.dropFirst().reduce(1, *)) : 0 }
         var placed: [(offset: Int, size: Int, first: Int, last: Int)] = []

@@ -165,6 +165,40 @@ struct KernelTests {
         }
     }
 
+    @Test("a pooled head (1×1 conv to 300 channels, global average pool, flatten, gemm) matches the reference",
+          arguments: KernelChoice.all)
+    func pooledHead(_ kernels: KernelChoice) throws {
+        guard kernels.isSupported else { return }
+        var g = KernelCase.Generator(state: 9)
+        var conv = KernelCase.conv(&g, cin: 5, cout: 300, kernel: 1, stride: 1, pad: 0, dilation: 1, group: 1)
+        conv.clamp = 0...255
+        let fc = KernelCase.conv(&g, cin: 300, cout: 7, kernel: 1, stride: 1, pad: 0, dilation: 1, group: 1)
+        let q = { (s: Float, z: Int32) in Quantization(scale: s, zeroPoint: z) }
+        let activations = [
+            ActivationInfo(name: "input", shape: [-1, 5, 6, 7], type: .float32),
+            ActivationInfo(name: "x", shape: [-1, 5, 6, 7], type: .uint8, quantization: q(0.03, 90)),
+            ActivationInfo(name: "features", shape: [-1, 300, 6, 7], type: .uint8, quantization: q(0.05, 3)),
+            ActivationInfo(name: "pooled", shape: [-1, 300, 1, 1], type: .uint8, quantization: q(0.011, 7)),
+            ActivationInfo(name: "flat", shape: [-1, 300], type: .uint8, quantization: q(0.011, 7)),
+            ActivationInfo(name: "fc", shape: [-1, 7], type: .uint8, quantization: q(0.2, 128)),
+            ActivationInfo(name: "logits", shape: [-1, 7], type: .float32),
+        ]
+        let layers = [
+            Layer(name: "quantize", op: .quantize, inputs: [0], output: 1),
+            Layer(name: "conv", op: .conv(conv), inputs: [1], output: 2),
+            Layer(name: "gap", op: .globalAveragePool, inputs: [2], output: 3),
+            Layer(name: "flatten", op: .reshape(shape: [-1, 300]), inputs: [3], output: 4),
+            Layer(name: "fc", op: .gemm(fc), inputs: [4], output: 5),
+            Layer(name: "dequantize", op: .dequantize, inputs: [5], output: 6),
+        ]
+        let student = StudentModel(activations: activations, layers: layers, inputs: [0], outputs: [6])
+        let input = KernelCase.input(count: 3 * 5 * 6 * 7, seed: 4)
+        let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
+        let model = try KilnModel(student, options: .init(threads: 2, kernels: kernels))
+        #expect(!model.compiled.pooledHeads.isEmpty, "the flatten should be folded into the pool")
+        #expect(try model.predict(input) == reference, "\(kernels)")
+    }
+
     @Test("the CPU probe names a supported variant")
     func probe() {
         let best = KernelChoice.best

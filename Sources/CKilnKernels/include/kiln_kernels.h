@@ -112,6 +112,12 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
 void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
                       int pad_left, int oy, int ow, uint8_t *y);
 
+/// Global average pooling of one NHWC u8 image of `pixels` pixels and `c` channels, requantized:
+/// y = quantize(input_scale · (sum − pixels · input_zero_point) / pixels) to the output's levels 0…max_level (as
+/// KilnRuntime's reference kernel).
+void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point,
+                                  float output_scale, int32_t output_zero_point, int32_t max_level, uint8_t *y);
+
 /// Quantizes one float sample stored NCHW ([c][plane]) to u8 stored NHWC ([plane][c]):
 /// q = clamp(rint(x / scale) + zero_point, 0, 255), 255 or 0 for ±infinity, 0 for NaN.
 typedef void (*kiln_qu8_quantize_fn)(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
