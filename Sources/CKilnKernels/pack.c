@@ -71,9 +71,37 @@ static inline void copy_short(uint8_t *destination, const uint8_t *source, size_
     } else if (n >= 4) {
         memcpy(destination, source, 4);
         memcpy(destination + n - 4, source + n - 4, 4);
-    } else {
-        for (size_t i = 0; i < n; i++) destination[i] = source[i];
+    } else if (n > 0) {
+        // Spelled out: a loop here would become a library call.
+        destination[0] = source[0];
+        if (n > 1) destination[1] = source[1];
+        if (n > 2) destination[2] = source[2];
     }
+}
+
+/// memset for short runs (the padding of one tap or one kernel row).
+static inline void fill_short(uint8_t *destination, uint8_t value, size_t n) {
+    if (n >= 8) {
+        uint64_t pattern = 0x0101010101010101ull * value;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) memcpy(destination + i, &pattern, 8);
+        if (i < n) memcpy(destination + n - 8, &pattern, 8);
+    } else if (n >= 4) {
+        uint32_t pattern = 0x01010101u * value;
+        memcpy(destination, &pattern, 4);
+        memcpy(destination + n - 4, &pattern, 4);
+    } else if (n > 0) {
+        destination[0] = value;
+        if (n > 1) destination[1] = value;
+        if (n > 2) destination[2] = value;
+    }
+}
+
+/// Zeroes the 0–3 bytes that round an im2col row up to a whole 4-byte group.
+static inline void zero_tail(uint8_t *row, int used, int k) {
+    if (used < k) row[used] = 0;
+    if (used + 1 < k) row[used + 1] = 0;
+    if (used + 2 < k) row[used + 2] = 0;
 }
 
 void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int kw, int stride_h, int stride_w,
@@ -91,7 +119,7 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
             const uint8_t *source = image + ((size_t)y0 * w + x0) * c;
             size_t line = (size_t)dilation_h * w * c;
             for (int i = 0; i < kh; i++) copy_short(row + (size_t)i * segment, source + (size_t)i * line, segment);
-            for (int i = used; i < k; i++) row[i] = 0;
+            zero_tail(row, used, k);
             continue;
         }
         int whole = dilation_w == 1 && x0 >= 0 && x0 + kw <= w;
@@ -99,7 +127,7 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
             int iy = oy * stride_h - pad_top + i * dilation_h;
             uint8_t *dst = row + (size_t)i * segment;
             if (iy < 0 || iy >= h) {
-                memset(dst, zero, segment);
+                fill_short(dst, zero, segment);
             } else if (whole) {
                 copy_short(dst, image + ((size_t)iy * w + x0) * c, segment);
             } else {
@@ -108,11 +136,11 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
                     if (ix >= 0 && ix < w) {
                         copy_short(dst + (size_t)j * c, image + ((size_t)iy * w + ix) * c, (size_t)c);
                     } else {
-                        memset(dst + (size_t)j * c, zero, (size_t)c);
+                        fill_short(dst + (size_t)j * c, zero, (size_t)c);
                     }
                 }
             }
         }
-        for (int i = used; i < k; i++) row[i] = 0;
+        zero_tail(row, used, k);
     }
 }

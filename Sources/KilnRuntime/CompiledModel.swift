@@ -50,6 +50,8 @@ final class CompiledConv: @unchecked Sendable {
     let weights: UnsafeMutablePointer<Int8>
     let bias: UnsafeMutablePointer<Int32>
     let multipliers: UnsafeMutablePointer<Float>
+    /// A 1×1 convolution with stride 1 and no padding: output pixel r reads input pixel r.
+    let isPointwise: Bool
     /// The add layer folded into this one: its other input and output.
     var residual: (input: Int, output: Int, clamp: ClosedRange<Int32>)?
 
@@ -58,6 +60,7 @@ final class CompiledConv: @unchecked Sendable {
         self.layer = layer
         let m = layer.outputChannels
         let kernelTaps = layer.kernel[0] * layer.kernel[1]
+        isPointwise = layer.kernel == [1, 1] && layer.strides == [1, 1] && layer.pads.allSatisfy { $0 == 0 }
         if !isGemm && layer.group == 1 && kernelTaps > 1 && cin % 4 != 0 && cin < 16 {
             kind = .im2col
         } else if isGemm || layer.group == 1 {

@@ -425,7 +425,7 @@ public final class KilnContext: @unchecked Sendable {
                     let base = UnsafePointer(input + b * image.h * image.w * image.c)
                     if cached != nil {
                         // Filled above.
-                    } else if layer.op.isGemm {
+                    } else if layer.op.isGemm || conv.isPointwise {
                         for r in 0..<count { rows[r] = base + (first + r) * image.c }
                     } else if conv.kind == .im2col {
                         kiln_qu8_conv_im2col(base, Int32(image.h), Int32(image.w), Int32(image.c), Int32(kh), Int32(kw),
