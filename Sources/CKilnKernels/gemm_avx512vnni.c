@@ -22,20 +22,26 @@ KILN_TARGET static inline __m512i requant16(__m512 f, const kiln_requant *rq) {
 /// and stores the lanes in `mask`.
 KILN_TARGET static inline void store16(__m512i acc, __m512 multiplier, __mmask16 mask, const kiln_requant *rq,
                                        const uint8_t *residual, uint8_t *out) {
-    __m512i q = requant16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), multiplier), rq);
+    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), multiplier);
+    __m512i q;
     if (residual) {
-        __m512i r = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual));
-        __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(rq->zero_point))),
-                                 _mm512_set1_ps(rq->scale));
-        __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r, _mm512_set1_epi32(rq->residual_zero_point))),
+        // The conv's level minus its zero point, q − zp, is clamp(rint(f), low − zp, high − zp): kept in float.
+        __m512 centred = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        centred = _mm512_max_ps(centred, _mm512_set1_ps((float)(rq->low - rq->zero_point)));
+        centred = _mm512_min_ps(centred, _mm512_set1_ps((float)(rq->high - rq->zero_point)));
+        __m512 r = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual)));
+        __m512 a = _mm512_mul_ps(centred, _mm512_set1_ps(rq->scale));
+        __m512 b = _mm512_mul_ps(_mm512_sub_ps(r, _mm512_set1_ps((float)rq->residual_zero_point)),
                                  _mm512_set1_ps(rq->residual_scale));
         __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
-        // clamp(rint(s) + zo, 0, 255) as in requant16: clamp in float, round while converting.
-        s = _mm512_max_ps(s, _mm512_set1_ps((float)-rq->output_zero_point));
-        s = _mm512_min_ps(s, _mm512_set1_ps((float)(255 - rq->output_zero_point)));
+        // clamp(clamp(rint(s) + zo, 0, 255), add_low, add_high), with 0 ≤ add_low ≤ add_high ≤ 255 (validated):
+        // one clamp in float before rounding, as in requant16.
+        s = _mm512_max_ps(s, _mm512_set1_ps((float)(rq->add_low - rq->output_zero_point)));
+        s = _mm512_min_ps(s, _mm512_set1_ps((float)(rq->add_high - rq->output_zero_point)));
         q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
                              _mm512_set1_epi32(rq->output_zero_point));
-        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(rq->add_low)), _mm512_set1_epi32(rq->add_high));
+    } else {
+        q = requant16(f, rq);
     }
     _mm_mask_storeu_epi8(out, mask, _mm512_cvtepi32_epi8(q));
 }

@@ -59,9 +59,9 @@ extension StudentModel {
                 let top = activations[layer.output].maxLevel
                 switch layer.op {
                 case .conv(let c), .gemm(let c):
-                    guard c.clamp.upperBound <= top else { throw KilnFormatError("clamp \(c.clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
+                    guard c.clamp.lowerBound >= 0, c.clamp.upperBound <= top else { throw KilnFormatError("clamp \(c.clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
                 case .add(let clamp):
-                    guard clamp.upperBound <= top else { throw KilnFormatError("clamp \(clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
+                    guard clamp.lowerBound >= 0, clamp.upperBound <= top else { throw KilnFormatError("clamp \(clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
                 case .reshape:
                     guard inputs[0].quantization == activations[layer.output].quantization, inputs[0].bits == activations[layer.output].bits else {
                         throw KilnFormatError("a reshape must keep its input's quantization")
