@@ -130,6 +130,21 @@ struct CLITests {
         #expect(plain.stdout.contains("warning: no BatchNormalization nodes: zero-shot synthesis needs them"))
     }
 
+    @Test("bench --profile reports every layer of a student; a teacher cannot be profiled")
+    func benchProfile() throws {
+        let student = CLI.root.appendingPathComponent("models/students/resnet20-w8a8.kiln").path
+        let result = try CLI.run(["bench", student, "--runs", "5", "--threads", "1", "--profile", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let layers = object?["layers"] as? [[String: Any]] ?? []
+        #expect(layers.count > 20, "one entry per layer")
+        #expect(layers.contains { ($0["op"] as? String) == "Conv" && ($0["macs"] as? Int ?? 0) > 0 })
+        #expect(layers.reduce(0) { $0 + ($1["ms"] as? Double ?? 0) } > 0)
+        let text = try CLI.run(["bench", student, "--runs", "5", "--threads", "1", "--profile"])
+        #expect(text.status == 0 && text.stdout.contains("GMAC/s") && text.stdout.contains("GlobalAveragePool"))
+        try CLI.expectFailure(["bench", CLI.teacher, "--runs", "3", "--profile"], ["--profile needs a .kiln student"])
+    }
+
     @Test("bad model files: one line naming the file and the problem, exit status 1")
     func badModels() throws {
         let empty = CLI.temporary("empty.onnx"), random = CLI.temporary("random.onnx"), truncated = CLI.temporary("truncated.onnx")
