@@ -18,31 +18,32 @@ KILN_TARGET static inline __m512i requant16(__m512 f, const kiln_requant *rq) {
                             _mm512_set1_epi32(rq->zero_point));
 }
 
+/// The output levels of 16 scaled accumulators f = acc · multiplier; with `residual` (the other input's levels),
+/// of the fused add that follows: dequantize both, add, quantize to the sum's levels and clamp.
+KILN_TARGET static inline __m512i level16(__m512 f, const __m512i *residual, const kiln_requant *rq) {
+    if (!residual) return requant16(f, rq);
+    // The conv's level minus its zero point, q − zp, is clamp(rint(f), low − zp, high − zp): kept in float.
+    __m512 centred = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    centred = _mm512_max_ps(centred, _mm512_set1_ps((float)(rq->low - rq->zero_point)));
+    centred = _mm512_min_ps(centred, _mm512_set1_ps((float)(rq->high - rq->zero_point)));
+    __m512 a = _mm512_mul_ps(centred, _mm512_set1_ps(rq->scale));
+    __m512 b = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(*residual), _mm512_set1_ps((float)rq->residual_zero_point)),
+                             _mm512_set1_ps(rq->residual_scale));
+    __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
+    // clamp(clamp(rint(s) + zo, 0, 255), add_low, add_high), with 0 ≤ add_low ≤ add_high ≤ 255 (validated):
+    // one clamp in float before rounding, as in requant16.
+    s = _mm512_max_ps(s, _mm512_set1_ps((float)(rq->add_low - rq->output_zero_point)));
+    s = _mm512_min_ps(s, _mm512_set1_ps((float)(rq->add_high - rq->output_zero_point)));
+    return _mm512_add_epi32(_mm512_cvt_roundps_epi32(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                            _mm512_set1_epi32(rq->output_zero_point));
+}
+
 /// Requantizes 16 accumulators (bias included) with their multipliers, applies the optional fused residual add,
 /// and stores the lanes in `mask`.
 KILN_TARGET static inline void store16(__m512i acc, __m512 multiplier, __mmask16 mask, const kiln_requant *rq,
                                        const uint8_t *residual, uint8_t *out) {
-    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), multiplier);
-    __m512i q;
-    if (residual) {
-        // The conv's level minus its zero point, q − zp, is clamp(rint(f), low − zp, high − zp): kept in float.
-        __m512 centred = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        centred = _mm512_max_ps(centred, _mm512_set1_ps((float)(rq->low - rq->zero_point)));
-        centred = _mm512_min_ps(centred, _mm512_set1_ps((float)(rq->high - rq->zero_point)));
-        __m512 r = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual)));
-        __m512 a = _mm512_mul_ps(centred, _mm512_set1_ps(rq->scale));
-        __m512 b = _mm512_mul_ps(_mm512_sub_ps(r, _mm512_set1_ps((float)rq->residual_zero_point)),
-                                 _mm512_set1_ps(rq->residual_scale));
-        __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
-        // clamp(clamp(rint(s) + zo, 0, 255), add_low, add_high), with 0 ≤ add_low ≤ add_high ≤ 255 (validated):
-        // one clamp in float before rounding, as in requant16.
-        s = _mm512_max_ps(s, _mm512_set1_ps((float)(rq->add_low - rq->output_zero_point)));
-        s = _mm512_min_ps(s, _mm512_set1_ps((float)(rq->add_high - rq->output_zero_point)));
-        q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                             _mm512_set1_epi32(rq->output_zero_point));
-    } else {
-        q = requant16(f, rq);
-    }
+    __m512i other = residual ? _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, residual)) : _mm512_setzero_si512();
+    __m512i q = level16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), multiplier), residual ? &other : NULL, rq);
     _mm_mask_storeu_epi8(out, mask, _mm512_cvtepi32_epi8(q));
 }
 
@@ -170,20 +171,7 @@ KILN_TARGET static inline void dw_store(const __m512i acc[4], const __m512 multi
         r[3] = _mm512_unpackhi_epi16(hi, zero);
     }
     for (int q = 0; q < 4; q++) {
-        __m512i v = requant16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[q]), multiplier[q]), rq);
-        if (residual) {
-            __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(rq->zero_point))),
-                                     _mm512_set1_ps(rq->scale));
-            __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(r[q], _mm512_set1_epi32(rq->residual_zero_point))),
-                                     _mm512_set1_ps(rq->residual_scale));
-            __m512 s = _mm512_div_ps(_mm512_add_ps(a, b), _mm512_set1_ps(rq->output_scale));
-            s = _mm512_roundscale_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            s = _mm512_min_ps(_mm512_max_ps(s, _mm512_set1_ps(-1e6f)), _mm512_set1_ps(1e6f));
-            v = _mm512_add_epi32(_mm512_cvttps_epi32(s), _mm512_set1_epi32(rq->output_zero_point));
-            v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-            v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_set1_epi32(rq->add_low)), _mm512_set1_epi32(rq->add_high));
-        }
-        level[q] = v;
+        level[q] = level16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[q]), multiplier[q]), residual ? &r[q] : NULL, rq);
     }
     // Every level is within 0…255, so the saturating packs are exact; they also restore natural channel order.
     __m512i packed = _mm512_packus_epi16(_mm512_packs_epi32(level[0], level[1]), _mm512_packs_epi32(level[2], level[3]));
