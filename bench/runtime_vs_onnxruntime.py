@@ -3,6 +3,7 @@
 
     swift build -c release --product kiln
     python3 bench/runtime_vs_onnxruntime.py [--runs 200] [--threads 1 2] [--models resnet18 resnet50 mobilenet_v2 resnet20 mobilenetv2]
+                                            [--isa avx2]
 
 Models: torchvision ResNet-18, ResNet-50 and MobileNetV2 at 224×224 (random initialisation, seed 0: speed does
 not depend on the weights) and the committed Fashion-MNIST teachers. Each fp32 model is quantized twice: by
@@ -10,8 +11,11 @@ not depend on the weights) and the committed Fashion-MNIST teachers. Each fp32 m
 per-channel, QUInt8 activations, QInt8 weights, after `quant_pre_process`), both calibrated on the same images (32 N(0, 1) images for the
 torchvision models, the committed real calibration set for the teachers). KilnRuntime is timed by `kiln bench`
 (median of --runs after warm-up, allocation-free context), onnxruntime by the same loop in Python; the two
-alternate per model so machine noise hits both. Prints both medians, the ratio Kiln / onnxruntime and Kiln's
-GMAC/s. Needs torch, torchvision, onnx, onnxruntime and numpy from PyPI.
+alternate per model so machine noise hits both. onnxruntime runs in its default int8 mode (what its users get;
+on x86 without VNNI it multiplies with vpmaddubsw, which saturates 16-bit pair sums and is inexact) and in its exact
+mode (session.x64quantprecision=1), which computes what Kiln computes. Prints the CPU and Kiln's kernel tier, the
+medians, the ratios Kiln / onnxruntime for both modes and Kiln's GMAC/s. --isa forces a lower Kiln tier (KILN_ISA).
+Needs torch, torchvision, onnx, onnxruntime and numpy from PyPI.
 """
 import argparse
 import json
@@ -68,9 +72,15 @@ def main():
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
     parser.add_argument("--keep", metavar="FOLDER",
                         help="keep the models in FOLDER and reuse the ones already there (for profiling afterwards)")
+    parser.add_argument("--isa", help="force Kiln's kernel tier (KILN_ISA), e.g. avx2 on an AVX-512 machine")
     args = parser.parse_args()
-    print(f"batch 1, median of {args.runs} runs; onnxruntime {ort.__version__} (QDQ, per-channel, QUInt8 activations)")
-    print(f"{'model':<14} {'threads':>7} {'kiln ms':>9} {'ort ms':>9} {'ratio':>6} {'kiln GMAC/s':>12}")
+    if args.isa:
+        os.environ["KILN_ISA"] = args.isa
+    print(f"batch 1, median of {args.runs} runs; onnxruntime {ort.__version__} (QDQ, per-channel, QUInt8 activations), "
+          "default and exact (session.x64quantprecision=1) modes")
+    header = (f"{'model':<14} {'threads':>7} {'kiln ms':>9} {'ort ms':>9} {'exact ms':>9} {'ratio':>6} {'ratio exact':>11} "
+              f"{'kiln GMAC/s':>12}")
+    printed_machine = False
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
         os.makedirs(folder, exist_ok=True)
@@ -97,9 +107,15 @@ def main():
                 bench = json.loads(subprocess.run([args.kiln, "bench", student, "--runs", str(args.runs), "--threads",
                                                    str(threads), "--json"], check=True, capture_output=True,
                                                   text=True).stdout)
+                if not printed_machine:
+                    print(f"CPU {bench['cpu']}; Kiln kernels {bench['kernels']}")
+                    print(header)
+                    printed_machine = True
                 ort_ms = median_latency_ms(qdq, shape, args.runs, threads)
-                print(f"{name:<14} {threads:>7} {bench['medianMs']:9.3f} {ort_ms:9.3f} "
-                      f"{bench['medianMs'] / ort_ms:6.2f} {bench['gmacPerSecond']:12.1f}", flush=True)
+                exact_ms = median_latency_ms(qdq, shape, args.runs, threads, exact=True)
+                print(f"{name:<14} {threads:>7} {bench['medianMs']:9.3f} {ort_ms:9.3f} {exact_ms:9.3f} "
+                      f"{bench['medianMs'] / ort_ms:6.2f} {bench['medianMs'] / exact_ms:11.2f} "
+                      f"{bench['gmacPerSecond']:12.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@
  * message (naming the file, byte offset or tensor at fault) that the caller releases with kiln_string_free.
  * No function aborts the process on bad input.
  *
+ * Kernels are chosen at load from a CPU probe. The environment variable KILN_ISA (scalar, avx2, avxvnni,
+ * avx512vnni, neondot, reference) forces a lower variant for comparison; a variant this CPU cannot run makes
+ * loading fail with KILN_ERROR_RUNTIME.
+ *
  *     kiln_model *model; char *error = NULL;
  *     if (kiln_model_open_file("student.kiln", 0, &model, &error) != KILN_OK) { fprintf(stderr, "%s\n", error); ... }
  *     kiln_context *context; kiln_context_create(model, &context, &error);

@@ -5,6 +5,10 @@
 
 Used by the test suite to check that onnxruntime and KilnRuntime agree on a student. Mean and std default to the
 model's kiln.input_mean / kiln.input_std metadata. Needs the PyPI packages numpy and onnxruntime.
+
+onnxruntime runs in its exact int8 mode (session option session.x64quantprecision=1): on x86 CPUs without VNNI its
+default kernels multiply with vpmaddubsw, which saturates 16-bit pair sums, so its results depend on the CPU.
+--default-precision runs its default mode instead (what its users get; benchmarks report both).
 """
 import argparse
 import os
@@ -25,9 +29,13 @@ def main():
     parser.add_argument("--std", type=float)
     parser.add_argument("--limit", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--default-precision", action="store_true",
+                        help="onnxruntime's default int8 mode (inexact on x86 without VNNI) instead of its exact one")
     args = parser.parse_args()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
+    if not args.default_precision:
+        options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     mean = args.mean if args.mean is not None else float(metadata.get("kiln.input_mean", 0))

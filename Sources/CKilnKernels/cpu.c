@@ -1,6 +1,10 @@
 // CPU feature probe: which kernel variants this machine runs.
 #include "kiln_kernels.h"
 
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
@@ -59,6 +63,45 @@ int kiln_cpu_isa(void) {
         if (kiln_cpu_supports(order[i])) return order[i];
     }
     return KILN_ISA_SCALAR;
+}
+
+static char cpu_model_name[96];
+
+static void read_cpu_model(void) {
+    char *name = cpu_model_name;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned regs[12];
+    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
+        for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
+        memcpy(name, regs, 48);
+        name[48] = 0;
+    }
+#endif
+    // Trim the padding some CPUs put around the brand string.
+    char *start = name;
+    while (*start == ' ') start++;
+    size_t length = strlen(start);
+    while (length > 0 && start[length - 1] == ' ') length--;
+    memmove(name, start, length);
+    name[length] = 0;
+    if (!name[0]) strcpy(name, "unknown CPU");
+#if defined(__x86_64__) || defined(__i386__)
+    // Virtual machines often shorten the brand ("AMD EPYC"); family and model say which generation it is.
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        unsigned family = (eax >> 8) & 0xF, model = (eax >> 4) & 0xF;
+        if (family == 0xF) family += (eax >> 20) & 0xFF;
+        if (family == 0x6 || family >= 0xF) model |= ((eax >> 16) & 0xF) << 4;
+        size_t used = strlen(name);
+        snprintf(name + used, sizeof(cpu_model_name) - used, " (family %u, model %u)", family, model);
+    }
+#endif
+}
+
+const char *kiln_cpu_model(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_cpu_model);
+    return cpu_model_name;
 }
 
 const char *kiln_isa_name(int isa) {

@@ -26,6 +26,7 @@ void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float inp
                                   float output_scale, int32_t output_zero_point, int32_t max_level, uint8_t *y) {
     enum { block = 256 };
     int32_t sum[block];
+    const float multiplier = input_scale / (output_scale * (float)pixels);
     for (int c0 = 0; c0 < c; c0 += block) {
         int width = c - c0 < block ? c - c0 : block;
         for (int k = 0; k < width; k++) sum[k] = 0;
@@ -34,16 +35,10 @@ void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float inp
             for (int k = 0; k < width; k++) sum[k] += row[k];
         }
         for (int k = 0; k < width; k++) {
-            float real = input_scale * (float)(sum[k] - pixels * input_zero_point) / (float)pixels;
-            float scaled = rintf(real / output_scale);
-            int32_t level;
-            if (!isfinite(scaled)) {
-                level = scaled > 0 ? max_level : 0;
-            } else {
-                scaled = scaled > 1e6f ? 1e6f : (scaled < -1e6f ? -1e6f : scaled);
-                level = (int32_t)scaled + output_zero_point;
-                level = level < 0 ? 0 : (level > max_level ? max_level : level);
-            }
+            float scaled = rintf((float)(sum[k] - pixels * input_zero_point) * multiplier);
+            scaled = scaled > 1e6f ? 1e6f : (scaled < -1e6f ? -1e6f : scaled);
+            int32_t level = (int32_t)scaled + output_zero_point;
+            level = level < 0 ? 0 : (level > max_level ? max_level : level);
             y[c0 + k] = (uint8_t)level;
         }
     }

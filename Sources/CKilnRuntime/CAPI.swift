@@ -57,8 +57,10 @@ func modelHandle(_ pointer: OpaquePointer?) -> ModelHandle? {
     pointer.map { Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
 }
 
-func options(threads: Int32) -> KilnModel.Options {
-    threads > 0 ? KilnModel.Options(threads: Int(threads)) : KilnModel.Options()
+/// Model options for `threads` (0: one per core), with the kernels `KILN_ISA` forces if it is set.
+func options(threads: Int32) throws -> KilnModel.Options {
+    let kernels = try KernelChoice.requested(getenv("KILN_ISA").map { String(cString: $0) })
+    return threads > 0 ? KilnModel.Options(threads: Int(threads), kernels: kernels) : KilnModel.Options(kernels: kernels)
 }
 
 func publish(_ model: KilnModel, _ out: UnsafeMutablePointer<OpaquePointer?>) -> Int32 {
@@ -79,7 +81,7 @@ public func kiln_model_open_file(_ path: UnsafePointer<CChar>?, _ threads: Int32
     guard let path, let model else { return fail(.invalidArgument, "kiln_model_open_file: path and model must not be NULL", error) }
     model.pointee = nil
     do {
-        return publish(try KilnModel(contentsOf: URL(fileURLWithPath: String(cString: path)), options: options(threads: threads)), model)
+        return publish(try KilnModel(contentsOf: URL(fileURLWithPath: String(cString: path)), options: try options(threads: threads)), model)
     } catch let thrown {
         return fail(thrown, error)
     }
@@ -94,7 +96,7 @@ public func kiln_model_open_memory(_ data: UnsafeRawPointer?, _ size: Int, _ thr
     model.pointee = nil
     let bytes = data.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
     do {
-        return publish(try KilnModel(bytes: bytes, options: options(threads: threads)), model)
+        return publish(try KilnModel(bytes: bytes, options: try options(threads: threads)), model)
     } catch let thrown as KilnFormatError {
         return fail(.format, "memory buffer: \(thrown.message)", error)
     } catch let thrown {

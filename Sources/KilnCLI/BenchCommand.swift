@@ -93,12 +93,13 @@ struct BenchCommand: ParsableCommand {
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
             }
             times.sort()
-            let macs: Int
+            let macs: Int, kernels: String
             switch loaded.backend {
-            case .teacher(_, let graph, _): macs = graph.macsPerSample
-            case .student(let student): macs = student.macsPerSample
+            case .teacher(_, let graph, _): (macs, kernels) = (graph.macsPerSample, "fp32 interpreter (OpenBLAS)")
+            case .student(let student): (macs, kernels) = (student.macsPerSample, student.options.kernels.description)
             }
-            let result = BenchResult(model: model, mode: backward ? "forward+backward" : "forward", batch: batch, runs: runs,
+            let result = BenchResult(model: model, cpu: KernelChoice.cpuModel, kernels: kernels,
+                                     mode: backward ? "forward+backward" : "forward", batch: batch, runs: runs,
                                      threads: Parallel.threadCount, peakRSSMegabytes: peakResidentMegabytes(),
                                      minMs: times[0], medianMs: times[times.count / 2],
                                      p90Ms: times[min(times.count - 1, times.count * 9 / 10)],
@@ -107,6 +108,7 @@ struct BenchCommand: ParsableCommand {
             if json {
                 try printJSON(result)
             } else {
+                print("\(result.cpu), kernels: \(result.kernels)")
                 print(String(format: "%@ (%@): batch %d, %d threads, %d runs: min %.3f ms, median %.3f ms, p90 %.3f ms, %.2f GMAC/s, peak RSS %.1f MB",
                              model, result.mode, batch, result.threads, runs, result.minMs, result.medianMs, result.p90Ms,
                              result.gmacPerSecond, result.peakRSSMegabytes))
@@ -119,6 +121,9 @@ struct BenchCommand: ParsableCommand {
 /// What `kiln bench` reports.
 struct BenchResult: Encodable {
     var model: String
+    /// The CPU's model name and the kernels that ran (a student's ISA variant, or the fp32 interpreter).
+    var cpu: String
+    var kernels: String
     var mode: String
     var batch: Int
     var runs: Int

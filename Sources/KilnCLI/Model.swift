@@ -24,7 +24,7 @@ struct LoadedModel {
         let head = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: path)).read(upToCount: 8)) ?? Data()
         if head.elementsEqual(KilnFile.magic) {
             backend = .student(try KilnModel(contentsOf: URL(fileURLWithPath: path),
-                                             options: KilnModel.Options(threads: Parallel.threadCount)))
+                                             options: KilnModel.Options(threads: Parallel.threadCount, kernels: try requestedKernels())))
         } else {
             let onnx = try ONNXModel(contentsOf: path)
             let graph = try onnx.importGraph()
@@ -72,4 +72,9 @@ struct LoadedModel {
               let std = metadata["kiln.input_std"].flatMap(Float.init) else { return nil }
         return (mean, std)
     }
+}
+
+/// The student kernels `KILN_ISA` forces (to compare tiers on one machine), else the best this CPU runs.
+func requestedKernels() throws -> KernelChoice {
+    try KernelChoice.requested(ProcessInfo.processInfo.environment["KILN_ISA"])
 }

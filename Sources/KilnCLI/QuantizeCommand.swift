@@ -196,9 +196,11 @@ struct QuantizeCommand: ParsableCommand {
                     let fresh = done - (resumed?.completedBlocks ?? 0)
                     let eta = fresh > 0 ? elapsed / Double(fresh) * Double(total - done) : 0
                     bar.finish()
-                    FileHandle.standardError.write(Data(String(format: "block %d/%d %@: loss %.4g → %.4g in %.1f s, ETA %.0f s\n",
-                                                               done, total, report.block, report.lossBefore, report.lossAfter,
-                                                               report.seconds, eta).utf8))
+                    let outcome = report.keptInitialization
+                        ? String(format: "loss %.4g kept (reconstruction reached %.4g)", report.lossBefore, report.lossReconstructed)
+                        : String(format: "loss %.4g → %.4g", report.lossBefore, report.lossAfter)
+                    FileHandle.standardError.write(Data(String(format: "block %d/%d %@: %@ in %.1f s, ETA %.0f s\n",
+                                                               done, total, report.block, outcome, report.seconds, eta).utf8))
                 }
             }, shouldStop: { interruptRequested.load(ordering: .relaxed) })
         } catch is DistillationInterrupted {
@@ -337,9 +339,12 @@ struct DistillSummary: Encodable {
         var lines = [names.cell("block") + "  nodes  loss before   loss after   seconds"]
         for b in blocks {
             lines.append(names.cell(b.block)
-                         + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds))
+                         + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds)
+                         + (b.keptInitialization ? String(format: "  kept initialisation (reconstructed: %.5g)", b.lossReconstructed) : ""))
         }
         lines.append("")
+        let kept = blocks.filter(\.keptInitialization).count
+        if kept > 0 { lines.append("\(kept) of \(blocks.count) blocks kept their initialisation: reconstruction did not lower their loss") }
         lines.append("\(bits)\(distill ? ", block reconstruction" : ", no reconstruction"): \(calibrationImages) calibration images from \(calibration)")
         lines.append("wrote \(student)" + String(format: " in %.1f s", seconds))
         return lines.joined(separator: "\n")

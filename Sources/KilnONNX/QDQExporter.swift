@@ -60,6 +60,8 @@ public enum QDQExporter {
             let inputs = layer.inputs.map(real)
             let label = "l\(index)"
             var result: String
+            // A clamp that cannot sit between the op and its QuantizeLinear (see `clamp`), applied to the levels.
+            var levelClamp: ClosedRange<Int32>?
             switch layer.op {
             case .quantize:
                 result = inputs[0]
@@ -74,17 +76,17 @@ public enum QDQExporter {
                 node("Conv", [inputs[0], w, b], [result], name: label,
                      ints: ["kernel_shape": c.kernel, "strides": c.strides, "pads": c.pads, "dilations": c.dilations,
                             "group": [c.group]])
-                result = clamp(result, c.clamp, out.quantization, label: label)
+                levelClamp = clamp(c.clamp)
             case .gemm(let c):
                 let inQ = student.activations[layer.inputs[0]].quantization
                 let (w, b) = parameters(c, inQ: inQ, cin: student.activations[layer.inputs[0]].shape[1], label: label, convLayout: false)
                 result = "\(label)_gemm"
                 node("Gemm", [inputs[0], w, b], [result], name: label, ints: ["transB": [1]])
-                result = clamp(result, c.clamp, out.quantization, label: label)
+                levelClamp = clamp(c.clamp)
             case .add(let range):
                 result = "\(label)_add"
                 node("Add", inputs, [result], name: label)
-                result = clamp(result, range, out.quantization, label: label)
+                levelClamp = clamp(range)
             case .maxPool(let p), .averagePool(let p):
                 result = "\(label)_pool"
                 var ints = ["kernel_shape": p.kernel, "strides": p.strides, "pads": p.pads, "ceil_mode": [p.ceilMode ? 1 : 0]]
@@ -105,28 +107,39 @@ public enum QDQExporter {
                 let target = initializer("\(label)_shape", dims: [shape.count], int64: [0] + shape.dropFirst().map { Int64($0) })
                 node("Reshape", [inputs[0], target], [result], name: label)
             }
+            // Requantizing ops without a clamp of their own still saturate at the activation's top level (below 255
+            // when it has fewer than 8 bits), which QuantizeLinear to uint8 does not. (Max pooling and reshapes keep
+            // their input's levels.)
+            switch layer.op {
+            case .averagePool, .globalAveragePool, .concat:
+                if out.maxLevel < 255 { levelClamp = 0...out.maxLevel }
+            default: break
+            }
             // Quantize the float result to the activation's uint8 levels and back.
             let q = out.quantization
             let scale = initializer("\(out.name)/scale", dims: [], floats: [q.scale])
             let zero = initializer("\(out.name)/zero_point", dims: [], uint8: [UInt8(q.zeroPoint)])
             node("QuantizeLinear", [result, scale, zero], ["\(out.name)/q"], name: "\(label)_quantize")
-            node("DequantizeLinear", ["\(out.name)/q", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
+            guard let levelClamp else {
+                node("DequantizeLinear", ["\(out.name)/q", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
+                return
+            }
+            // Clip the dequantized levels and quantize again: every value is a level times the scale, so this
+            // float Clip is an exact integer clamp, and the op before stays fused with its QuantizeLinear.
+            node("DequantizeLinear", ["\(out.name)/q", scale, zero], ["\(out.name)/unclamped"], name: "\(label)_dequantize_unclamped")
+            let lo = initializer("\(label)_clip_min", dims: [], floats: [Float(levelClamp.lowerBound - q.zeroPoint) * q.scale])
+            let hi = initializer("\(label)_clip_max", dims: [], floats: [Float(levelClamp.upperBound - q.zeroPoint) * q.scale])
+            node("Clip", ["\(out.name)/unclamped", lo, hi], ["\(out.name)/clamped"], name: "\(label)_clip")
+            node("QuantizeLinear", ["\(out.name)/clamped", scale, zero], ["\(out.name)/q_clamped"], name: "\(label)_quantize_clamped")
+            node("DequantizeLinear", ["\(out.name)/q_clamped", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
         }
 
-        /// The fused activation as Relu or Clip in real units, if the clamp restricts anything.
-        mutating func clamp(_ value: String, _ range: ClosedRange<Int32>, _ q: Quantization, label: String) -> String {
-            if range == 0...255 { return value }
-            let output = "\(value)_clamped"
-            if range.lowerBound == q.zeroPoint && range.upperBound == 255 {
-                node("Relu", [value], [output], name: "\(label)_relu")
-                return output
-            }
-            let low = Float(range.lowerBound - q.zeroPoint) * q.scale, high = Float(range.upperBound - q.zeroPoint) * q.scale
-            let lo = initializer("\(label)_clip_min", dims: [], floats: [low])
-            let hi = initializer("\(label)_clip_max", dims: [], floats: [high])
-            node("Clip", [value, lo, hi], [output], name: "\(label)_clip")
-            return output
-        }
+        /// A fused clamp (in levels of `q`) as the export applies it: nothing for the whole uint8 range (ReLU at
+        /// zero point 0 included — QuantizeLinear saturates at 0); any other clamp (ReLU6, low-bit level ranges, ReLU
+        /// at another zero point) is returned to be applied to the quantized levels, because a Clip or Relu between
+        /// an op and its QuantizeLinear makes onnxruntime run the op in fp32, whose rounding differs from integer
+        /// sums near rounding ties.
+        func clamp(_ range: ClosedRange<Int32>) -> ClosedRange<Int32>? { range == 0...255 ? nil : range }
 
         /// Dequantized weight and bias initializers of a conv/gemm layer.
         mutating func parameters(_ c: ConvLayer, inQ: Quantization, cin: Int, label: String, convLayout: Bool) -> (String, String) {

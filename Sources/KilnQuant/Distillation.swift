@@ -90,11 +90,44 @@ public struct BlockReport: Codable, Sendable {
     /// Graph nodes in the block.
     public var nodes: Int
     /// Output MSE (summed over channels) of the hard-quantized block against the teacher block, on all
-    /// calibration images.
+    /// calibration images: at initialisation, and of the block the student keeps (never above `lossBefore`).
     public var lossBefore: Float
     public var lossAfter: Float
+    /// The loss the reconstruction itself reached (the greatest finite Float if it diverged); above `lossBefore`
+    /// when the block kept its initialisation.
+    public var lossReconstructed: Float
     /// Wall time of the block's optimisation.
     public var seconds: Double
+
+    /// Whether reconstruction made the block worse, so the student keeps its search-based initialisation.
+    public var keptInitialization: Bool
+
+    /// A report of a block whose reconstruction reached `lossReconstructed` from `lossBefore`: the block keeps
+    /// whichever of the two is lower (NaN counts as worse).
+    public init(block: String, nodes: Int, lossBefore: Float, lossReconstructed: Float, seconds: Double) {
+        self.block = block
+        self.nodes = nodes
+        self.lossBefore = lossBefore
+        self.lossReconstructed = lossReconstructed.isFinite ? lossReconstructed : .greatestFiniteMagnitude
+        keptInitialization = !(lossReconstructed <= lossBefore)
+        lossAfter = keptInitialization ? lossBefore : lossReconstructed
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey { case block, nodes, lossBefore, lossAfter, lossReconstructed, seconds, keptInitialization }
+
+    /// Decodes a report; checkpoints written before blocks could keep their initialisation hold the reconstructed
+    /// loss in `lossAfter`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        block = try c.decode(String.self, forKey: .block)
+        nodes = try c.decode(Int.self, forKey: .nodes)
+        lossBefore = try c.decode(Float.self, forKey: .lossBefore)
+        lossAfter = try c.decode(Float.self, forKey: .lossAfter)
+        lossReconstructed = try c.decodeIfPresent(Float.self, forKey: .lossReconstructed) ?? lossAfter
+        seconds = try c.decode(Double.self, forKey: .seconds)
+        keptInitialization = try c.decodeIfPresent(Bool.self, forKey: .keptInitialization) ?? false
+    }
 }
 
 /// The learned quantization of a student, block by block: what a checkpoint holds.
@@ -172,7 +205,15 @@ public struct Distiller {
         }
         // As in BRECQ and the reference, the second layer's input (the first layer's output) stays 8-bit too.
         if let first = weighted.first, !options.allLayers { valueBits[plan[first].output] = 8 }
-        // Max pooling and reshapes pass their input's quantization through; their outputs follow it.
+        // Max pooling and reshapes pass their input's quantization through: an 8-bit output needs an 8-bit input
+        // (the last layer's input behind a flattening reshape), and then every output follows its input.
+        for layer in plan.reversed() {
+            switch layer.kind {
+            case .maxPool, .reshape:
+                if valueBits[layer.output] == 8 { valueBits[layer.inputs[0]] = 8 }
+            default: break
+            }
+        }
         for layer in plan {
             switch layer.kind {
             case .maxPool, .reshape: valueBits[layer.output] = valueBits[layer.inputs[0]] ?? options.bits.activations
@@ -517,10 +558,20 @@ public struct Distiller {
             state.weightSteps[index] = weightSteps[weightStepIndex[index]!].scalars
         }
         for (point, stepIndex) in activationStepIndex { state.activationSteps[point.index] = activationSteps[stepIndex].scalars[0] }
-        let lossAfter = blockError(try hardForward(block, studentInput, state: state), teacherOutput)
         let elapsed = clock.now - start
-        return BlockReport(block: graph.nodes[block.nodes.lowerBound].name, nodes: block.nodes.count, lossBefore: lossBefore,
-                           lossAfter: lossAfter, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let report = BlockReport(block: graph.nodes[block.nodes.lowerBound].name, nodes: block.nodes.count, lossBefore: lossBefore,
+                                 lossReconstructed: blockError(try hardForward(block, studentInput, state: state), teacherOutput),
+                                 seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        if report.keptInitialization {
+            // Reconstruction made this block worse on the calibration set (the fp32 path differs between CPUs, and
+            // so does where the optimisation ends): the student keeps the block as it started.
+            for (_, (index, _)) in layers {
+                state.weightLevels[index] = frozen.weightLevels[index]
+                state.weightSteps[index] = frozen.weightSteps[index]
+            }
+            for point in activationStepIndex.keys { state.activationSteps[point.index] = frozen.activationSteps[point.index] }
+        }
+        return report
     }
 
     /// Mean over images and positions of the squared error summed over channels.

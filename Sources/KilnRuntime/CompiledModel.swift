@@ -27,6 +27,31 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
     public var isSupported: Bool { isa < 0 || kiln_cpu_supports(isa) != 0 }
 
     public var description: String { isa < 0 ? "reference" : String(cString: kiln_isa_name(isa)) }
+
+    init(isa: Int32) { self.isa = isa }
+
+    /// The variant of that name ("reference", "scalar", "avx2", "avxvnni", "avx512vnni", "neondot").
+    public init?(name: String) {
+        guard let choice = ([.reference] + KernelChoice.all).first(where: { $0.description == name.lowercased() }) else { return nil }
+        self = choice
+    }
+
+    /// The kernels to run with when `forced` (the value of `KILN_ISA`, read by the CLI and the C API) names a
+    /// variant, else the best this CPU runs. A name that is unknown, or a variant this CPU cannot run, is an error.
+    public static func requested(_ forced: String?) throws -> KernelChoice {
+        guard let forced, !forced.isEmpty else { return .best }
+        guard let choice = KernelChoice(name: forced) else {
+            throw KilnRuntimeError(message: "KILN_ISA=\(forced) names no kernel variant (one of: "
+                                   + ([.reference] + KernelChoice.all).map(\.description).joined(separator: ", ") + ")")
+        }
+        guard choice.isSupported else {
+            throw KilnRuntimeError(message: "KILN_ISA=\(forced): this CPU (\(KernelChoice.cpuModel)) cannot run the \(choice) kernels")
+        }
+        return choice
+    }
+
+    /// The CPU's model name, as benchmarks print it.
+    public static var cpuModel: String { String(cString: kiln_cpu_model()) }
 }
 
 /// A conv or gemm layer prepared for the C kernels: packed weights, requantization arrays and an optional fused

@@ -98,11 +98,15 @@ enum ReferenceKernels {
     static func globalAveragePool(_ x: UnsafePointer<UInt8>, _ xi: Image, _ inQ: Quantization,
                                   _ y: UnsafeMutablePointer<UInt8>, _ outQ: Quantization, maxLevel: Int32) {
         let cells = xi.h * xi.w
+        // The sum is an accumulator like a conv's, requantized by the one scheme (as onnxruntime's
+        // QLinearGlobalAveragePool does).
+        let multiplier = inQ.scale / (outQ.scale * Float(cells))
         for b in 0..<xi.n {
             for c in 0..<xi.c {
                 var sum: Int32 = 0
                 for pixel in 0..<cells { sum += Int32(x[(b * cells + pixel) * xi.c + c]) }
-                y[b * xi.c + c] = averageLevel(sum: sum, cells: cells, divisor: cells, inQ, outQ, maxLevel: maxLevel)
+                y[b * xi.c + c] = Requantize.level(sum - Int32(cells) * inQ.zeroPoint, multiplier: multiplier,
+                                                   zeroPoint: outQ.zeroPoint, clamp: 0...maxLevel)
             }
         }
     }

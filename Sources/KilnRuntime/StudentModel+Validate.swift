@@ -62,6 +62,12 @@ extension StudentModel {
                     guard c.clamp.lowerBound >= 0, c.clamp.upperBound <= top else { throw KilnFormatError("clamp \(c.clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
                 case .add(let clamp):
                     guard clamp.lowerBound >= 0, clamp.upperBound <= top else { throw KilnFormatError("clamp \(clamp) exceeds the output's \(activations[layer.output].bits)-bit levels") }
+                case .globalAveragePool:
+                    // Its sum is requantized with this multiplier (see ReferenceKernels.globalAveragePool).
+                    let multiplier = inputs[0].quantization.scale / (activations[layer.output].quantization.scale * Float(inputs[0].shape[2] * inputs[0].shape[3]))
+                    guard multiplier.isFinite, multiplier > 0 else {
+                        throw KilnFormatError("input and output scales give the requantization multiplier \(multiplier), which must be positive and finite")
+                    }
                 case .reshape:
                     guard inputs[0].quantization == activations[layer.output].quantization, inputs[0].bits == activations[layer.output].bits else {
                         throw KilnFormatError("a reshape must keep its input's quantization")

@@ -35,5 +35,14 @@ struct CAPITests {
         let fromSwift = try model.predict(images)
         #expect(fromC.count == fromSwift.count)
         #expect(fromC == fromSwift, "the C API must give bit-identical outputs")
+
+        // KILN_ISA forces the portable kernels (same outputs) and refuses a name it does not know.
+        let scalar = try CLI.runProgram(program, [student.path, input, output, "16"], environment: ["KILN_ISA": "scalar"])
+        #expect(scalar.status == 0, "\(scalar.stdout)\(scalar.stderr)")
+        let scalarBytes = try Data(contentsOf: URL(fileURLWithPath: output))
+        #expect(scalarBytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } == fromSwift)
+        let refused = try CLI.runProgram(program, [student.path, input, output, "16"], environment: ["KILN_ISA": "avx9000"])
+        #expect(refused.status != 0 && (refused.stdout + refused.stderr).contains("KILN_ISA=avx9000 names no kernel variant"),
+                "\(refused.stdout)\(refused.stderr)")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import KilnGraph
+import KilnRuntime
 import KilnTensor
 import Testing
 
@@ -31,13 +32,18 @@ enum CLI {
         var stderr: String
     }
 
-    static func run(_ arguments: [String]) throws -> Result { try runProgram(executable.path, arguments) }
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        try runProgram(executable.path, arguments, environment: environment)
+    }
 
-    /// Runs any program and captures what it prints.
-    static func runProgram(_ path: String, _ arguments: [String]) throws -> Result {
+    /// Runs any program and captures what it prints; `environment` adds to (or overrides) the inherited one.
+    static func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -143,6 +149,26 @@ struct CLITests {
         let text = try CLI.run(["bench", student, "--runs", "5", "--threads", "1", "--profile"])
         #expect(text.status == 0 && text.stdout.contains("GMAC/s") && text.stdout.contains("GlobalAveragePool"))
         try CLI.expectFailure(["bench", CLI.teacher, "--runs", "3", "--profile"], ["--profile needs a .kiln student"])
+    }
+
+    @Test("bench names the CPU and the kernels; KILN_ISA forces a lower tier and refuses one this CPU lacks")
+    func benchKernelTier() throws {
+        let student = CLI.root.appendingPathComponent("models/students/resnet20-w8a8.kiln").path
+        let best = try CLI.run(["bench", student, "--runs", "3", "--json"])
+        #expect(best.status == 0, "\(best.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(best.stdout.utf8)) as? [String: Any]
+        #expect(object?["kernels"] as? String == KernelChoice.best.description)
+        #expect((object?["cpu"] as? String ?? "").isEmpty == false)
+        let forced = try CLI.run(["bench", student, "--runs", "3"], environment: ["KILN_ISA": "scalar"])
+        #expect(forced.status == 0 && forced.stdout.contains("kernels: scalar"), "\(forced.stdout) \(forced.stderr)")
+        let reference = try CLI.run(["bench", student, "--runs", "3", "--json"], environment: ["KILN_ISA": "reference"])
+        #expect(reference.status == 0 && reference.stdout.contains("\"reference\""), "\(reference.stderr)")
+        let unknown = try CLI.run(["bench", student, "--runs", "3"], environment: ["KILN_ISA": "avx9000"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("KILN_ISA=avx9000 names no kernel variant"), "\(unknown.stderr)")
+        if let lacking = KernelChoice.all.first(where: { !$0.isSupported }) {
+            let refused = try CLI.run(["bench", student, "--runs", "3"], environment: ["KILN_ISA": lacking.description])
+            #expect(refused.status == 1 && refused.stderr.contains("cannot run the \(lacking) kernels"), "\(refused.stderr)")
+        }
     }
 
     @Test("bad model files: one line naming the file and the problem, exit status 1")

@@ -22,13 +22,21 @@ struct DistillationTests {
         let distiller = try Distiller(teacher: teacher, options: DistillOptions(bits: bits, distill: distill, iterationsPerBlock: iterations))
         var (student, state) = try distiller.run(calibration: try syntheticSet(file))
         student.metadata = teacher.metadata
-        let comparison = try Comparison(teacher: teacher, student: try KilnModel(student))
-        let improved = state.reports.filter { $0.lossAfter < $0.lossBefore }.count
-        print(String(format: "%@ %@ zero-shot, %@: fp32 %.2f%%, student %.2f%%, agreement %.2f%%, %.0f s; %d of %d blocks improved",
+        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student))
+        let kept = state.reports.filter(\.keptInitialization)
+        print(String(format: "%@ %@ zero-shot, %@: fp32 %.2f%%, student %.2f%%, agreement %.2f%%, %.0f s; %d of %d blocks kept their initialisation%@",
                      file, bits.description, distill ? "\(iterations) iterations per block" : "no reconstruction",
                      comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100,
-                     Date().timeIntervalSince(start), improved, state.reports.count))
-        if distill { #expect(improved == state.reports.count, "reconstruction must lower every block's error") }
+                     Date().timeIntervalSince(start), kept.count, state.reports.count,
+                     kept.isEmpty ? "" : " (" + kept.map { String(format: "%@ %.4g → %.4g", $0.block, $0.lossBefore, $0.lossReconstructed) }.joined(separator: ", ") + ")"))
+        if distill {
+            // Which blocks reconstruction improves depends on the CPU's fp32 path (OpenBLAS kernels, reduction
+            // order); that no block ends worse than it started does not.
+            for report in state.reports {
+                #expect(report.lossAfter <= report.lossBefore, "block \(report.block) ended worse than its initialisation")
+                #expect(report.keptInitialization == (report.lossReconstructed > report.lossBefore))
+            }
+        }
         return (comparison, student)
     }
 
@@ -44,7 +52,7 @@ struct DistillationTests {
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.01)
         let same = zip(try onnxruntimePredictions(student, label: "\(file)-w4a4"), comparison.studentPredictions).filter { $0 == $1 }.count
         print("\(file) W4A4: onnxruntime (QDQ) and KilnRuntime agree on \(same) of 10000 images")
-        #expect(same >= 9_950)
+        #expect(same >= 9_990)
     }
 
     @Test("zero-shot W2A4 with reconstruction loses ≤ 3 pt and beats W2A4 without it by ≥ 8 pt", arguments: Repository.fashionTeachers)
@@ -54,6 +62,36 @@ struct DistillationTests {
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.03)
         // Measured: ResNet-20 81.3% → 93.0%, MobileNetV2 23.5% → 91.3%.
         #expect(comparison.studentTop1 >= plain.studentTop1 + 0.08)
+    }
+
+    @Test("a block that reconstruction makes worse keeps its initialisation, in the student and in the report")
+    func worseBlocksKeepTheirInitialization() throws {
+        let teacher = try Repository.teacher("resnet20.onnx")
+        let calibration = Tensor(shape: [32, 1, 28, 28], scalars: Array(try syntheticSet("resnet20.onnx").scalars.prefix(32 * 784)))
+        // Learning rates a thousand times too large throw the steps far from their initialisation.
+        var options = DistillOptions(bits: .w4a4, iterationsPerBlock: 20)
+        options.weightStepLearningRate *= 1000
+        options.activationStepLearningRate *= 1000
+        options.roundingLearningRate *= 1000
+        let (student, state) = try Distiller(teacher: teacher, options: options).run(calibration: calibration)
+        let initial = try Distiller(teacher: teacher, options: DistillOptions(bits: .w4a4, distill: false)).run(calibration: calibration)
+        let kept = state.reports.filter(\.keptInitialization)
+        print("\(kept.count) of \(state.reports.count) blocks kept their initialisation at 1000× the learning rates")
+        try #require(!kept.isEmpty, "the test needs a reconstruction that makes a block worse")
+        for report in state.reports {
+            #expect(report.lossAfter <= report.lossBefore)
+            #expect(report.keptInitialization ? report.lossReconstructed > report.lossBefore : report.lossAfter == report.lossReconstructed)
+        }
+        if kept.count == state.reports.count {
+            // Every block kept: the student is exactly the one without reconstruction.
+            #expect(try KilnFile.encode(student) == KilnFile.encode(initial.student))
+        }
+        // A kept block's learned parameters are its initial ones; the first block is always measured from the same input.
+        if state.reports[0].keptInitialization {
+            let firstLayer = try #require(state.weightLevels.keys.min())
+            #expect(state.weightLevels[firstLayer] == initial.state.weightLevels[firstLayer])
+            #expect(state.weightSteps[firstLayer] == initial.state.weightSteps[firstLayer])
+        }
     }
 
     @Test("a run interrupted between blocks and resumed from its (JSON) checkpoint gives the same student")

@@ -99,7 +99,7 @@ struct ZeroShotRegressionTests {
         // As `kiln quantize` does for synthesized data: minmax ranges.
         var student = try Quantizer.quantize(teacher, calibration: calibration, options: QuantizeOptions(range: .minmax)).student
         student.metadata = teacher.metadata
-        let comparison = try Comparison(teacher: teacher, student: try KilnModel(student))
+        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student))
         print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
                      teacherFile, name, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100))
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.003)

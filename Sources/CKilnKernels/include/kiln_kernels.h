@@ -28,6 +28,8 @@ int kiln_cpu_supports(int isa);
 int kiln_cpu_isa(void);
 /// A short name of a variant ("avx512vnni", ...).
 const char *kiln_isa_name(int isa);
+/// The CPU's model name (its brand string on x86; "unknown CPU" where there is none).
+const char *kiln_cpu_model(void);
 
 /// Output channels per packed weight panel, and K grouping.
 #define KILN_PANEL 16
@@ -112,9 +114,10 @@ void kiln_qu8_conv_im2col(const uint8_t *image, int h, int w, int c, int kh, int
 void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int stride_h, int stride_w, int pad_top,
                       int pad_left, int oy, int ow, uint8_t *y);
 
-/// Global average pooling of one NHWC u8 image of `pixels` pixels and `c` channels, requantized:
-/// y = quantize(input_scale · (sum − pixels · input_zero_point) / pixels) to the output's levels 0…max_level (as
-/// KilnRuntime's reference kernel).
+/// Global average pooling of one NHWC u8 image of `pixels` pixels and `c` channels, requantized like a conv's
+/// accumulator: y = clamp(rint((sum − pixels · input_zero_point) · m) + output_zero_point, 0, max_level) with
+/// m = input_scale / (output_scale · pixels) in float32 (as KilnRuntime's reference kernel and onnxruntime's
+/// QLinearGlobalAveragePool).
 void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point,
                                   float output_scale, int32_t output_zero_point, int32_t max_level, uint8_t *y);
 
