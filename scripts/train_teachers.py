@@ -113,10 +113,11 @@ class MobileNetV2(nn.Module):
 ARCHITECTURES = {"resnet20": (ResNet20, 13), "mobilenetv2": (MobileNetV2, 17)}
 
 
-def augment(x, generator):
-    """Random 2-pixel-padded crop and horizontal flip of a normalized batch."""
+def augment(x, generator, pad_value=-fashion_mnist.MEAN / fashion_mnist.STD):
+    """Random 2-pixel-padded crop and horizontal flip of a normalized batch; the padding is a black pixel
+    (`pad_value` in the batch's normalization)."""
     n = x.shape[0]
-    padded = F.pad(x, (2, 2, 2, 2), value=float(-fashion_mnist.MEAN / fashion_mnist.STD))
+    padded = F.pad(x, (2, 2, 2, 2), value=float(pad_value))
     dx = torch.randint(0, 5, (n,), generator=generator)
     dy = torch.randint(0, 5, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(28)[None, :])  # n x 28

@@ -12,8 +12,9 @@ struct EvalCommand: ParsableCommand {
             Exit status 2 means an accuracy bar (--min-top1, --max-drop, --min-agreement) was missed; 1 means an \
             error. Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
             \(FashionMNIST.defaultDirectory)) or from --inputs X.npy (float32, the model's input layout) with \
-            --labels Y.npy (int64, int32 or uint8). Fashion-MNIST pixels are scaled to [0, 1] and normalized with \
-            --mean/--std, or with the model's kiln.input_mean/kiln.input_std metadata when the flags are absent.
+            --labels Y.npy (int64, int32 or uint8). Fashion-MNIST pixels are scaled to [0, 1] and normalized as \
+            --input-mean/--input-std (or --preprocess, --input-range) say, or as the model's metadata says when \
+            the flags are absent.
             """)
 
     @Argument(help: "The model to evaluate (.onnx teacher or .kiln student).")
@@ -21,12 +22,6 @@ struct EvalCommand: ParsableCommand {
 
     @Option(help: "fashion-mnist or fashion-mnist=DIR.")
     var dataset: String?
-
-    @Option(help: "Mean subtracted from [0, 1] pixels (Fashion-MNIST).")
-    var mean: Float?
-
-    @Option(help: "Standard deviation the pixels are divided by (Fashion-MNIST).")
-    var std: Float?
 
     @Option(help: "Input images as float32 .npy.")
     var inputs: String?
@@ -55,9 +50,12 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @OptionGroup(title: "Input domain (how Fashion-MNIST pixels are normalized)") var domain: InputDomainOptions
+
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        _ = try domain.stated()
         guard (dataset == nil) != (inputs == nil) else {
             throw ValidationError("give either --dataset fashion-mnist[=DIR] or --inputs X.npy --labels Y.npy")
         }
@@ -129,14 +127,11 @@ struct EvalData {
                 throw ValidationError("unknown dataset '\(parts[0])' (known: fashion-mnist)")
             }
             let set = try FashionMNIST(split: .test, directory: parts.count > 1 ? parts[1] : FashionMNIST.defaultDirectory)
-            let stored = model.normalization
-            let mean = options.mean ?? stored?.mean ?? 0
-            let std = options.std ?? stored?.std ?? 1
-            guard std > 0 else { throw ValidationError("--std must be positive") }
+            let resolved = try options.domain.resolve(metadata: model.metadata, channels: 1, file: model.path)
+            let (mean, std) = resolved.map { ($0.domain.normalization.mean[0], $0.domain.normalization.std[0]) } ?? (0, 1)
             count = min(options.limit ?? set.count, set.count)
             labels = Array(set.labels.prefix(count))
-            let source = options.mean != nil || options.std != nil ? "flags" : stored != nil ? "model metadata" : "none given"
-            normalization = "(x/255 - \(mean)) / \(std) (\(source))"
+            normalization = resolved.map { "\($0.domain) (\($0.source))" } ?? "x/255 (none given)"
             batch = { set.tensor($0, mean: mean, std: std) }
         } else {
             let x = try NPY.readTensor(options.inputs!)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnGraph
+import KilnQuant
 import KilnRuntime
 
 /// `kiln inspect MODEL`: inputs, outputs, ops, size, MACs and warnings.
@@ -53,6 +54,8 @@ struct InspectReport: Encodable {
     var macs: Int
     var batchNorms: Int?
     var metadata: [String: String]
+    /// What real inputs look like, as the metadata states it ("unknown" when it does not).
+    var inputDomain: String
     var warnings: [String] = []
 
     init(_ model: LoadedModel) {
@@ -72,13 +75,15 @@ struct InspectReport: Encodable {
             batchNorms = graph.batchNormCount
             metadata = graph.metadata
             if graph.batchNormCount == 0 {
-                warnings.append("no BatchNormalization nodes: zero-shot synthesis needs them (export with training=TrainingMode.PRESERVE and do_constant_folding=False); calibration with real data still works")
+                warnings.append("no BatchNormalization nodes: zero-shot synthesis needs them. \(Synthesizer.batchNormExportAdvice); calibration with real data still works")
             }
             if !graph.inputs.contains(where: { graph[$0].shape.first == batchDimension }) {
                 warnings.append("the batch dimension is fixed; the model runs only at that batch size")
             }
+            inputDomain = InspectReport.describeDomain(graph.metadata, &warnings)
         case .student(let kiln):
             let student = kiln.student
+            inputDomain = InspectReport.describeDomain(student.metadata, &warnings)
             format = "kiln v\(KilnFile.version) (int8 student)"
             inputs = kiln.inputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
             outputs = kiln.outputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
@@ -87,6 +92,23 @@ struct InspectReport: Encodable {
             macs = kiln.macsPerSample
             metadata = student.metadata
         }
+    }
+
+    /// The input domain a model's metadata states, for the report.
+    static func describeDomain(_ metadata: [String: String], _ warnings: inout [String]) -> String {
+        do {
+            if let domain = try InputDomain(metadata: metadata) {
+                let quantized = metadata["kiln.input_quantized_range"].map { ", input quantized over [\($0.replacingOccurrences(of: ",", with: ", "))]" } ?? ""
+                return "\(domain)\(quantized)"
+            }
+        } catch {
+            warnings.append("the input domain metadata is malformed: \(error)")
+            return "malformed metadata"
+        }
+        if let assumed = metadata["kiln.input_domain_assumed"], let range = metadata["kiln.input_quantized_range"] {
+            return "unknown; input quantized over [\(range.replacingOccurrences(of: ",", with: ", "))], \(assumed)"
+        }
+        return "unknown (state it with --preprocess, --input-mean/--input-std or --input-range when quantizing)"
     }
 
     var text: String {
@@ -103,6 +125,7 @@ struct InspectReport: Encodable {
         if let irVersion, let opset { lines.append("ONNX:        IR version \(irVersion), opset \(opset)") }
         lines += [
             "inputs:\n\(list(inputs))",
+            "input domain: \(inputDomain)",
             "outputs:\n\(list(outputs))",
             "parameters:  \(parameters.formatted())",
             "MACs:        \(macs.formatted()) per sample",

@@ -27,7 +27,7 @@ struct LoadedModel {
                                              options: KilnModel.Options(threads: Parallel.threadCount, kernels: try requestedKernels())))
         } else {
             let onnx = try ONNXModel(contentsOf: path)
-            let graph = try onnx.importGraph()
+            let graph = try importTeacher(onnx)
             backend = .teacher(onnx, graph, try Interpreter(graph))
         }
     }
@@ -61,20 +61,30 @@ struct LoadedModel {
         }
     }
 
-    /// Input normalization stored in the model's metadata (`kiln.input_mean`, `kiln.input_std`), if any.
-    var normalization: (mean: Float, std: Float)? {
-        let metadata: [String: String]
+    /// The model's metadata (an ONNX teacher's or a student's).
+    var metadata: [String: String] {
         switch backend {
-        case .teacher(_, let graph, _): metadata = graph.metadata
-        case .student(let model): metadata = model.student.metadata
+        case .teacher(_, let graph, _): return graph.metadata
+        case .student(let model): return model.student.metadata
         }
-        guard let mean = metadata["kiln.input_mean"].flatMap(Float.init),
-              let std = metadata["kiln.input_std"].flatMap(Float.init) else { return nil }
-        return (mean, std)
     }
 }
 
 /// The student kernels `KILN_ISA` forces (to compare tiers on one machine), else the best this CPU runs.
 func requestedKernels() throws -> KernelChoice {
     try KernelChoice.requested(ProcessInfo.processInfo.environment["KILN_ISA"])
+}
+
+/// Imports an ONNX teacher; a model exported at a fixed batch size runs at any batch size once it is checked
+/// that its samples do not mix.
+func importTeacher(_ onnx: ONNXModel) throws -> Graph {
+    let graph = try onnx.importGraph()
+    if graph.metadata["kiln.exported_batch"] != nil {
+        do {
+            try Interpreter(graph).checkBatchIndependence()
+        } catch let error as InterpreterError {
+            throw DataFileError(file: onnx.file, "exported with a fixed batch of \(graph.metadata["kiln.exported_batch"]!): \(error.message)")
+        }
+    }
+    return graph
 }

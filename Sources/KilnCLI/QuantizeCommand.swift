@@ -80,9 +80,12 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
+    @OptionGroup(title: "Input domain (what real inputs look like)") var domain: InputDomainOptions
+
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        _ = try domain.stated()
         guard range.map({ ["minmax", "percentile", "mse"].contains($0) }) ?? true else {
             throw ValidationError("--range must be minmax, percentile or mse")
         }
@@ -106,7 +109,8 @@ struct QuantizeCommand: ParsableCommand {
         try reportingErrors {
             try compute.apply()
             let onnx = try ONNXModel(contentsOf: teacher)
-            let graph = try onnx.importGraph()
+            let graph = try importTeacher(onnx)
+            let inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
             let data: Tensor
             let source: String
             if let calibration {
@@ -115,6 +119,7 @@ struct QuantizeCommand: ParsableCommand {
             } else {
                 var options = SynthesisOptions(count: syntheticCount, iterations: syntheticIterations, seed: seed)
                 options.batch = min(options.batch, max(2, syntheticCount))
+                options.inputDomain = inputDomain
                 data = try Synthesis.run(graph, options: options, teacher: teacher).images
                 source = "genie synthesis (\(syntheticCount) images, \(syntheticIterations) iterations, seed \(seed))"
                 if let saveCalibration { try NPY.write(data, to: saveCalibration) }
@@ -124,16 +129,18 @@ struct QuantizeCommand: ParsableCommand {
             let method: RangeMethod = chosen == "minmax" ? .minmax : chosen == "mse" ? .mse : .percentile(percentile)
             let start = Date()
             if usesDistiller {
-                try runDistiller(graph, data, source: source, start: start)
+                try runDistiller(graph, data, inputDomain: inputDomain, source: source, start: start)
                 return
             }
             var result: QuantizationResult
             do {
-                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method))
+                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method, inputDomain: inputDomain))
             } catch let error as QuantizeError {
                 throw DataFileError(file: teacher, error.message)
             }
-            result.student.metadata = studentMetadata(graph: graph, method: method, calibration: source, count: data.shape[0])
+            warnIfAssumed(result.inputRange)
+            result.student.metadata = studentMetadata(graph: graph, method: method, calibration: source, count: data.shape[0],
+                                                      inputRange: result.inputRange)
             try AtomicFile.write(Data(try KilnFile.encode(result.student)), to: output)
             if let onnxOut {
                 try AtomicFile.write(try QDQExporter.export(result.student), to: onnxOut)
@@ -151,17 +158,21 @@ struct QuantizeCommand: ParsableCommand {
     }
 
     /// Quantization with block reconstruction, checkpointed after each block; Ctrl-C stops cleanly.
-    func runDistiller(_ graph: Graph, _ data: Tensor, source: String, start: Date) throws {
+    func runDistiller(_ graph: Graph, _ data: Tensor, inputDomain: InputDomain?, source: String, start: Date) throws {
         var options = DistillOptions(bits: BitWidths(bits)!, distill: (distill ?? "genie") == "genie",
                                      iterationsPerBlock: iterationsPerBlock)
         options.allLayers = allLayers
         options.seed = seed
+        options.inputDomain = inputDomain
         let distiller: Distiller
+        let inputRange: InputRange
         do {
             distiller = try Distiller(teacher: graph, options: options)
+            inputRange = try distiller.inputRange(data)
         } catch let error as QuantizeError {
             throw DataFileError(file: teacher, error.message)
         }
+        warnIfAssumed(inputRange)
         let checkpointPath = output + ".checkpoint.json"
         let signature = "\(URL(fileURLWithPath: teacher).lastPathComponent) \(options.bits) distill=\(options.distill) iterations=\(iterationsPerBlock) all-layers=\(allLayers) images=\(data.shape[0]) seed=\(seed)"
         var resumed: DistillState?
@@ -212,7 +223,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         bar.finish()
         var student = result.student
-        student.metadata = studentMetadata(graph: graph, method: .mse, calibration: source, count: data.shape[0])
+        student.metadata = studentMetadata(graph: graph, method: .mse, calibration: source, count: data.shape[0], inputRange: inputRange)
         student.metadata["kiln.scheme"] = "\(options.bits)\(allLayers ? " (all layers)" : ", first and last layers 8-bit"): per-channel symmetric weights, asymmetric activations, int32 bias"
         student.metadata["kiln.distill"] = options.distill ? "genie block reconstruction, \(iterationsPerBlock) iterations per block" : "none"
         try AtomicFile.write(Data(try KilnFile.encode(student)), to: output)
@@ -224,15 +235,31 @@ struct QuantizeCommand: ParsableCommand {
         if json { try printJSON(summary) } else { print(summary.text) }
     }
 
-    /// Metadata carried into the student: provenance and the teacher's input normalization.
-    func studentMetadata(graph: Graph, method: RangeMethod, calibration: String, count: Int) -> [String: String] {
-        var metadata = graph.metadata.filter { $0.key.hasPrefix("kiln.input_") || $0.key == "kiln.dataset" }
+    /// Metadata carried into the student: provenance and the input domain it was quantized for.
+    func studentMetadata(graph: Graph, method: RangeMethod, calibration: String, count: Int, inputRange: InputRange) -> [String: String] {
+        var metadata = graph.metadata.filter { $0.key == "kiln.dataset" || $0.key == "kiln.exported_batch" }
+        if let domain = inputRange.domain { metadata = domain.written(into: metadata) }
+        metadata["kiln.input_quantized_range"] = "\(inputRange.range.lowerBound),\(inputRange.range.upperBound)"
+        if let assumption = inputRange.assumption { metadata["kiln.input_domain_assumed"] = assumption }
         metadata["kiln.teacher"] = URL(fileURLWithPath: teacher).lastPathComponent
         metadata["kiln.calibration"] = "\(calibration) (\(count) images)"
         metadata["kiln.range"] = method.description
         metadata["kiln.scheme"] = "w8a8: int8 per-channel symmetric weights, uint8 asymmetric activations, int32 bias"
         return metadata
     }
+}
+
+/// Prints the one warning of a quantization whose input domain was not known.
+func warnIfAssumed(_ inputRange: InputRange) {
+    guard let assumption = inputRange.assumption else { return }
+    let range = String(format: "[%.3g, %.3g]", inputRange.range.lowerBound, inputRange.range.upperBound)
+    FileHandle.standardError.write(Data("""
+        kiln: warning: the input's domain is unknown (no --preprocess, --input-mean/--input-std or --input-range, and \
+        no kiln.input_* metadata in the teacher): the input quantizer covers \(range), \(assumption); real inputs \
+        outside it are clipped. State the preprocessing, e.g. --preprocess imagenet|unit|signed-unit|pixels or \
+        --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225
+
+        """.utf8))
 }
 
 /// Calibration data on disk: one float32 `.npy` or a folder of them, joined along the first dimension.

@@ -42,9 +42,12 @@ struct SynthesizeCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @OptionGroup(title: "Input domain (what real inputs look like)") var domain: InputDomainOptions
+
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        _ = try domain.stated()
         guard SynthesisMethod(rawValue: method) != nil else { throw ValidationError("--method must be genie, zeroq or gaussian") }
         guard count >= 1, iterations >= 1, batch >= 2 else { throw ValidationError("--count and --iterations must be ≥ 1, --batch ≥ 2") }
     }
@@ -52,10 +55,11 @@ struct SynthesizeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             try compute.apply()
-            let graph = try ONNXModel(contentsOf: teacher).importGraph()
+            let graph = try importTeacher(try ONNXModel(contentsOf: teacher))
             var options = SynthesisOptions(method: SynthesisMethod(rawValue: method)!, count: count, iterations: iterations,
                                            batch: batch, seed: seed)
             options.count = count
+            options.inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
             let result = try Synthesis.run(graph, options: options, teacher: teacher)
             try NPY.write(result.images, to: output)
             let summary = SynthesisSummary(teacher: teacher, output: output, method: method, count: count,

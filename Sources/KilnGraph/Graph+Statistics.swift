@@ -31,3 +31,11 @@ extension Graph {
         }
     }
 }
+
+extension Graph {
+    /// Channels of the first input (its second dimension; nil for inputs of rank < 2).
+    public var inputChannels: Int? {
+        guard let input = inputs.first, self[input].shape.count >= 2 else { return nil }
+        return self[input].shape[1]
+    }
+}

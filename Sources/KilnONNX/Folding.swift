@@ -6,7 +6,7 @@ enum Folding {
     /// ONNX op types this evaluator computes.
     static let ops: Set<String> = [
         "Identity", "Constant", "Shape", "Gather", "Cast", "ConstantOfShape", "Add", "Sub", "Mul", "Div", "Slice",
-        "Concat", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Dropout",
+        "Concat", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Dropout", "Expand", "CastLike",
     ]
 
     /// Computes `node` on known inputs (nil where an optional input is absent).
@@ -33,6 +33,14 @@ enum Folding {
             return .int(IntTensor(shape: [dims.count], values: dims.map { Int64($0) }))
         case "Cast":
             return try cast(try input(0), to: try attributes.int("to"))
+        case "CastLike":
+            // The element family of input 1 (float32 or int64) decides.
+            if case .float = try input(1) { return try cast(try input(0), to: 1) }
+            return try cast(try input(0), to: 7)
+        case "Expand":
+            let data = try input(0)
+            guard let target = try ints(1) else { throw ImportFailure("Expand needs a shape") }
+            return try expanded(data, to: target)
         case "ConstantOfShape":
             guard let shape = try ints(0), shape.allSatisfy({ $0 >= 0 }) else {
                 throw ImportFailure("shape input must be non-negative int64 values")
@@ -112,6 +120,19 @@ enum Folding {
             return data.reshaped(to: shape)
         default:
             throw ImportFailure("cannot be evaluated at import")
+        }
+    }
+
+    /// ONNX Expand: `data` broadcast against `target` (either may have the larger size on an axis).
+    static func expanded(_ data: ImportedTensor, to target: [Int]) throws -> ImportedTensor {
+        guard target.allSatisfy({ $0 >= 0 }), let shape = TensorLayout.broadcastShape(data.shape, target) else {
+            throw ImportFailure("cannot expand \(data.shape) to \(target)")
+        }
+        guard shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= maximumElementCount else {
+            throw ImportFailure("expanded shape \(shape) is too large")
+        }
+        return data.rearranged { positions in
+            TensorLayout.broadcastBinary(positions, data.shape, [Int](repeating: 0, count: shape.elementCount), shape) { a, _ in a }
         }
     }
 

@@ -38,6 +38,8 @@ extension Importer {
         "Dropout": { try $0.dropout($1) },
         "Identity": { $0.alias($1, to: try $0.tensor($1, 0)) },
         "Cast": { try $0.cast($1) },
+        "CastLike": { try $0.castLike($1) },
+        "Expand": { try $0.expand($1) },
         "Gather": { try $0.gather($1) },
         "Slice": { try $0.slice($1) },
         "Unsqueeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: true) },
@@ -205,12 +207,16 @@ extension Importer {
 
     mutating func reshape(_ n: NodeContext) throws {
         let x = try tensor(n, 0)
-        let target: [Int?]
+        var target: [Int?]
         if opset < 5 {
             target = try n.attributes.ints("shape") ?? []
         } else {
             guard let ints = try staticInts(n, 1) else { throw ImportFailure("Reshape needs a shape input") }
             target = ints
+        }
+        // A fixed-batch export spells the batch size out (`x.view(x.size(0), -1)` becomes [1, -1]).
+        if let exportedBatch, shape(x).first == batchDimension, target.first == exportedBatch {
+            target[0] = nil
         }
         let dims = try Folding.reshapeTarget(target, input: shape(x),
                                              allowZero: try n.attributes.int("allowzero", default: 0) != 0)
@@ -352,6 +358,39 @@ extension Importer {
             throw ImportFailure("Cast of a run-time float tensor to data type \(to) is not supported; Kiln computes in float32")
         }
         alias(n, to: try tensor(n, 0))
+    }
+
+    /// CastLike with a run-time operand: a float cast to a float (an alias), or a known value cast to the
+    /// run-time operand's float type (a constant).
+    mutating func castLike(_ n: NodeContext) throws {
+        guard n.has(1), case .runtime? = values[n.proto.input[1]] else {
+            throw ImportFailure("CastLike of a run-time float tensor to an integer type is not supported; Kiln computes in float32")
+        }
+        if case .folded(let folded)? = values[n.proto.input[0]] {
+            guard !folded.dependsOnBatch else { throw ImportFailure("input 0 depends on the batch size") }
+            values[n.proto.output[0]] = .folded(Folded(try Folding.cast(folded.small, to: 1)))
+            return
+        }
+        alias(n, to: try tensor(n, 0))
+    }
+
+    /// Expand of a run-time tensor: nothing when the shape does not grow, else an Add of zeros of the expanded shape
+    /// (the IR's broadcasting Add; the batch dimension broadcasts from the data).
+    mutating func expand(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        guard let target = try staticInts(n, 1) else { throw ImportFailure("Expand needs a shape input") }
+        // N in the target stands for the batch; for broadcasting it is 1 (the data carries N).
+        let concrete = target.map { $0 ?? 1 }
+        guard concrete.allSatisfy({ $0 >= 0 }), let result = TensorLayout.broadcastShape(xs, concrete) else {
+            throw ImportFailure("cannot expand \(xs.shapeDescription) to \(target.map { $0.map(String.init) ?? "N" })")
+        }
+        if result == xs {
+            alias(n, to: x)
+            return
+        }
+        let zeros = graph.addConstant(name: "\(n.label)/zeros", Tensor(shape: concrete, repeating: 0))
+        try emit(n, .binary(.add), [x, zeros])
     }
 
     mutating func gather(_ n: NodeContext) throws {

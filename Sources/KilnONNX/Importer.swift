@@ -44,6 +44,8 @@ struct Importer {
     var materialized: [String: ValueID] = [:]
     /// ONNX value names that some node or graph output reads.
     let usedNames: Set<String>
+    /// The fixed batch size the model was exported with, when the import turned it into a batch dimension.
+    var exportedBatch: Int?
 
     init(model: ONNXModel, options: ImportOptions) {
         self.model = model
@@ -71,9 +73,16 @@ struct Importer {
                 values[input.name] = .folded(Folded(bound))
                 continue
             }
-            let shape = try inputShape(input)
+            var shape = try inputShape(input)
+            // An image input (rank ≥ 3) with a fixed first dimension was exported at a fixed batch size.
+            if options.generalizeFixedBatch, shape.count >= 3, shape[0] != batchDimension,
+               shape[0] >= 1, exportedBatch == nil || exportedBatch == shape[0] {
+                exportedBatch = shape[0]
+                shape[0] = batchDimension
+            }
             values[input.name] = .runtime(graph.addInput(name: input.name, shape: shape))
         }
+        if let exportedBatch { graph.metadata["kiln.exported_batch"] = String(exportedBatch) }
         for (index, node) in proto.node.enumerated() {
             let label = node.name.isEmpty ? (node.output.first.map { "#\(index) → \($0)" } ?? "#\(index)") : node.name
             do {

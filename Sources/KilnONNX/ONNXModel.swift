@@ -52,9 +52,10 @@ public struct ONNXModel {
         proto.graph.node.reduce(into: [:]) { $0[$1.qualifiedOpType, default: 0] += 1 }
     }
 
-    let proto: Onnx_ModelProto
+    var proto: Onnx_ModelProto
 
-    /// Reads and validates an ONNX file.
+    /// Reads and validates an ONNX file, and the external data files its initializers name (as PyTorch's exporter
+    /// writes them: `model.onnx.data` next to `model.onnx`).
     public init(contentsOf path: String) throws {
         let data: Data
         do {
@@ -62,11 +63,12 @@ public struct ONNXModel {
         } catch {
             throw ONNXError(file: path, "cannot read: \(error.localizedDescription)")
         }
-        try self.init(data: data, file: path)
+        try self.init(data: data, file: path, directory: URL(fileURLWithPath: path).deletingLastPathComponent().path)
     }
 
-    /// Parses and validates the bytes of an ONNX file; `file` names it in errors.
-    public init(data: Data, file: String) throws {
+    /// Parses and validates the bytes of an ONNX file; `file` names it in errors. Initializers kept in external
+    /// files are read from `directory` (an error without one).
+    public init(data: Data, file: String, directory: String? = nil) throws {
         self.file = file
         guard !data.isEmpty else { throw ONNXError(file: file, "file is empty") }
         let proto: Onnx_ModelProto
@@ -90,6 +92,48 @@ public struct ONNXModel {
         }
         self.opset = Int(version)
         self.proto = proto
+        if self.proto.graph.initializer.contains(where: { $0.dataLocation == .external }) {
+            try loadExternalData(from: directory)
+        }
+    }
+
+    /// Moves the bytes of every initializer stored in an external file into the tensor, after checking the file
+    /// name (relative, inside `directory`), offset and length against the file.
+    mutating func loadExternalData(from directory: String?) throws {
+        var files: [String: Data] = [:]
+        for index in proto.graph.initializer.indices where proto.graph.initializer[index].dataLocation == .external {
+            var tensor = proto.graph.initializer[index]
+            let label = "external data of initializer '\(tensor.name)'"
+            guard let directory else { throw ONNXError(file: file, "\(label): the model was read from memory, so there is no folder to read it from") }
+            let entries = Dictionary(tensor.externalData.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+            guard let location = entries["location"], !location.isEmpty else { throw ONNXError(file: file, "\(label) names no file (location)") }
+            guard !location.hasPrefix("/"), !location.split(separator: "/").contains("..") else {
+                throw ONNXError(file: file, "\(label): location '\(location)' must be a relative path inside the model's folder")
+            }
+            func number(_ key: String) throws -> Int? {
+                guard let text = entries[key] else { return nil }
+                guard let value = Int(text), value >= 0 else { throw ONNXError(file: file, "\(label): \(key) '\(text)' is not a non-negative integer") }
+                return value
+            }
+            let path = directory.isEmpty ? location : "\(directory)/\(location)"
+            if files[location] == nil {
+                do {
+                    files[location] = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+                } catch {
+                    throw ONNXError(file: file, "\(label): cannot read '\(path)' (it must sit next to the model): \(error.localizedDescription)")
+                }
+            }
+            let bytes = files[location]!
+            let offset = try number("offset") ?? 0
+            let length = try number("length") ?? (bytes.count - min(offset, bytes.count))
+            guard offset <= bytes.count, length <= bytes.count - offset else {
+                throw ONNXError(file: path, "\(label): bytes \(offset)..<\(offset + length) lie beyond the file's \(bytes.count) bytes")
+            }
+            tensor.rawData = bytes.subdata(in: (bytes.startIndex + offset)..<(bytes.startIndex + offset + length))
+            tensor.externalData = []
+            tensor.dataLocation = .default
+            proto.graph.initializer[index] = tensor
+        }
     }
 
     /// Converts the model into the Kiln IR. Throws an `ONNXError` naming the node for anything Kiln cannot read.
@@ -110,10 +154,17 @@ public struct ImportOptions {
     /// Graph inputs fixed to known values; they become constants and everything computed from them is folded
     /// (e.g. int64 index inputs of a test model).
     public var boundInputs: [String: ImportedTensor] = [:]
+    /// Whether a model exported with a fixed batch size (the first dimension of its image inputs, usually 1) is
+    /// imported with a batch dimension N, so that it runs, calibrates and synthesizes at any batch size. Reshape
+    /// targets that repeat the exported batch size in their first entry keep the batch. The graph records the
+    /// exported size in its metadata (`kiln.exported_batch`); whether samples then stay independent is checked by
+    /// running the graph (`Interpreter.checkBatchIndependence`).
+    public var generalizeFixedBatch = true
 
     /// Default options.
-    public init(boundInputs: [String: ImportedTensor] = [:]) {
+    public init(boundInputs: [String: ImportedTensor] = [:], generalizeFixedBatch: Bool = true) {
         self.boundInputs = boundInputs
+        self.generalizeFixedBatch = generalizeFixedBatch
     }
 }
 

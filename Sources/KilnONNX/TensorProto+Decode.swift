@@ -19,7 +19,7 @@ extension Onnx_TensorProto {
     func decode() throws -> ImportedTensor {
         let label = name.isEmpty ? "tensor" : "tensor '\(name)'"
         guard dataLocation != .external else {
-            throw ImportFailure("\(label) keeps its data in an external file; Kiln reads self-contained models (save with onnx.save(model, path, save_as_external_data=False))")
+            throw ImportFailure("\(label) keeps its data in an external file, which only initializers of a model read from a file may do")
         }
         var count = 1
         for d in dims {

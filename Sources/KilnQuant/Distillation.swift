@@ -60,6 +60,8 @@ public struct DistillOptions: Sendable {
     public var betaEnd: Float = 2
     /// QDrop: probability of keeping the quantized value of each element during reconstruction.
     public var qdrop: Float = 0.5
+    /// What real inputs look like; nil: what the teacher's metadata states, if anything (see `InputRange`).
+    public var inputDomain: InputDomain?
     /// Seed of batch sampling and QDrop.
     public var seed: UInt64 = 0
 
@@ -234,7 +236,7 @@ public struct Distiller {
         -> (student: StudentModel, state: DistillState)
     {
         try Quantizer.checkCalibration(calibration, for: graph)
-        var state = resume ?? initialState(calibration)
+        var state = try resume ?? initialState(calibration)
         if options.distill {
             // Teacher (fp32) and student (quantized so far) inputs of the next block, on every calibration image.
             var teacherInput = calibration
@@ -268,7 +270,7 @@ public struct Distiller {
 
     /// Search-based starting point: per-channel weight steps minimising |w − q(w)|^2.4 over clipping ratios,
     /// activation ranges by the quantization-MSE search of the calibration histograms.
-    func initialState(_ calibration: Tensor) -> DistillState {
+    func initialState(_ calibration: Tensor) throws -> DistillState {
         var state = DistillState()
         for (index, layer) in plan.enumerated() where layer.hasWeights {
             let (levels, steps, ranges) = Distiller.searchWeights(channelMajor(layer), channels: layer.outputChannels,
@@ -277,20 +279,25 @@ public struct Distiller {
             state.weightSteps[index] = steps
             state.weightRanges[index] = ranges
         }
-        let interpreter = try! Interpreter(graph)
+        let interpreter = try Interpreter(graph)
         let wanted = Set(valueBits.keys)
-        let statistics = (try? Calibrator(interpreter: interpreter, values: wanted, batch: 64).collect(calibration, histogram: true)) ?? [:]
-        let pixels = QuantizeOptions.pixelRange(graph.metadata)
+        let statistics = try Calibrator(interpreter: interpreter, values: wanted, batch: 64).collect(calibration, histogram: true)
+        let input = try inputRange(calibration)
         for (value, bits) in valueBits {
             let levels = (1 << bits) - 1
             var (lo, hi) = statistics[value]?.range(.mse, levels: levels) ?? (0, 1)
-            if value == graph.inputs[0], let pixels { (lo, hi) = (pixels.lowerBound, pixels.upperBound) }
+            if value == graph.inputs[0] { (lo, hi) = (input.range.lowerBound, input.range.upperBound) }
             let q = activationQuantization(low: lo, high: hi, levels: levels)
             state.activationSteps[value.index] = q.scale
             state.activationZeroPoints[value.index] = q.zeroPoint
             state.activationBits[value.index] = bits
         }
         return state
+    }
+
+    /// The range the student's input quantizer covers for this calibration set, and why.
+    public func inputRange(_ calibration: Tensor) throws -> InputRange {
+        try InputRange.choose(options.inputDomain, graph: graph, calibration: calibration)
     }
 
     /// A weighted layer's weights as [M][K] (channel-major).

@@ -8,24 +8,15 @@ public struct QuantizeOptions: Sendable {
     public var range: RangeMethod = .percentile(99.99)
     /// Calibration images per interpreter batch.
     public var batch: Int = 64
-    /// The range of the model input when it is known, used for the input's quantization instead of the
-    /// calibration data's range; nil: the normalized pixel range from the teacher's metadata if it has one
-    /// (`pixelRange`), else the calibration data's range.
-    public var inputRange: ClosedRange<Float>?
+    /// What real inputs look like; nil: what the teacher's metadata states, if anything (`InputDomain(metadata:)`).
+    /// The input is quantized over the domain's whole range; with no domain known, over `UnknownInputDomain`'s.
+    public var inputDomain: InputDomain?
 
     /// Default options: 99.99th-percentile ranges.
-    public init(range: RangeMethod = .percentile(99.99), batch: Int = 64, inputRange: ClosedRange<Float>? = nil) {
+    public init(range: RangeMethod = .percentile(99.99), batch: Int = 64, inputDomain: InputDomain? = nil) {
         self.range = range
         self.batch = batch
-        self.inputRange = inputRange
-    }
-
-    /// The input range of a model whose metadata says how 8-bit pixels in [0, 1] are normalized
-    /// (`kiln.input_mean`, `kiln.input_std`): [(0 − mean)/std, (1 − mean)/std].
-    public static func pixelRange(_ metadata: [String: String]) -> ClosedRange<Float>? {
-        guard let mean = metadata["kiln.input_mean"].flatMap(Float.init), let std = metadata["kiln.input_std"].flatMap(Float.init),
-              std > 0 else { return nil }
-        return ((0 - mean) / std)...((1 - mean) / std)
+        self.inputDomain = inputDomain
     }
 }
 
@@ -54,6 +45,8 @@ public struct QuantizationResult: Sendable {
     public var report: [LayerReport]
     /// BatchNorm nodes folded into convolutions.
     public var foldedBatchNorms: Int
+    /// The range the input quantizer covers and why.
+    public var inputRange: InputRange
 }
 
 /// Post-training quantization of an fp32 teacher graph into an int8 student.
@@ -85,16 +78,16 @@ public enum Quantizer {
         let statistics = try calibrator.collect(calibration, histogram: needsHistogram)
         let method = options.range
         let input = graph.inputs[0]
-        let inputRange = options.inputRange ?? QuantizeOptions.pixelRange(graph.metadata)
+        let inputRange = try InputRange.choose(options.inputDomain, graph: graph, calibration: calibration)
         var lowering = Lowering(graph: graph)
         let student = try lowering.build(try Lowering.plan(graph)) { id in
-            if id == input, let inputRange { return (activationQuantization(low: inputRange.lowerBound, high: inputRange.upperBound), 8) }
+            if id == input { return (activationQuantization(low: inputRange.range.lowerBound, high: inputRange.range.upperBound), 8) }
             let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)
             return (activationQuantization(low: lo, high: hi), 8)
         }
         try student.validate()
         let report = try measure(student, lowering.layerValues, interpreter, calibrator, calibration)
-        return QuantizationResult(student: student, report: report, foldedBatchNorms: folded)
+        return QuantizationResult(student: student, report: report, foldedBatchNorms: folded, inputRange: inputRange)
     }
 
     /// Runs student and teacher side by side on the calibration set and reports each layer's SQNR.

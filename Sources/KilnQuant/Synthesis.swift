@@ -1,4 +1,5 @@
 import KilnGraph
+import KilnRuntime
 import KilnTensor
 
 /// How calibration images are made without real data.
@@ -31,6 +32,11 @@ public struct SynthesisOptions: Sendable {
     public var latentSize = 256
     /// Reflect-pad-and-crop jitter before strided convolutions (genie only).
     public var swingConvolution = true
+    /// What real inputs look like, when known: images are then made inside its per-channel ranges (the generator's
+    /// output through a sigmoid onto each range; ZeroQ and Gaussian pixels clamped) and the BatchNorm statistics
+    /// alone shape them. Unknown (nil): each image's channels are pushed toward mean 0, std 1, as for inputs
+    /// normalized by their dataset's statistics.
+    public var inputDomain: InputDomain?
 
     /// Defaults.
     public init(method: SynthesisMethod = .genie, count: Int = 128, iterations: Int = 200, batch: Int = 64, seed: UInt64 = 0) {
@@ -77,8 +83,15 @@ public enum Synthesizer {
         }
         var rng = SeededGenerator(seed: options.seed)
         let sample = Array(shape.dropFirst())
+        let domain: InputDomain?
+        do {
+            domain = try options.inputDomain?.validated(channels: sample[0])
+        } catch let error as InputDomainError {
+            throw QuantizeError(error.message)
+        }
         if options.method == .gaussian {
-            return SynthesisResult(images: rng.normal([options.count] + sample), initialLosses: [], finalLosses: [])
+            let noise = rng.normal([options.count] + sample)
+            return SynthesisResult(images: domain.map { clamped(noise, to: $0) } ?? noise, initialLosses: [], finalLosses: [])
         }
         let statistics = try batchNormTargets(teacher)
         var images: [Float] = []
@@ -111,6 +124,27 @@ public enum Synthesizer {
                                finalLosses: final, secondsPer100Iterations: seconds / Double(batches) / Double(options.iterations) * 100)
     }
 
+    /// Images clamped into the per-channel ranges of `domain` ([N, C, ...] layout).
+    static func clamped(_ images: Tensor, to domain: InputDomain) -> Tensor {
+        let channels = images.shape[1], plane = images.count / images.shape[0] / channels
+        var scalars = images.scalars
+        for i in scalars.indices {
+            let range = domain.channelRange(i / plane % channels)
+            scalars[i] = min(max(scalars[i], range.lowerBound), range.upperBound)
+        }
+        return Tensor(shape: images.shape, scalars: scalars)
+    }
+
+    /// Maps unbounded generator outputs onto the domain's per-channel ranges: low + (high − low) · sigmoid(x).
+    static func intoDomain(_ tape: Tape, _ x: Variable, _ domain: InputDomain) -> Variable {
+        let channels = x.shape[1]
+        let ranges = (0..<channels).map(domain.channelRange)
+        let shape = [1, channels] + [Int](repeating: 1, count: x.shape.count - 2)
+        let width = tape.constant(Tensor(shape: shape, scalars: ranges.map { $0.upperBound - $0.lowerBound }))
+        let low = tape.constant(Tensor(shape: shape, scalars: ranges.map(\.lowerBound)))
+        return tape.binary(tape.binary(tape.activation(x, .sigmoid), width, .mul), low, .add)
+    }
+
     /// Running mean and σ = √(running variance + 1e-6) of every BatchNorm node, by node index.
     static func batchNormTargets(_ teacher: Graph) throws -> [Int: (mean: Tensor, std: Tensor)] {
         var targets: [Int: (mean: Tensor, std: Tensor)] = [:]
@@ -124,19 +158,26 @@ public enum Synthesizer {
         guard !targets.isEmpty else {
             throw QuantizeError("""
                 the teacher has no BatchNormalization nodes: zero-shot synthesis needs their running statistics. \
-                Export the model with BatchNorm kept (PyTorch: model.eval(); torch.onnx.export(..., \
-                training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)), or quantize with real images \
-                (--calibration X.npy)
+                \(batchNormExportAdvice), or quantize with real images (--calibration X.npy)
                 """)
         }
         return targets
     }
 
+    /// How to export a PyTorch model with its BatchNorm layers kept (both of PyTorch's exporters fold them into the
+    /// convolutions by default).
+    public static let batchNormExportAdvice = """
+        Export the model with BatchNorm kept (PyTorch: model.eval(); torch.onnx.export(model, args, path, \
+        optimize=False), or with the legacy exporter torch.onnx.export(..., dynamo=False, \
+        training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False))
+        """
+
     /// The BatchNorm-statistics loss of one teacher pass on `input`: per BN layer the mean squared difference
     /// of the batch's per-channel mean and (unbiased) std of the BN input from the running ones, plus the
     /// input term pushing each image's per-channel mean to 0 and std to 1.
     static func statisticsLoss(_ tape: Tape, _ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)],
-                               input: Variable, swing: UnsafeMutablePointer<SeededGenerator>?) throws -> Variable {
+                               input: Variable, inputTerm: Bool = true,
+                               swing: UnsafeMutablePointer<SeededGenerator>?) throws -> Variable {
         let nodeIndex = Dictionary(uniqueKeysWithValues: teacher.nodes.enumerated().map { ($1.output, $0) })
         var terms: [Variable] = []
         func stdAndMean(_ x: Variable) -> (std: Variable, mean: Variable) {
@@ -148,12 +189,14 @@ public enum Synthesizer {
         func meanSquaredDistance(_ a: Variable, _ target: Tensor) -> Variable {
             tape.meanSquaredError(a, tape.constant(target))
         }
-        // Input term: every image's channels toward mean 0, std 1.
-        let (n, c) = (input.shape[0], input.shape[1])
-        let perImage = tape.reshape(input, [1, n * c, input.shape[2] * input.shape[3]])
-        let (inputStd, inputMean) = stdAndMean(perImage)
-        terms.append(tape.scale(tape.meanSquaredError(inputMean, tape.constant(Tensor(shape: [n * c], repeating: 0))), by: Float(c)))
-        terms.append(tape.scale(tape.meanSquaredError(inputStd, tape.constant(Tensor(shape: [n * c], repeating: 1))), by: Float(c)))
+        if inputTerm {
+            // Input term: every image's channels toward mean 0, std 1.
+            let (n, c) = (input.shape[0], input.shape[1])
+            let perImage = tape.reshape(input, [1, n * c, input.shape[2] * input.shape[3]])
+            let (inputStd, inputMean) = stdAndMean(perImage)
+            terms.append(tape.scale(tape.meanSquaredError(inputMean, tape.constant(Tensor(shape: [n * c], repeating: 0))), by: Float(c)))
+            terms.append(tape.scale(tape.meanSquaredError(inputStd, tape.constant(Tensor(shape: [n * c], repeating: 1))), by: Float(c)))
+        }
         _ = try tape.run(teacher, inputs: [input], replace: { node, operands in
             guard let swing, case .conv(let a) = node.op, a.strides != [1, 1] else { return nil }
             // Swing convolution: reflect-pad by one pixel, crop back at a random offset, then convolve.
@@ -190,10 +233,12 @@ public enum Synthesizer {
             let tape = Tape()
             let z = tape.leaf(latents[0])
             let parameters = generator.parameters.map { tape.leaf($0) }
-            let x = generator.forward(tape, z, parameters)
+            var x = generator.forward(tape, z, parameters)
+            if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
             images = x.value
             let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
-                try statisticsLoss(tape, teacher, targets, input: x, swing: options.swingConvolution ? pointer : nil)
+                try statisticsLoss(tape, teacher, targets, input: x, inputTerm: options.inputDomain == nil,
+                                   swing: options.swingConvolution ? pointer : nil)
             }
             let value = loss.value.scalars[0]
             if iteration == 0 { first = value }
@@ -214,17 +259,19 @@ public enum Synthesizer {
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
                            report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
         var pixels = [rng.normal([size] + sample)]
+        if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
         var optimizer = Adam(learningRate: options.latentLearningRate)
         var first: Float = 0, last: Float = 0
         for iteration in 0..<options.iterations {
             let tape = Tape()
             let x = tape.leaf(pixels[0])
-            let loss = try statisticsLoss(tape, teacher, targets, input: x, swing: nil)
+            let loss = try statisticsLoss(tape, teacher, targets, input: x, inputTerm: options.inputDomain == nil, swing: nil)
             let value = loss.value.scalars[0]
             if iteration == 0 { first = value }
             last = value
             report(iteration, value)
             optimizer.step(&pixels, gradients: tape.gradients(of: loss, withRespectTo: [x]))
+            if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
         }
         return (first, last, pixels[0])
     }

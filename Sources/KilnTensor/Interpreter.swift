@@ -54,6 +54,39 @@ public final class Interpreter: Sendable {
         }
     }
 
+    /// Checks that the samples of a batch do not affect each other, as a model exported at a fixed batch size and
+    /// imported with a batch dimension (`kiln.exported_batch`) must: two random samples run together give the
+    /// outputs each gives alone (to float rounding).
+    public func checkBatchIndependence() throws {
+        guard graph.inputs.contains(where: { graph[$0].shape.first == batchDimension }) else { return }
+        var rng = SeededGenerator(seed: 0x6b696c6e)
+        let pairs = graph.inputs.map { id -> Tensor in
+            let shape = graph[id].shape
+            return shape.first == batchDimension ? rng.normal([2] + shape.dropFirst()) : rng.normal(shape)
+        }
+        func sample(_ t: Tensor, _ index: Int, of id: ValueID) -> Tensor {
+            guard graph[id].shape.first == batchDimension else { return t }
+            let size = t.count / 2
+            return Tensor(shape: [1] + t.shape.dropFirst(), scalars: Array(t.scalars[(index * size)..<((index + 1) * size)]))
+        }
+        let together = try run(pairs)
+        for index in 0..<2 {
+            let alone = try run(zip(pairs, graph.inputs).map { sample($0, index, of: $1) })
+            for (output, (both, single)) in zip(graph.outputs, zip(together, alone)) where graph[output].shape.first == batchDimension {
+                let part = sample(both, index, of: output)
+                let scale = single.scalars.map { abs($0) }.max() ?? 0
+                let worst = zip(part.scalars, single.scalars).map { abs($0 - $1) }.max() ?? 0
+                guard part.shape == single.shape, worst <= 1e-4 * (1 + scale) else {
+                    throw InterpreterError(message: """
+                        output '\(graph[output].name)' of sample \(index + 1) changes when another sample shares its batch \
+                        (by up to \(worst)): the model mixes samples across its batch, so it cannot run at other batch \
+                        sizes than the one it was exported with
+                        """)
+                }
+            }
+        }
+    }
+
     /// Checks count, rank and sizes of the inputs; returns the batch size N they agree on (1 if none is batched).
     private func checkInputs(_ inputs: [Tensor]) throws -> Int {
         guard inputs.count == graph.inputs.count else {

@@ -74,7 +74,7 @@ enum BackendSuite {
             var graph: Graph
             while true {
                 do {
-                    graph = try model.importGraph(ImportOptions(boundInputs: bound))
+                    graph = try model.importGraph(ImportOptions(boundInputs: bound, generalizeFixedBatch: false))
                     break
                 } catch let error as ONNXError {
                     guard let name = neededAtImport(error.message), let value = floats.removeValue(forKey: name) else { throw error }

@@ -54,7 +54,7 @@ struct SynthesisTests {
             Issue.record("synthesis without BatchNorm should fail")
         } catch let error as QuantizeError {
             #expect(error.message.contains("no BatchNormalization nodes"))
-            #expect(error.message.contains("TrainingMode.PRESERVE"))
+            #expect(error.message.contains("TrainingMode.PRESERVE") && error.message.contains("optimize=False"))
             #expect(error.message.contains("--calibration"))
         }
     }
