@@ -56,6 +56,9 @@ struct InspectReport: Encodable {
     var metadata: [String: String]
     /// What real inputs look like, as the metadata states it ("unknown" when it does not).
     var inputDomain: String
+    /// A teacher's real-input statistics as its first BatchNorm gives them (`InputStatistics`).
+    var estimatedInputMean: [Float]?
+    var estimatedInputStd: Float?
     var warnings: [String] = []
 
     init(_ model: LoadedModel) {
@@ -81,6 +84,9 @@ struct InspectReport: Encodable {
                 warnings.append("the batch dimension is fixed; the model runs only at that batch size")
             }
             inputDomain = InspectReport.describeDomain(graph.metadata, &warnings)
+            if let estimate = InputStatistics.estimate(graph) {
+                (estimatedInputMean, estimatedInputStd) = (estimate.mean, estimate.std)
+            }
         case .student(let kiln):
             let student = kiln.student
             inputDomain = InspectReport.describeDomain(student.metadata, &warnings)
@@ -126,6 +132,12 @@ struct InspectReport: Encodable {
         lines += [
             "inputs:\n\(list(inputs))",
             "input domain: \(inputDomain)",
+        ]
+        if let estimatedInputMean, let estimatedInputStd {
+            lines.append("estimated from the first BatchNorm: input mean " + estimatedInputMean.map { String(format: "%.3f", $0) }.joined(separator: ",")
+                         + String(format: ", std %.3f", estimatedInputStd))
+        }
+        lines += [
             "outputs:\n\(list(outputs))",
             "parameters:  \(parameters.formatted())",
             "MACs:        \(macs.formatted()) per sample",

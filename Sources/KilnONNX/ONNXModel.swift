@@ -139,7 +139,15 @@ public struct ONNXModel {
     /// Converts the model into the Kiln IR. Throws an `ONNXError` naming the node for anything Kiln cannot read.
     public func importGraph(_ options: ImportOptions = ImportOptions()) throws -> Graph {
         var importer = Importer(model: self, options: options)
-        return try importer.run()
+        do {
+            return try importer.run()
+        } catch where importer.exportedBatch != nil {
+            // Some op ties the graph to the batch size it was exported with: import it as exported.
+            var fixed = options
+            fixed.generalizeFixedBatch = false
+            var asExported = Importer(model: self, options: fixed)
+            return try asExported.run()
+        }
     }
 
     /// The names, element types and shapes of the graph inputs that are not initializers.

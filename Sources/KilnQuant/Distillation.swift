@@ -173,6 +173,8 @@ public struct DistillationInterrupted: Error {
 /// weight steps (integer floors frozen at initialisation), LSQ activation steps and QDrop, block by block on the
 /// (synthetic or real) calibration data.
 public struct Distiller {
+    /// The teacher as given (BatchNorm kept: its statistics describe the real inputs).
+    let teacher: Graph
     let graph: Graph
     let plan: [PlannedLayer]
     let blocks: [Block]
@@ -188,6 +190,7 @@ public struct Distiller {
         graph.foldPadIntoConv()
         try graph.verify()
         guard graph.inputs.count == 1 else { throw QuantizeError("only single-input models can be quantized") }
+        self.teacher = teacher
         self.graph = graph
         self.options = options
         plan = try Lowering.plan(graph)
@@ -297,7 +300,7 @@ public struct Distiller {
 
     /// The range the student's input quantizer covers for this calibration set, and why.
     public func inputRange(_ calibration: Tensor) throws -> InputRange {
-        try InputRange.choose(options.inputDomain, graph: graph, calibration: calibration)
+        try InputRange.choose(options.inputDomain, teacher: teacher, calibration: calibration)
     }
 
     /// A weighted layer's weights as [M][K] (channel-major).

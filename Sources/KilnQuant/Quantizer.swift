@@ -67,6 +67,7 @@ public enum Quantizer {
         -> QuantizationResult
     {
         try checkCalibration(calibration, for: teacher)
+        let inputRange = try InputRange.choose(options.inputDomain, teacher: teacher, calibration: calibration)
         var graph = teacher
         let folded = graph.foldBatchNorm()
         graph.foldPadIntoConv()
@@ -78,7 +79,6 @@ public enum Quantizer {
         let statistics = try calibrator.collect(calibration, histogram: needsHistogram)
         let method = options.range
         let input = graph.inputs[0]
-        let inputRange = try InputRange.choose(options.inputDomain, graph: graph, calibration: calibration)
         var lowering = Lowering(graph: graph)
         let student = try lowering.build(try Lowering.plan(graph)) { id in
             if id == input { return (activationQuantization(low: inputRange.range.lowerBound, high: inputRange.range.upperBound), 8) }

@@ -37,6 +37,10 @@ public struct SynthesisOptions: Sendable {
     /// alone shape them. Unknown (nil): each image's channels are pushed toward mean 0, std 1, as for inputs
     /// normalized by their dataset's statistics.
     public var inputDomain: InputDomain?
+    /// With no input domain: take each channel's target mean and std of the input term from the teacher's first
+    /// BatchNorm (`InputStatistics`) instead of 0 and 1, and scale the generator's output to them, so that a
+    /// teacher trained on inputs in another convention (x/255, [−1, 1]) gets images in it.
+    public var estimateInputStatistics = true
 
     /// Defaults.
     public init(method: SynthesisMethod = .genie, count: Int = 128, iterations: Int = 200, batch: Int = 64, seed: UInt64 = 0) {
@@ -94,6 +98,12 @@ public enum Synthesizer {
             return SynthesisResult(images: domain.map { clamped(noise, to: $0) } ?? noise, initialLosses: [], finalLosses: [])
         }
         let statistics = try batchNormTargets(teacher)
+        // Per-channel targets of the input term: estimated from the first BatchNorm, or mean 0, std 1.
+        let channels = sample[0]
+        var inputTargets: (mean: [Float], std: Float)? = domain == nil ? (mean: [Float](repeating: 0, count: channels), std: 1) : nil
+        if domain == nil, options.estimateInputStatistics, let estimate = InputStatistics.estimate(teacher) {
+            inputTargets = (estimate.mean, estimate.std)
+        }
         var images: [Float] = []
         var initial: [Float] = [], final: [Float] = []
         let batches = (options.count + options.batch - 1) / options.batch
@@ -104,11 +114,11 @@ public enum Synthesizer {
             let run: (first: Float, last: Float, images: Tensor)
             switch options.method {
             case .genie:
-                run = try genieBatch(teacher, statistics, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
+                run = try genieBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
                     progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
                 }
             case .zeroq:
-                run = try zeroqBatch(teacher, statistics, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
+                run = try zeroqBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
                     progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
                 }
             case .gaussian:
@@ -145,6 +155,12 @@ public enum Synthesizer {
         return tape.binary(tape.binary(tape.activation(x, .sigmoid), width, .mul), low, .add)
     }
 
+    /// Per-channel x · std + mean, moving standardized generator outputs to the estimated input statistics.
+    static func affine(_ tape: Tape, _ x: Variable, _ targets: (mean: [Float], std: Float)) -> Variable {
+        let shape = [1, x.shape[1]] + [Int](repeating: 1, count: x.shape.count - 2)
+        return tape.binary(tape.scale(x, by: targets.std), tape.constant(Tensor(shape: shape, scalars: targets.mean)), .add)
+    }
+
     /// Running mean and σ = √(running variance + 1e-6) of every BatchNorm node, by node index.
     static func batchNormTargets(_ teacher: Graph) throws -> [Int: (mean: Tensor, std: Tensor)] {
         var targets: [Int: (mean: Tensor, std: Tensor)] = [:]
@@ -176,7 +192,7 @@ public enum Synthesizer {
     /// of the batch's per-channel mean and (unbiased) std of the BN input from the running ones, plus the
     /// input term pushing each image's per-channel mean to 0 and std to 1.
     static func statisticsLoss(_ tape: Tape, _ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)],
-                               input: Variable, inputTerm: Bool = true,
+                               input: Variable, inputTargets: (mean: [Float], std: Float)?,
                                swing: UnsafeMutablePointer<SeededGenerator>?) throws -> Variable {
         let nodeIndex = Dictionary(uniqueKeysWithValues: teacher.nodes.enumerated().map { ($1.output, $0) })
         var terms: [Variable] = []
@@ -189,13 +205,15 @@ public enum Synthesizer {
         func meanSquaredDistance(_ a: Variable, _ target: Tensor) -> Variable {
             tape.meanSquaredError(a, tape.constant(target))
         }
-        if inputTerm {
-            // Input term: every image's channels toward mean 0, std 1.
+        if let inputTargets {
+            // Input term: every image's channels toward the targets (mean 0, std 1 for inputs normalized by their
+            // dataset's statistics).
             let (n, c) = (input.shape[0], input.shape[1])
             let perImage = tape.reshape(input, [1, n * c, input.shape[2] * input.shape[3]])
             let (inputStd, inputMean) = stdAndMean(perImage)
-            terms.append(tape.scale(tape.meanSquaredError(inputMean, tape.constant(Tensor(shape: [n * c], repeating: 0))), by: Float(c)))
-            terms.append(tape.scale(tape.meanSquaredError(inputStd, tape.constant(Tensor(shape: [n * c], repeating: 1))), by: Float(c)))
+            let means = Tensor(shape: [n * c], scalars: (0..<(n * c)).map { inputTargets.mean[$0 % c] })
+            terms.append(tape.scale(tape.meanSquaredError(inputMean, tape.constant(means)), by: Float(c)))
+            terms.append(tape.scale(tape.meanSquaredError(inputStd, tape.constant(Tensor(shape: [n * c], repeating: inputTargets.std))), by: Float(c)))
         }
         _ = try tape.run(teacher, inputs: [input], replace: { node, operands in
             guard let swing, case .conv(let a) = node.op, a.strides != [1, 1] else { return nil }
@@ -217,7 +235,8 @@ public enum Synthesizer {
     }
 
     /// One Genie batch: a fresh generator and latents, optimised together; returns the images of the last iteration.
-    static func genieBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], size: Int, sample: [Int],
+    static func genieBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
+                           size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
                            report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
         var generator = try GenieGenerator(latentSize: options.latentSize, output: sample, rng: &rng)
@@ -234,10 +253,14 @@ public enum Synthesizer {
             let z = tape.leaf(latents[0])
             let parameters = generator.parameters.map { tape.leaf($0) }
             var x = generator.forward(tape, z, parameters)
-            if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
+            if let domain = options.inputDomain {
+                x = intoDomain(tape, x, domain)
+            } else if let inputTargets, inputTargets.std != 1 || inputTargets.mean.contains(where: { $0 != 0 }) {
+                x = affine(tape, x, inputTargets)
+            }
             images = x.value
             let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
-                try statisticsLoss(tape, teacher, targets, input: x, inputTerm: options.inputDomain == nil,
+                try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets,
                                    swing: options.swingConvolution ? pointer : nil)
             }
             let value = loss.value.scalars[0]
@@ -255,17 +278,22 @@ public enum Synthesizer {
     }
 
     /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing).
-    static func zeroqBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], size: Int, sample: [Int],
+    static func zeroqBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
+                           size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
                            report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
         var pixels = [rng.normal([size] + sample)]
         if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
+        if let inputTargets {
+            let plane = sample.dropFirst().reduce(1, *)
+            pixels[0].scalars = pixels[0].scalars.enumerated().map { i, v in v * inputTargets.std + inputTargets.mean[i / plane % sample[0]] }
+        }
         var optimizer = Adam(learningRate: options.latentLearningRate)
         var first: Float = 0, last: Float = 0
         for iteration in 0..<options.iterations {
             let tape = Tape()
             let x = tape.leaf(pixels[0])
-            let loss = try statisticsLoss(tape, teacher, targets, input: x, inputTerm: options.inputDomain == nil, swing: nil)
+            let loss = try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets, swing: nil)
             let value = loss.value.scalars[0]
             if iteration == 0 { first = value }
             last = value

@@ -312,3 +312,63 @@ struct DistillCLITests {
         #expect(!FileManager.default.fileExists(atPath: student))
     }
 }
+
+@Suite("input domain on the command line")
+struct InputDomainCLITests {
+    /// A zoo teacher as users export it: no Kiln metadata, a fixed batch of 1, weights in vgg.onnx.data.
+    static let userTeacher = CLI.root.appendingPathComponent("models/zoo/vgg.onnx").path
+
+    @Test("an unknown domain: one warning naming what was assumed and the flags; the student covers real inputs")
+    func unknownDomain() throws {
+        let student = CLI.temporary("unknown-domain.kiln")
+        defer { try? FileManager.default.removeItem(atPath: student) }
+        let made = try CLI.run(["quantize", Self.userTeacher, "-o", student, "--synthetic-count", "8", "--synthetic-iterations", "3", "--json"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let warnings = made.stderr.components(separatedBy: "warning:").count - 1
+        #expect(warnings == 1, "\(made.stderr)")
+        #expect(made.stderr.contains("the input's domain is unknown") && made.stderr.contains("first BatchNorm")
+                && made.stderr.contains("--preprocess") && made.stderr.contains("--input-mean"), "\(made.stderr)")
+        let inspect = try CLI.run(["inspect", student, "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        let metadata = report?["metadata"] as? [String: String] ?? [:]
+        let bounds = (metadata["kiln.input_quantized_range"] ?? "").split(separator: ",").compactMap { Float($0) }
+        try #require(bounds.count == 2, "\(metadata)")
+        // This teacher's real inputs span (0 − 0.286)/0.353 … (1 − 0.286)/0.353.
+        #expect(bounds[0] <= -0.81 && bounds[1] >= 2.02, "\(bounds)")
+        #expect(metadata["kiln.input_domain_assumed"] != nil)
+        #expect((report?["inputDomain"] as? String ?? "").hasPrefix("unknown"))
+        // The student runs any batch size although the teacher was exported with batch 1.
+        let eval = try CLI.run(["eval", student, "--dataset", "fashion-mnist", "--limit", "500", "--batch", "100",
+                                "--input-mean", "0.286", "--input-std", "0.353", "--reference", Self.userTeacher, "--json"])
+        #expect(eval.status == 0, "\(eval.stderr)")
+    }
+
+    @Test("a stated domain: no warning, recorded in the student and shown by inspect")
+    func statedDomain() throws {
+        let student = CLI.temporary("stated-domain.kiln")
+        defer { try? FileManager.default.removeItem(atPath: student) }
+        let made = try CLI.run(["quantize", Self.userTeacher, "-o", student, "--synthetic-count", "8", "--synthetic-iterations", "3",
+                                "--input-mean", "0.286", "--input-std", "0.353"])
+        #expect(made.status == 0 && !made.stderr.contains("warning"), "\(made.stderr)")
+        let inspect = try CLI.run(["inspect", student])
+        #expect(inspect.stdout.contains("input domain: (x/255 - 0.286) / 0.353, input quantized over"), "\(inspect.stdout)")
+        // eval reads the student's own domain when no flag is given.
+        let eval = try CLI.run(["eval", student, "--dataset", "fashion-mnist", "--limit", "200"])
+        #expect(eval.status == 0 && eval.stdout.contains("normalization: (x/255 - 0.286) / 0.353 (model metadata)"), "\(eval.stdout)")
+    }
+
+    @Test("malformed domain flags are one-line errors")
+    func badDomains() throws {
+        let student = CLI.temporary("bad-domain.kiln")
+        try CLI.expectFailure(["quantize", Self.userTeacher, "-o", student, "--input-mean", "0.4,0.5", "--input-std", "0.2,0.3"],
+                              [Self.userTeacher, "2 values but the model's input has 1 channels"])
+        for (flags, fragment) in [(["--preprocess", "cifar"], "unknown --preprocess 'cifar'"),
+                                  (["--input-range", "1,0"], "low < high"),
+                                  (["--input-mean", "0.5"], "--input-mean and --input-std go together"),
+                                  (["--preprocess", "unit", "--input-range", "0,1"], "give one of")] {
+            let result = try CLI.run(["quantize", Self.userTeacher, "-o", student] + flags)
+            #expect(result.status != 0 && result.stderr.contains(fragment), "\(flags): \(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: student))
+    }
+}
