@@ -116,7 +116,7 @@ def main():
                     for label, low, high in policies:
                         student = os.path.join(folder, f"{name}-policy.kiln")
                         run(args.kiln, "quantize", teacher, "-o", student, "--calibration", synthetic, "--range", "minmax",
-                            "--input-range", f"{low},{high}")
+                            f"--input-range={low},{high}")
                         top1, agreement, reference = evaluate(args.kiln, student, teacher, mean, std)
                         print(f"{name:<12} {label:<34} {f'[{low:.2f}, {high:.2f}]':<18} {top1:6.2f}% {reference - top1:6.2f} "
                               f"{agreement:8.2f}%", flush=True)

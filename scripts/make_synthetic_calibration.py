@@ -3,7 +3,10 @@
 made in calibration/manifest.json (teacher file and SHA-256, method, seed, iterations, count, losses).
 
     swift build -c release --product kiln
-    python3 scripts/make_synthetic_calibration.py [--teacher resnet20 ...] [--count 256] [--iterations 500]
+    python3 scripts/make_synthetic_calibration.py [--teacher resnet20 ...] [--count 128] [--iterations 200]
+
+Teachers are the Fashion-MNIST teachers of models/teachers.json and the zoo of models/zoo/zoo.json; the zoo's are
+synthesized as a user would, without stating their input domain (Kiln estimates it from the first BatchNorm).
 """
 import argparse
 import hashlib
@@ -23,19 +26,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", action="append", help="teacher name in models/ (default: every Fashion-MNIST teacher)")
     parser.add_argument("--method", default="genie")
-    parser.add_argument("--count", type=int, default=256)
-    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--count", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
     args = parser.parse_args()
-    teachers = json.load(open(os.path.join(ROOT, "models", "teachers.json")))
-    names = args.teacher or sorted(n for n, t in teachers.items() if t.get("dataset") == "fashion-mnist")
+    teachers = {name: os.path.join("models", t["file"])
+                for name, t in json.load(open(os.path.join(ROOT, "models", "teachers.json"))).items()
+                if t.get("dataset") == "fashion-mnist"}
+    zoo = os.path.join(ROOT, "models", "zoo", "zoo.json")
+    if os.path.exists(zoo):
+        teachers.update({name: os.path.join("models", "zoo", t["file"]) for name, t in json.load(open(zoo)).items()})
+    names = args.teacher or sorted(teachers)
     manifest_path = os.path.join(ROOT, "calibration", "manifest.json")
     manifest = json.load(open(manifest_path)) if os.path.exists(manifest_path) else {}
     for name in names:
-        model = os.path.join("models", teachers[name]["file"])
+        model = teachers[name]
         output = f"{args.method}-{name}-{args.count}.npy"
         result = subprocess.run([args.kiln, "synthesize", os.path.join(ROOT, model), "-o",
                                  os.path.join(ROOT, "calibration", output), "--method", args.method,

@@ -44,7 +44,7 @@ def conv_bn_relu(cin, cout, kernel, stride=1):
 
 
 class VGG(nn.Module):
-    """VGG-style: 3×3 convs 32-32, pool, 64-64, pool, 128, pool, flatten 128·3·3, FC 256 (BN1d, ReLU), FC 10."""
+    """VGG-style: 3×3 convs 32-32, pool, 64-64, pool, 128, pool, flatten 128·3·3, FC 256 (ReLU, dropout), FC 10."""
 
     def __init__(self):
         super().__init__()

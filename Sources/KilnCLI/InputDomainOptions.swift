@@ -12,7 +12,7 @@ struct InputDomainOptions: ParsableArguments {
             help: "Standard deviation the pixels are divided by, one value or one per channel (e.g. 0.229,0.224,0.225).")
     var std: String?
 
-    @Option(name: .customLong("input-range"), help: "The range of the normalized input tensor, LOW,HIGH (instead of mean and std).")
+    @Option(name: .customLong("input-range"), help: "The range of the normalized input tensor, LOW,HIGH (instead of mean and std; write --input-range=-1,1 when LOW is negative).")
     var range: String?
 
     @Option(help: ArgumentHelp("A named input convention: \(InputDomain.presets.map(\.name).joined(separator: ", ")).",

@@ -147,8 +147,15 @@ struct BackendConformanceTests {
         }
         let report = ONNXModel.supportedOpTypes.sorted().map { "\($0): \(counts[$0] ?? 0)" }.joined(separator: ", ")
         print("backend cases passed per op: \(report)")
-        for op in ONNXModel.supportedOpTypes {
+        // Ops whose every backend case needs an input type Kiln models do not take, and the test that covers them.
+        let coveredElsewhere = [
+            "CastLike": "all its cases cast to or from float64, float16, bfloat16 or strings; PyTorch's exporter emits it on constants, covered by UserExportTests (models/zoo)",
+        ]
+        for op in ONNXModel.supportedOpTypes where coveredElsewhere[op] == nil {
             #expect((counts[op] ?? 0) >= 1, "no passing backend case uses \(op)")
+        }
+        for (op, reason) in coveredElsewhere {
+            #expect((counts[op] ?? 0) == 0, "\(op) now has a passing backend case; drop it from coveredElsewhere (\(reason))")
         }
     }
 }

@@ -21,8 +21,26 @@ enum Repository {
         return entries.filter { $0.value.dataset == "fashion-mnist" }.map(\.value.file).sorted()
     }()
 
+    /// The zoo teachers (models/zoo/zoo.json: no Kiln metadata, exported as users export), as files relative to
+    /// models/, with the input normalization they were trained on.
+    static let zoo: [String: (mean: Float, std: Float)] = {
+        struct Entry: Decodable { var file: String; var input_mean: Float; var input_std: Float }
+        let data = try! Data(contentsOf: root.appendingPathComponent("models/zoo/zoo.json"))
+        let entries = try! JSONDecoder().decode([String: Entry].self, from: data)
+        return Dictionary(uniqueKeysWithValues: entries.values.map { ("zoo/\($0.file)", ($0.input_mean, $0.input_std)) })
+    }()
+
+    /// The zoo teachers' files, sorted.
+    static let zooTeachers = zoo.keys.sorted()
+
     static func teacher(_ file: String) throws -> Graph {
         try ONNXModel(contentsOf: path("models/\(file)")).importGraph()
+    }
+
+    /// How real test images are normalized for a teacher: its metadata, or the zoo's record.
+    static func normalization(_ file: String, _ teacher: Graph) -> (mean: Float, std: Float) {
+        if let known = zoo[file] { return known }
+        return (Float(teacher.metadata["kiln.input_mean"]!)!, Float(teacher.metadata["kiln.input_std"]!)!)
     }
 }
 
@@ -45,9 +63,10 @@ struct Comparison {
     var teacherTop1 = 0.0, studentTop1 = 0.0, agreement = 0.0
     var studentPredictions: [Int] = []
 
-    init(teacher: Graph, student: KilnModel) throws {
+    /// Compares on test images normalized as `normalization` says (default: the teacher's metadata).
+    init(teacher: Graph, student: KilnModel, normalization: (mean: Float, std: Float)? = nil) throws {
         let data = try FashionMNIST(split: .test)
-        let mean = Float(teacher.metadata["kiln.input_mean"]!)!, std = Float(teacher.metadata["kiln.input_std"]!)!
+        let (mean, std) = normalization ?? (Float(teacher.metadata["kiln.input_mean"]!)!, Float(teacher.metadata["kiln.input_std"]!)!)
         let interpreter = try Interpreter(teacher)
         let context = student.makeContext()
         var teacherCorrect = 0, studentCorrect = 0, agreeing = 0

@@ -10,8 +10,8 @@ struct InputDomainTests {
     @Test("domains from metadata, presets and per-channel lists; malformed ones are errors")
     func parsing() throws {
         let imagenet = try #require(InputDomain(preset: "imagenet"))
-        #expect(imagenet.range(channels: 3).lowerBound == (0 - 0.485) / 0.229)
-        #expect(imagenet.range(channels: 3).upperBound == (1 - 0.406) / 0.225)
+        #expect(imagenet.range(channels: 3).lowerBound == (0 - Float(0.485)) / Float(0.229))
+        #expect(imagenet.range(channels: 3).upperBound == (1 - Float(0.406)) / Float(0.225))
         #expect(try InputDomain(metadata: imagenet.metadata) == imagenet)
         #expect(try InputDomain(metadata: ["kiln.input_mean": "0.286", "kiln.input_std": "0.353"]) == .normalized(mean: [0.286], std: [0.353]))
         #expect(try InputDomain(metadata: ["kiln.input_range": "-1,1"]) == .range(low: -1, high: 1))
@@ -45,7 +45,7 @@ struct InputDomainTests {
         #expect(estimate.std > 0.35 && estimate.std < 0.7)
     }
 
-    @Test("without a domain the input quantizer covers the estimated mean ± 3 std; with one, the domain's range")
+    @Test("without a domain the input quantizer covers the estimated mean −2.5 to +3 std; with one, the domain's range")
     func inputRangeChoice() throws {
         var teacher = try Repository.teacher("resnet20.onnx")
         teacher.metadata = [:]
