@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import KilnGraph
+import KilnQuant
+import KilnRuntime
 import KilnTensor
 
 /// `kiln eval MODEL`: top-1 on a labelled set, and agreement with a reference model.
@@ -41,6 +43,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .customLong("min-agreement"), help: "Fail (exit status 2) if fewer than this many percent of argmaxes agree with the reference.")
     var minAgreement: Double?
 
+    @Flag(help: "With a .kiln student and its ONNX teacher as --reference: each layer's SQNR against the teacher on these images (at most the first 1,000).")
+    var layers = false
+
     @Option(help: "Evaluate only the first N images.")
     var limit: Int?
 
@@ -62,8 +67,8 @@ struct EvalCommand: ParsableCommand {
         guard (inputs == nil) == (labels == nil) else { throw ValidationError("--inputs and --labels go together") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        if reference == nil && (maxDrop != nil || minAgreement != nil) {
-            throw ValidationError("--max-drop and --min-agreement need --reference")
+        if reference == nil && (maxDrop != nil || minAgreement != nil || layers) {
+            throw ValidationError("--max-drop, --min-agreement and --layers need --reference")
         }
     }
 
@@ -80,6 +85,18 @@ struct EvalCommand: ParsableCommand {
             result.reference = reference
             result.normalization = data.normalization
             result.failures = bars(result)
+            if layers, let teacher {
+                guard let graph = teacher.graph, case .student = student.backend else {
+                    throw ValidationError("--layers needs a .kiln student and its ONNX teacher as --reference")
+                }
+                let full = try KilnFile.decode(try [UInt8](Data(contentsOf: URL(fileURLWithPath: model))))
+                let images = data.batch(0..<min(data.count, 1000))
+                do {
+                    result.layers = try Quantizer.layerReport(full, teacher: graph, images: images)
+                } catch let error as QuantizeError {
+                    throw DataFileError(file: model, error.message)
+                }
+            }
             if json {
                 try printJSON(result)
             } else {
@@ -165,6 +182,8 @@ struct Evaluation: Encodable {
     var seconds = 0.0
     /// Accuracy bars missed (empty when all pass or none were set).
     var failures: [String] = []
+    /// With --layers: each student layer's SQNR against the teacher on the images.
+    var layers: [LayerReport]?
 
     static func run(_ model: LoadedModel, reference: LoadedModel?, data: EvalData, batch: Int) throws -> Evaluation {
         var result = Evaluation()
@@ -230,6 +249,14 @@ struct Evaluation: Encodable {
         if let reference, let agreement, let meanCosine, let referenceTop1 {
             lines.append(String(format: "reference %@: top-1 %.2f%%, agreement %.2f%%, mean logit cosine %.6f",
                                 reference, referenceTop1 * 100, agreement * 100, meanCosine))
+        }
+        if let layers {
+            let names = NameColumn(layers.map(\.layer))
+            lines.append(names.cell("layer") + "  " + "op".padding(toLength: 14, withPad: " ", startingAt: 0) + "  SQNR dB")
+            for layer in layers {
+                lines.append(names.cell(layer.layer) + "  " + layer.op.padding(toLength: 14, withPad: " ", startingAt: 0)
+                             + (layer.sqnr.map { String(format: "  %7.1f", $0) } ?? "        -"))
+            }
         }
         lines.append(String(format: "time: %.2f s", seconds))
         return lines.joined(separator: "\n")

@@ -90,6 +90,23 @@ public enum Quantizer {
         return QuantizationResult(student: student, report: report, foldedBatchNorms: folded, inputRange: inputRange)
     }
 
+    /// Each student layer's SQNR against the teacher on `images` (e.g. real images, to compare with the report on
+    /// the synthetic calibration set): layers are matched to teacher values by name after BatchNorm and padding
+    /// folding, as lowering names them.
+    public static func layerReport(_ student: StudentModel, teacher: Graph, images: Tensor) throws -> [LayerReport] {
+        try checkCalibration(images, for: teacher)
+        var graph = teacher
+        graph.foldBatchNorm()
+        graph.foldPadIntoConv()
+        let interpreter = try Interpreter(graph)
+        var layerValues: [Int: ValueID] = [:]
+        for (index, layer) in student.layers.enumerated() {
+            if let id = graph.value(named: student.activations[layer.output].name) { layerValues[index] = id }
+        }
+        let calibrator = Calibrator(interpreter: interpreter, values: Set(layerValues.values), batch: 64)
+        return try measure(student, layerValues, interpreter, calibrator, images)
+    }
+
     /// Runs student and teacher side by side on the calibration set and reports each layer's SQNR.
     static func measure(_ student: StudentModel, _ layerValues: [Int: ValueID], _ interpreter: Interpreter,
                         _ calibrator: Calibrator, _ calibration: Tensor) throws -> [LayerReport] {
