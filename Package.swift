@@ -1,11 +1,12 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layers (see ../shared/DESIGN.md): imports only point downward.
-//   KilnRuntime (int8 student runtime; system libraries only)
-//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter)
-//   KilnONNX (importer, QDQ export of students) <- KilnGraph, KilnRuntime
-//   KilnQuant (calibration, lowering to students) <- KilnGraph, KilnTensor, KilnRuntime
+// Layers (see docs/ARCHITECTURE.md): imports only point downward.
+//   KilnStudent (the student IR, .kiln codec, file errors and atomic writes; system libraries only)
+//   KilnRuntime (int8 student runtime) <- KilnStudent, CKilnKernels
+//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter) <- KilnStudent (file errors)
+//   KilnONNX (importer, QDQ export of students) <- KilnGraph, KilnStudent
+//   KilnQuant (the quantization pipeline, lowering to students) <- KilnGraph, KilnTensor, KilnStudent, KilnRuntime
 //   CKilnRuntime (C API, libkilnrt.so) <- KilnRuntime
 //   kiln (CLI) <- everything
 let package = Package(
@@ -16,6 +17,7 @@ let package = Package(
         .library(name: "KilnGraph", targets: ["KilnGraph"]),
         .library(name: "KilnTensor", targets: ["KilnTensor"]),
         .library(name: "KilnONNX", targets: ["KilnONNX"]),
+        .library(name: "KilnStudent", targets: ["KilnStudent"]),
         .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
         .library(name: "KilnQuant", targets: ["KilnQuant"]),
         // The C API (include/kiln.h) as libkilnrt.so for C and C++ services.
@@ -30,28 +32,30 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "KilnGraph"),
+        // The student leaf: StudentModel, the .kiln codec and validator, file errors, atomic writes.
+        .target(name: "KilnStudent"),
         // The embedded runtime: only system libraries and FoundationEssentials, never the import/training side.
         .target(name: "CKilnKernels"),
-        .target(name: "KilnRuntime", dependencies: ["CKilnKernels"]),
-        .target(name: "KilnTensor", dependencies: ["KilnGraph", "COpenBLAS", "CZlib"]),
+        .target(name: "KilnRuntime", dependencies: ["KilnStudent", "CKilnKernels"]),
+        .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib"]),
         .target(name: "KilnONNX", dependencies: [
-            "KilnGraph", "KilnRuntime",
+            "KilnGraph", "KilnStudent",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         // The C API over KilnRuntime (include/kiln.h).
         .target(name: "CKilnRuntime", dependencies: ["KilnRuntime"]),
         // Embeds KilnRuntime alone, to measure the runtime's own footprint.
         .executableTarget(name: "KilnFootprint", dependencies: ["KilnRuntime"]),
-        .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnRuntime"]),
+        .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnStudent", "KilnRuntime"]),
         .executableTarget(name: "KilnCLI", dependencies: [
-            "KilnGraph", "KilnTensor", "KilnONNX", "KilnRuntime", "KilnQuant",
+            "KilnGraph", "KilnTensor", "KilnONNX", "KilnStudent", "KilnRuntime", "KilnQuant",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
-        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph"]),
+        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph", "KilnStudent"]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph"],
                     resources: [.copy("backend-manifest.txt")]),
-        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime"]),
+        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime", "KilnStudent"]),
         .testTarget(name: "KilnQuantTests", dependencies: ["KilnQuant", "KilnRuntime", "KilnONNX", "KilnTensor", "KilnGraph"]),
         .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph", "KilnRuntime", "CKilnRuntime"], exclude: ["Fixtures"]),
     ]

@@ -58,11 +58,16 @@ int kiln_cpu_supports(int isa) { return isa == KILN_ISA_SCALAR; }
 #endif
 
 int kiln_cpu_isa(void) {
-    static const int order[] = {KILN_ISA_AVX512VNNI, KILN_ISA_AVXVNNI, KILN_ISA_AVX2, KILN_ISA_NEONDOT};
-    for (unsigned i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-        if (kiln_cpu_supports(order[i])) return order[i];
+    int best = KILN_ISA_SCALAR;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (kiln_cpu_supports(isa)) best = isa;
     }
-    return KILN_ISA_SCALAR;
+    return best;
+}
+
+int kiln_isa_includes(int isa, int required) {
+    if (required == isa || required == KILN_ISA_SCALAR) return 1;
+    return required == KILN_ISA_AVX2 && (isa == KILN_ISA_AVXVNNI || isa == KILN_ISA_AVX512VNNI);
 }
 
 static char cpu_model_name[96];
@@ -105,11 +110,10 @@ const char *kiln_cpu_model(void) {
 }
 
 const char *kiln_isa_name(int isa) {
-    switch (isa) {
-    case KILN_ISA_AVX2: return "avx2";
-    case KILN_ISA_AVXVNNI: return "avxvnni";
-    case KILN_ISA_AVX512VNNI: return "avx512vnni";
-    case KILN_ISA_NEONDOT: return "neondot";
-    default: return "scalar";
-    }
+    static const char *const names[] = {
+#define KILN_ISA(symbol, name) #name,
+#include "kiln_isa_list.inc"
+#undef KILN_ISA
+    };
+    return isa >= 0 && isa < KILN_ISA_COUNT ? names[isa] : "unknown";
 }

@@ -1,30 +1,30 @@
-// Kernel tables: the variant of each op for an ISA, falling back to the portable one.
+// The dispatch and the kernel table, both from the one kernel list (kiln_kernel_list.inc).
+#include <string.h>
 #include "kiln_kernels.h"
 
-kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa) {
-#if defined(__x86_64__)
-    switch (isa) {
-    case KILN_ISA_AVX512VNNI: return kiln_qu8s8_igemm_8x32c4__avx512vnni;
-    case KILN_ISA_AVXVNNI: return kiln_qu8s8_igemm_4x16c4__avxvnni;
-    case KILN_ISA_AVX2: return kiln_qu8s8_igemm_2x16c4__avx2;
-    default: break;
-    }
-#elif defined(__aarch64__)
-    if (isa == KILN_ISA_NEONDOT) return kiln_qu8s8_igemm_1x16c4__neondot;
-#endif
-    (void)isa;
-    return kiln_qu8s8_igemm_1x16c4__scalar;
+static const kiln_kernel_info kernels[] = {
+#define KILN_KERNEL(family, name, isa) {#family, #name, KILN_ISA_##isa, (void (*)(void))name},
+#include "kiln_kernel_list.inc"
+#undef KILN_KERNEL
+};
+
+int kiln_kernel_count(void) { return (int)(sizeof(kernels) / sizeof(kernels[0])); }
+
+const kiln_kernel_info *kiln_kernel_at(int index) {
+    return index >= 0 && index < kiln_kernel_count() ? &kernels[index] : NULL;
 }
 
-kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa) {
-#if defined(__x86_64__)
-    switch (isa) {
-    case KILN_ISA_AVX512VNNI: return kiln_qu8s8_dwconv3x3_64c4__avx512vnni;
-    case KILN_ISA_AVXVNNI:
-    case KILN_ISA_AVX2: return kiln_qu8s8_dwconv3x3__avx2;
-    default: break;
+/// The last kernel of `family` whose ISA `isa` includes (the portable one heads every family).
+static void (*best(const char *family, int isa))(void) {
+    void (*chosen)(void) = NULL;
+    for (int i = 0; i < kiln_kernel_count(); i++) {
+        if (strcmp(kernels[i].family, family) == 0 && kiln_isa_includes(isa, kernels[i].isa)) chosen = kernels[i].function;
     }
-#endif
-    (void)isa;
-    return kiln_qu8s8_dwconv3x3__scalar;
+    return chosen;
 }
+
+kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa) { return (kiln_qu8s8_igemm_fn)best("qu8s8_igemm", isa); }
+
+kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa) { return (kiln_qu8s8_dwconv3x3_fn)best("qu8s8_dwconv3x3", isa); }
+
+kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa) { return (kiln_qu8_quantize_fn)best("qu8_quantize_nchw", isa); }

@@ -2,7 +2,8 @@ import Foundation
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal.
 final class Progress {
-    private let total: Int
+    /// Units of the whole task (settable once it is known).
+    var total: Int
     private let label: String
     private let enabled: Bool
     private let start = Date()

@@ -99,112 +99,66 @@ struct QuantizeCommand: ParsableCommand {
         guard iterationsPerBlock >= 1 else { throw ValidationError("--iterations-per-block must be at least 1") }
     }
 
-    /// Whether this run reconstructs blocks or needs the lower-bit path.
-    var usesDistiller: Bool {
-        let widths = BitWidths(bits)!
-        return widths != .w8a8 || (distill ?? "none") == "genie" || allLayers
+    /// The pipeline's job for these arguments.
+    func job(_ graph: Graph, inputDomain: InputDomain?) throws -> QuantizationJob {
+        let source: CalibrationSource
+        if let calibration {
+            source = .images(try CalibrationSet.load(calibration), description: calibration)
+        } else {
+            var options = SynthesisOptions(count: syntheticCount, iterations: syntheticIterations, seed: seed)
+            options.batch = min(options.batch, max(2, syntheticCount))
+            source = .synthesized(options)
+        }
+        var job = QuantizationJob(teacher: graph, teacherName: teacher, calibration: source, bits: BitWidths(bits)!)
+        job.range = range.map { $0 == "minmax" ? .minmax : $0 == "mse" ? .mse : .percentile(percentile) }
+        job.reconstruct = distill.map { $0 == "genie" }
+        job.distill.iterationsPerBlock = iterationsPerBlock
+        job.distill.allLayers = allLayers
+        job.distill.seed = seed
+        job.inputDomain = inputDomain
+        return job
     }
 
     func run() throws {
         try reportingErrors {
             try compute.apply()
-            let onnx = try ONNXModel(contentsOf: teacher)
-            let graph = try importTeacher(onnx)
+            let graph = try importTeacher(try ONNXModel(contentsOf: teacher))
             let inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
-            let data: Tensor
-            let source: String
-            if let calibration {
-                data = try CalibrationSet.load(calibration)
-                source = calibration
-            } else {
-                var options = SynthesisOptions(count: syntheticCount, iterations: syntheticIterations, seed: seed)
-                options.batch = min(options.batch, max(2, syntheticCount))
-                options.inputDomain = inputDomain
-                data = try Synthesis.run(graph, options: options, teacher: teacher).images
-                source = "genie synthesis (\(syntheticCount) images, \(syntheticIterations) iterations, seed \(seed))"
-                if let saveCalibration { try NPY.write(data, to: saveCalibration) }
-            }
-            // Synthesized images are bounded and have no outliers to clip: their extremes are signal.
-            let chosen = range ?? (calibration == nil ? "minmax" : "percentile")
-            let method: RangeMethod = chosen == "minmax" ? .minmax : chosen == "mse" ? .mse : .percentile(percentile)
+            let job = try job(graph, inputDomain: inputDomain)
+            let checkpointPath = output + ".checkpoint.json"
+            var hooks = QuantizationHooks()
+            var bars: [Progress] = []
             let start = Date()
-            if usesDistiller {
-                try runDistiller(graph, data, inputDomain: inputDomain, source: source, start: start)
-                return
+            var resumedBlocks = 0
+            if case .synthesized(let options) = job.calibration {
+                let bar = Progress(label: "synthesize", total: (options.count + options.batch - 1) / options.batch * options.iterations)
+                bars.append(bar)
+                hooks.synthesis = { p in
+                    bar.update(p.batch * p.iterations + p.iteration + 1,
+                               detail: String(format: "batch %d/%d iteration %d loss %.4g", p.batch + 1, p.batches, p.iteration + 1, p.loss))
+                    if p.batch + 1 == p.batches && p.iteration + 1 == p.iterations { bar.finish() }
+                }
             }
-            var result: QuantizationResult
-            do {
-                result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: method, inputDomain: inputDomain))
-            } catch let error as QuantizeError {
-                throw DataFileError(file: teacher, error.message)
-            }
-            warnIfAssumed(result.inputRange)
-            result.student.metadata = studentMetadata(graph: graph, method: method, calibration: source, count: data.shape[0],
-                                                      inputRange: result.inputRange)
-            try AtomicFile.write(Data(try KilnFile.encode(result.student)), to: output)
-            if let onnxOut {
-                try AtomicFile.write(try QDQExporter.export(result.student), to: onnxOut)
-            }
-            let summary = QuantizeSummary(teacher: teacher, student: output, onnx: onnxOut, calibration: source,
-                                          calibrationImages: data.shape[0], range: method.description,
-                                          foldedBatchNorms: result.foldedBatchNorms, seconds: Date().timeIntervalSince(start),
-                                          layers: result.report)
-            if json {
-                try printJSON(summary)
-            } else {
-                print(summary.text)
-            }
-        }
-    }
-
-    /// Quantization with block reconstruction, checkpointed after each block; Ctrl-C stops cleanly.
-    func runDistiller(_ graph: Graph, _ data: Tensor, inputDomain: InputDomain?, source: String, start: Date) throws {
-        var options = DistillOptions(bits: BitWidths(bits)!, distill: (distill ?? "genie") == "genie",
-                                     iterationsPerBlock: iterationsPerBlock)
-        options.allLayers = allLayers
-        options.seed = seed
-        options.inputDomain = inputDomain
-        let distiller: Distiller
-        let inputRange: InputRange
-        do {
-            distiller = try Distiller(teacher: graph, options: options)
-            inputRange = try distiller.inputRange(data)
-        } catch let error as QuantizeError {
-            throw DataFileError(file: teacher, error.message)
-        }
-        warnIfAssumed(inputRange)
-        let checkpointPath = output + ".checkpoint.json"
-        let signature = "\(URL(fileURLWithPath: teacher).lastPathComponent) \(options.bits) distill=\(options.distill) iterations=\(iterationsPerBlock) all-layers=\(allLayers) images=\(data.shape[0]) seed=\(seed)"
-        var resumed: DistillState?
-        if resume {
-            guard let bytes = FileManager.default.contents(atPath: checkpointPath) else {
-                throw DataFileError(file: checkpointPath, "no checkpoint to resume from")
-            }
-            let saved: Checkpoint
-            do {
-                saved = try JSONDecoder().decode(Checkpoint.self, from: bytes)
-            } catch {
-                throw DataFileError(file: checkpointPath, "not a Kiln checkpoint: \(error)")
-            }
-            guard saved.signature == signature else {
-                throw DataFileError(file: checkpointPath, "was made by another run (\(saved.signature)); this one is \(signature)")
-            }
-            resumed = saved.state
-        }
-        installInterruptHandler()
-        let bar = Progress(label: "distill", total: distiller.blockCount * iterationsPerBlock)
-        let result: (student: StudentModel, state: DistillState)
-        do {
-            result = try distiller.run(calibration: data, resume: resumed, progress: { p in
-                bar.update(p.block * p.iterations + p.iteration + 1,
-                           detail: String(format: "block %d/%d loss %.4g", p.block + 1, p.blocks, p.loss))
-            }, checkpoint: { state in
-                try AtomicFile.write(try JSONEncoder().encode(Checkpoint(signature: signature, state: state)), to: checkpointPath)
-                // One line per finished block (kept in logs; the bar redraws below it on a terminal).
-                if let report = state.reports.last {
-                    let done = state.completedBlocks, total = distiller.blockCount
-                    let elapsed = Date().timeIntervalSince(start)
-                    let fresh = done - (resumed?.completedBlocks ?? 0)
+            hooks.inputRange = { warnIfAssumed($0) }
+            if job.usesDistiller {
+                hooks.checkpointPath = checkpointPath
+                hooks.resume = resume
+                if resume, let bytes = FileManager.default.contents(atPath: checkpointPath),
+                   let object = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any],
+                   let state = object["state"] as? [String: Any] {
+                    resumedBlocks = state["completedBlocks"] as? Int ?? 0
+                }
+                let bar = Progress(label: "distill", total: 1)
+                bars.append(bar)
+                hooks.distillation = { p in
+                    bar.total = p.blocks * p.iterations
+                    bar.update(p.block * p.iterations + p.iteration + 1, detail: String(format: "block %d/%d loss %.4g", p.block + 1, p.blocks, p.loss))
+                }
+                let distillStart = Date()
+                hooks.blockFinished = { report, done, total in
+                    // One line per finished block (kept in logs; the bar redraws below it on a terminal).
+                    let fresh = done - resumedBlocks
+                    let elapsed = Date().timeIntervalSince(distillStart)
                     let eta = fresh > 0 ? elapsed / Double(fresh) * Double(total - done) : 0
                     bar.finish()
                     let outcome = report.keptInitialization
@@ -213,39 +167,26 @@ struct QuantizeCommand: ParsableCommand {
                     FileHandle.standardError.write(Data(String(format: "block %d/%d %@: %@ in %.1f s, ETA %.0f s\n",
                                                                done, total, report.block, outcome, report.seconds, eta).utf8))
                 }
-            }, shouldStop: { interruptRequested.load(ordering: .relaxed) })
-        } catch is DistillationInterrupted {
-            bar.finish()
-            FileHandle.standardError.write(Data("kiln: interrupted; finished blocks are saved in \(checkpointPath) — continue with --resume\n".utf8))
-            throw ExitCode(130)
-        } catch let error as QuantizeError {
-            throw DataFileError(file: teacher, error.message)
+                hooks.shouldStop = { interruptRequested.load(ordering: .relaxed) }
+                installInterruptHandler()
+            }
+            let outcome: QuantizationOutcome
+            do {
+                outcome = try QuantizationPipeline.run(job, hooks: hooks)
+            } catch is DistillationInterrupted {
+                for bar in bars { bar.finish() }
+                FileHandle.standardError.write(Data("kiln: interrupted; finished blocks are saved in \(checkpointPath) — continue with --resume\n".utf8))
+                throw ExitCode(130)
+            }
+            for bar in bars { bar.finish() }
+            if let saveCalibration, outcome.synthesis != nil { try NPY.write(outcome.calibration, to: saveCalibration) }
+            try AtomicFile.write(Data(try KilnFile.encode(outcome.student)), to: output)
+            if let onnxOut { try AtomicFile.write(try QDQExporter.export(outcome.student), to: onnxOut) }
+            if job.usesDistiller { try? FileManager.default.removeItem(atPath: checkpointPath) }
+            let summary = QuantizeSummary(outcome, job: job, teacher: teacher, student: output, onnx: onnxOut,
+                                          seconds: Date().timeIntervalSince(start))
+            if json { try printJSON(summary) } else { print(summary.text) }
         }
-        bar.finish()
-        var student = result.student
-        student.metadata = studentMetadata(graph: graph, method: .mse, calibration: source, count: data.shape[0], inputRange: inputRange)
-        student.metadata["kiln.scheme"] = "\(options.bits)\(allLayers ? " (all layers)" : ", first and last layers 8-bit"): per-channel symmetric weights, asymmetric activations, int32 bias"
-        student.metadata["kiln.distill"] = options.distill ? "genie block reconstruction, \(iterationsPerBlock) iterations per block" : "none"
-        try AtomicFile.write(Data(try KilnFile.encode(student)), to: output)
-        if let onnxOut { try AtomicFile.write(try QDQExporter.export(student), to: onnxOut) }
-        try? FileManager.default.removeItem(atPath: checkpointPath)
-        let summary = DistillSummary(teacher: teacher, student: output, calibration: source, calibrationImages: data.shape[0],
-                                     bits: options.bits.description, distill: options.distill, seconds: Date().timeIntervalSince(start),
-                                     blocks: result.state.reports)
-        if json { try printJSON(summary) } else { print(summary.text) }
-    }
-
-    /// Metadata carried into the student: provenance and the input domain it was quantized for.
-    func studentMetadata(graph: Graph, method: RangeMethod, calibration: String, count: Int, inputRange: InputRange) -> [String: String] {
-        var metadata = graph.metadata.filter { $0.key == "kiln.dataset" || $0.key == "kiln.exported_batch" }
-        if let domain = inputRange.domain { metadata = domain.written(into: metadata) }
-        metadata["kiln.input_quantized_range"] = "\(inputRange.range.lowerBound),\(inputRange.range.upperBound)"
-        if let assumption = inputRange.assumption { metadata["kiln.input_domain_assumed"] = assumption }
-        metadata["kiln.teacher"] = URL(fileURLWithPath: teacher).lastPathComponent
-        metadata["kiln.calibration"] = "\(calibration) (\(count) images)"
-        metadata["kiln.range"] = method.description
-        metadata["kiln.scheme"] = "w8a8: int8 per-channel symmetric weights, uint8 asymmetric activations, int32 bias"
-        return metadata
     }
 }
 
@@ -262,25 +203,6 @@ func warnIfAssumed(_ inputRange: InputRange) {
         """.utf8))
 }
 
-/// Calibration data on disk: one float32 `.npy` or a folder of them, joined along the first dimension.
-enum CalibrationSet {
-    static func load(_ path: String) throws -> Tensor {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw DataFileError(file: path, "no such file or folder")
-        }
-        guard isDirectory.boolValue else { return try NPY.readTensor(path) }
-        let files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".npy") }.sorted()
-        guard !files.isEmpty else { throw DataFileError(file: path, "the folder holds no .npy files") }
-        let parts = try files.map { try NPY.readTensor("\(path)/\($0)") }
-        for (file, part) in zip(files, parts) where Array(part.shape.dropFirst()) != Array(parts[0].shape.dropFirst()) {
-            throw DataFileError(file: "\(path)/\(file)", "shape \(part.shape.shapeDescription) does not match \(parts[0].shape.shapeDescription) of \(files[0])")
-        }
-        return Tensor(shape: [parts.reduce(0) { $0 + $1.shape[0] }] + parts[0].shape.dropFirst(),
-                      scalars: parts.flatMap(\.scalars))
-    }
-}
-
 /// The name column of a table: as wide as the longest name (5 to 40 characters); longer names keep their end.
 struct NameColumn {
     let width: Int
@@ -294,17 +216,41 @@ struct NameColumn {
     }
 }
 
-/// What `kiln quantize` reports.
+/// What `kiln quantize` reports: every student's per-layer table, and the per-block table after reconstruction.
 struct QuantizeSummary: Encodable {
     var teacher: String
     var student: String
     var onnx: String?
     var calibration: String
     var calibrationImages: Int
+    var bits: String
     var range: String
+    var reconstruction: Bool
     var foldedBatchNorms: Int
+    var inputRange: [Float]
+    var inputDomainAssumed: String?
+    var synthesisSeconds: Double
     var seconds: Double
     var layers: [LayerReport]
+    var blocks: [BlockReport]
+
+    init(_ outcome: QuantizationOutcome, job: QuantizationJob, teacher: String, student: String, onnx: String?, seconds: Double) {
+        self.teacher = teacher
+        self.student = student
+        self.onnx = onnx
+        calibration = outcome.calibrationDescription
+        calibrationImages = outcome.calibration.shape[0]
+        bits = job.bits.description
+        range = outcome.rangeDescription
+        reconstruction = job.usesDistiller && (job.reconstruct ?? true)
+        foldedBatchNorms = outcome.foldedBatchNorms
+        inputRange = [outcome.inputRange.range.lowerBound, outcome.inputRange.range.upperBound]
+        inputDomainAssumed = outcome.inputRange.assumption
+        synthesisSeconds = outcome.synthesisSeconds
+        self.seconds = seconds
+        layers = outcome.layers
+        blocks = outcome.blocks
+    }
 
     var text: String {
         func scale(_ v: Float?) -> String { v.map { String(format: "%.3g", $0) } ?? "-" }
@@ -321,17 +267,23 @@ struct QuantizeSummary: Encodable {
             lines.append(row(layer.layer, layer.op, weights, "\(scale(layer.activationScale)) (\(layer.zeroPoint))",
                              layer.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
         }
+        if !blocks.isEmpty {
+            let blockNames = NameColumn(blocks.map(\.block))
+            lines.append("")
+            lines.append(blockNames.cell("block") + "  nodes  loss before   loss after   seconds")
+            for b in blocks {
+                lines.append(blockNames.cell(b.block)
+                             + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds)
+                             + (b.keptInitialization ? String(format: "  kept initialisation (reconstructed: %.5g)", b.lossReconstructed) : ""))
+            }
+            let kept = blocks.filter(\.keptInitialization).count
+            if kept > 0 { lines.append("\(kept) of \(blocks.count) blocks kept their initialisation: reconstruction did not lower their loss") }
+        }
         lines.append("")
-        lines.append("calibration: \(calibrationImages) images from \(calibration), range \(range); \(foldedBatchNorms) BatchNorms folded")
+        lines.append("\(bits)\(reconstruction ? ", block reconstruction" : ""): \(calibrationImages) calibration images from \(calibration), range \(range); \(foldedBatchNorms) BatchNorms folded")
         lines.append("wrote \(student)" + (onnx.map { " and \($0)" } ?? "") + String(format: " in %.1f s", seconds))
         return lines.joined(separator: "\n")
     }
-}
-
-/// What a reconstruction checkpoint holds: the run it belongs to and the learned state of its finished blocks.
-struct Checkpoint: Codable {
-    var signature: String
-    var state: DistillState
 }
 
 /// Set by SIGINT; long runs poll it and stop cleanly.
@@ -347,33 +299,5 @@ func installInterruptHandler() {
     signal(SIGINT) { _ in
         if interruptRequested.load(ordering: .relaxed) { _exit(130) }
         interruptRequested.store(true, ordering: .relaxed)
-    }
-}
-
-/// What `kiln quantize` reports after block reconstruction.
-struct DistillSummary: Encodable {
-    var teacher: String
-    var student: String
-    var calibration: String
-    var calibrationImages: Int
-    var bits: String
-    var distill: Bool
-    var seconds: Double
-    var blocks: [BlockReport]
-
-    var text: String {
-        let names = NameColumn(blocks.map(\.block))
-        var lines = [names.cell("block") + "  nodes  loss before   loss after   seconds"]
-        for b in blocks {
-            lines.append(names.cell(b.block)
-                         + String(format: "  %5d  %11.5g  %11.5g  %8.1f", b.nodes, b.lossBefore, b.lossAfter, b.seconds)
-                         + (b.keptInitialization ? String(format: "  kept initialisation (reconstructed: %.5g)", b.lossReconstructed) : ""))
-        }
-        lines.append("")
-        let kept = blocks.filter(\.keptInitialization).count
-        if kept > 0 { lines.append("\(kept) of \(blocks.count) blocks kept their initialisation: reconstruction did not lower their loss") }
-        lines.append("\(bits)\(distill ? ", block reconstruction" : ", no reconstruction"): \(calibrationImages) calibration images from \(calibration)")
-        lines.append("wrote \(student)" + String(format: " in %.1f s", seconds))
-        return lines.joined(separator: "\n")
     }
 }

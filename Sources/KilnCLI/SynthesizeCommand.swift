@@ -3,6 +3,7 @@ import Foundation
 import KilnGraph
 import KilnONNX
 import KilnQuant
+import KilnStudent
 import KilnTensor
 
 /// `kiln synthesize TEACHER.onnx -o calib.npy`.

@@ -3,7 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import KilnRuntime
+import KilnStudent
 import SwiftProtobuf
 
 /// Writes an int8 student as standard QDQ ONNX (opset 13): every uint8 activation is a QuantizeLinear →

@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnRuntime
+import KilnStudent
 import KilnTensor
 
 /// How an activation's quantization range is chosen from the calibration data.

@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnRuntime
+import KilnStudent
 import KilnTensor
 
 /// Weight and activation bit widths of a student.
@@ -163,6 +163,16 @@ public struct LevelRange: Codable, Sendable, Hashable {
     public func clamp(_ level: Float) -> Float { min(max(level, Float(lowest)), Float(highest)) }
 }
 
+/// A distilled student, the learned state behind it and each layer's SQNR on the calibration set.
+public struct DistillResult: Sendable {
+    /// The student.
+    public var student: StudentModel
+    /// Its learned quantization and the per-block reports.
+    public var state: DistillState
+    /// Each layer's SQNR against the teacher on the calibration images.
+    public var layers: [LayerReport]
+}
+
 /// Thrown when a run is asked to stop (e.g. Ctrl-C); the state of the finished blocks is in `state`.
 public struct DistillationInterrupted: Error {
     /// The learned state of the finished blocks.
@@ -173,9 +183,11 @@ public struct DistillationInterrupted: Error {
 /// weight steps (integer floors frozen at initialisation), LSQ activation steps and QDrop, block by block on the
 /// (synthetic or real) calibration data.
 public struct Distiller {
-    /// The teacher as given (BatchNorm kept: its statistics describe the real inputs).
+    /// The teacher as given (BatchNorm kept: its statistics describe the real inputs), and prepared for lowering.
     let teacher: Graph
     let graph: Graph
+    /// BatchNorm nodes folded into convolutions.
+    public let foldedBatchNorms: Int
     let plan: [PlannedLayer]
     let blocks: [Block]
     let options: DistillOptions
@@ -185,13 +197,11 @@ public struct Distiller {
 
     /// Prepares the teacher (BatchNorm and padding folded) and decides each layer's bit widths.
     public init(teacher: Graph, options: DistillOptions) throws {
-        var graph = teacher
-        graph.foldBatchNorm()
-        graph.foldPadIntoConv()
-        try graph.verify()
-        guard graph.inputs.count == 1 else { throw QuantizeError("only single-input models can be quantized") }
+        let prepared = try PreparedTeacher(teacher)
+        let graph = prepared.graph
         self.teacher = teacher
         self.graph = graph
+        foldedBatchNorms = prepared.foldedBatchNorms
         self.options = options
         plan = try Lowering.plan(graph)
         blocks = graph.blocks()
@@ -235,8 +245,7 @@ public struct Distiller {
     /// Learns the quantization on `calibration` and returns the student and the per-block report. Resumes from
     /// `resume` if given; `checkpoint` is called after each block; `shouldStop` is polled between iterations.
     public func run(calibration: Tensor, resume: DistillState? = nil, progress: ((DistillProgress) -> Void)? = nil,
-                    checkpoint: ((DistillState) throws -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws
-        -> (student: StudentModel, state: DistillState)
+                    checkpoint: ((DistillState) throws -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> DistillResult
     {
         try Quantizer.checkCalibration(calibration, for: graph)
         var state = try resume ?? initialState(calibration)
@@ -266,7 +275,10 @@ public struct Distiller {
             guard let levels = state.weightLevels[index], let steps = state.weightSteps[index] else { return nil }
             return WeightQuantization(levels: levels, scales: steps)
         })
-        return (student, state)
+        let interpreter = try Interpreter(graph)
+        let calibrator = Calibrator(interpreter: interpreter, values: Set(lowering.layerValues.values), batch: 64)
+        let layers = try Quantizer.measure(student, lowering.layerValues, interpreter, calibrator, calibration)
+        return DistillResult(student: student, state: state, layers: layers)
     }
 
     // MARK: - Initialisation

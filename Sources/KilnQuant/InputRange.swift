@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnRuntime
+import KilnStudent
 import KilnTensor
 
 /// The range a student's input quantizer covers, and where it came from.

@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnRuntime
+import KilnStudent
 
 /// A graph that cannot be turned into an int8 student, naming the node.
 public struct QuantizeError: Error, CustomStringConvertible, Equatable {

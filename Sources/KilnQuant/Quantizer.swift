@@ -1,5 +1,6 @@
 import KilnGraph
 import KilnRuntime
+import KilnStudent
 import KilnTensor
 
 /// Choices for post-training quantization.
@@ -49,6 +50,30 @@ public struct QuantizationResult: Sendable {
     public var inputRange: InputRange
 }
 
+/// A teacher ready for lowering: BatchNorm folded into the convolutions before it, padding into their windows,
+/// verified. The one place a teacher graph is prepared (the quantizer, the distiller and the layer report use it).
+struct PreparedTeacher {
+    /// The folded graph.
+    let graph: Graph
+    /// BatchNorm nodes folded.
+    let foldedBatchNorms: Int
+
+    init(_ teacher: Graph) throws {
+        guard teacher.inputs.count == 1 else {
+            throw QuantizeError("only single-input models can be quantized (this one has \(teacher.inputs.count))")
+        }
+        var graph = teacher
+        foldedBatchNorms = graph.foldBatchNorm()
+        graph.foldPadIntoConv()
+        do {
+            try graph.verify()
+        } catch let error as GraphError {
+            throw QuantizeError("the graph after folding BatchNorm and padding is invalid: \(error.description)")
+        }
+        self.graph = graph
+    }
+}
+
 /// Post-training quantization of an fp32 teacher graph into an int8 student.
 public enum Quantizer {
     /// Throws unless the teacher has one input and `calibration` is [count ≥ 1, ...] in its layout.
@@ -63,15 +88,14 @@ public enum Quantizer {
 
     /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
     /// teacher's input layout), lowers to a `StudentModel` and measures each layer's SQNR on the calibration set.
-    public static func quantize(_ teacher: Graph, calibration: Tensor, options: QuantizeOptions = QuantizeOptions()) throws
-        -> QuantizationResult
-    {
+    /// `inputRangeChosen` sees the input quantizer's range before the calibration passes.
+    public static func quantize(_ teacher: Graph, calibration: Tensor, options: QuantizeOptions = QuantizeOptions(),
+                                inputRangeChosen: ((InputRange) -> Void)? = nil) throws -> QuantizationResult {
+        let prepared = try PreparedTeacher(teacher)
         try checkCalibration(calibration, for: teacher)
         let inputRange = try InputRange.choose(options.inputDomain, teacher: teacher, calibration: calibration)
-        var graph = teacher
-        let folded = graph.foldBatchNorm()
-        graph.foldPadIntoConv()
-        try graph.verify()
+        inputRangeChosen?(inputRange)
+        let graph = prepared.graph
         let interpreter = try Interpreter(graph)
         let allValues = Set(graph.inputs + graph.nodes.map(\.output))
         let calibrator = Calibrator(interpreter: interpreter, values: allValues, batch: options.batch)
@@ -85,19 +109,17 @@ public enum Quantizer {
             let (lo, hi) = statistics[id]?.range(method) ?? (0, 0)
             return (activationQuantization(low: lo, high: hi), 8)
         }
-        try student.validate()
+        // Loading the student for the measurement validates it.
         let report = try measure(student, lowering.layerValues, interpreter, calibrator, calibration)
-        return QuantizationResult(student: student, report: report, foldedBatchNorms: folded, inputRange: inputRange)
+        return QuantizationResult(student: student, report: report, foldedBatchNorms: prepared.foldedBatchNorms, inputRange: inputRange)
     }
 
     /// Each student layer's SQNR against the teacher on `images` (e.g. real images, to compare with the report on
     /// the synthetic calibration set): layers are matched to teacher values by name after BatchNorm and padding
     /// folding, as lowering names them.
     public static func layerReport(_ student: StudentModel, teacher: Graph, images: Tensor) throws -> [LayerReport] {
+        let graph = try PreparedTeacher(teacher).graph
         try checkCalibration(images, for: teacher)
-        var graph = teacher
-        graph.foldBatchNorm()
-        graph.foldPadIntoConv()
         let interpreter = try Interpreter(graph)
         var layerValues: [Int: ValueID] = [:]
         for (index, layer) in student.layers.enumerated() {

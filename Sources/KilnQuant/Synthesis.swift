@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnRuntime
+import KilnStudent
 import KilnTensor
 
 /// How calibration images are made without real data.
@@ -32,14 +32,11 @@ public struct SynthesisOptions: Sendable {
     public var latentSize = 256
     /// Reflect-pad-and-crop jitter before strided convolutions (genie only).
     public var swingConvolution = true
-    /// What real inputs look like, when known: images are then made inside its per-channel ranges (the generator's
-    /// output through a sigmoid onto each range; ZeroQ and Gaussian pixels clamped) and the BatchNorm statistics
-    /// alone shape them. Unknown (nil): each image's channels are pushed toward mean 0, std 1, as for inputs
-    /// normalized by their dataset's statistics.
+    /// What real inputs look like, when known: images are then clamped into its per-channel ranges.
     public var inputDomain: InputDomain?
-    /// With no input domain: take each channel's target mean and std of the input term from the teacher's first
-    /// BatchNorm (`InputStatistics`) instead of 0 and 1, and scale the generator's output to them, so that a
-    /// teacher trained on inputs in another convention (x/255, [−1, 1]) gets images in it.
+    /// Take each channel's target mean and std of the input term (each image's channels are pushed toward them)
+    /// from the teacher's first BatchNorm (`InputStatistics`) instead of 0 and 1, and scale the generator's output
+    /// to them, so that a teacher trained on inputs in another convention (x/255, [−1, 1]) gets images in it.
     public var estimateInputStatistics = true
 
     /// Defaults.
@@ -100,8 +97,8 @@ public enum Synthesizer {
         let statistics = try batchNormTargets(teacher)
         // Per-channel targets of the input term: estimated from the first BatchNorm, or mean 0, std 1.
         let channels = sample[0]
-        var inputTargets: (mean: [Float], std: Float)? = domain == nil ? (mean: [Float](repeating: 0, count: channels), std: 1) : nil
-        if domain == nil, options.estimateInputStatistics, let estimate = InputStatistics.estimate(teacher) {
+        var inputTargets: (mean: [Float], std: Float)? = (mean: [Float](repeating: 0, count: channels), std: 1)
+        if options.estimateInputStatistics, let estimate = InputStatistics.estimate(teacher) {
             inputTargets = (estimate.mean, estimate.std)
         }
         var images: [Float] = []
@@ -145,14 +142,17 @@ public enum Synthesizer {
         return Tensor(shape: images.shape, scalars: scalars)
     }
 
-    /// Maps unbounded generator outputs onto the domain's per-channel ranges: low + (high − low) · sigmoid(x).
+    /// Clamps images into the domain's per-channel ranges, low + relu(x − low) − relu(x − high), so that pixels
+    /// outside get no gradient (the images are the generator's, which the clamp does not otherwise reshape).
     static func intoDomain(_ tape: Tape, _ x: Variable, _ domain: InputDomain) -> Variable {
         let channels = x.shape[1]
         let ranges = (0..<channels).map(domain.channelRange)
         let shape = [1, channels] + [Int](repeating: 1, count: x.shape.count - 2)
-        let width = tape.constant(Tensor(shape: shape, scalars: ranges.map { $0.upperBound - $0.lowerBound }))
         let low = tape.constant(Tensor(shape: shape, scalars: ranges.map(\.lowerBound)))
-        return tape.binary(tape.binary(tape.activation(x, .sigmoid), width, .mul), low, .add)
+        let high = tape.constant(Tensor(shape: shape, scalars: ranges.map(\.upperBound)))
+        let above = tape.activation(tape.binary(x, low, .sub), .relu)
+        let beyond = tape.activation(tape.binary(x, high, .sub), .relu)
+        return tape.binary(tape.binary(low, above, .add), beyond, .sub)
     }
 
     /// Per-channel x · std + mean, moving standardized generator outputs to the estimated input statistics.
@@ -253,11 +253,10 @@ public enum Synthesizer {
             let z = tape.leaf(latents[0])
             let parameters = generator.parameters.map { tape.leaf($0) }
             var x = generator.forward(tape, z, parameters)
-            if let domain = options.inputDomain {
-                x = intoDomain(tape, x, domain)
-            } else if let inputTargets, inputTargets.std != 1 || inputTargets.mean.contains(where: { $0 != 0 }) {
+            if let inputTargets, inputTargets.std != 1 || inputTargets.mean.contains(where: { $0 != 0 }) {
                 x = affine(tape, x, inputTargets)
             }
+            if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
             images = x.value
             let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
                 try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets,

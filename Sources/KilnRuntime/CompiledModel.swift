@@ -20,8 +20,11 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
     /// arm64 dot product.
     public static let neonDot = KernelChoice(isa: Int32(KILN_ISA_NEONDOT.rawValue))
 
-    /// Every C variant.
-    public static let all: [KernelChoice] = [.scalar, .avx2, .avxVNNI, .avx512VNNI, .neonDot]
+    /// Every C variant (the ISA list of CKilnKernels).
+    public static let all: [KernelChoice] = (0..<Int32(KILN_ISA_COUNT.rawValue)).map { KernelChoice(isa: $0) }
+
+    /// The kernels of the one kernel list compiled for this architecture that need this ISA.
+    public var kernels: [KernelInfo] { KernelInfo.all.filter { $0.isa == self } }
 
     /// Whether this CPU runs it.
     public var isSupported: Bool { isa < 0 || kiln_cpu_supports(isa) != 0 }
@@ -52,6 +55,33 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
 
     /// The CPU's model name, as benchmarks print it.
     public static var cpuModel: String { String(cString: kiln_cpu_model()) }
+}
+
+/// One entry of CKilnKernels' kernel list: family, name and the ISA it needs.
+public struct KernelInfo: Hashable, Sendable, CustomStringConvertible {
+    /// The family, e.g. "qu8s8_igemm".
+    public let family: String
+    /// The name, e.g. "kiln_qu8s8_igemm_8x32c4__avx512vnni".
+    public let name: String
+    /// The instruction set it needs.
+    public let isa: KernelChoice
+    /// Position in the list.
+    public let index: Int
+
+    /// Every kernel compiled for this architecture, in list order.
+    public static let all: [KernelInfo] = (0..<Int(kiln_kernel_count())).map { index in
+        let entry = kiln_kernel_at(Int32(index))!.pointee
+        return KernelInfo(family: String(cString: entry.family), name: String(cString: entry.name),
+                          isa: KernelChoice(isa: Int32(entry.isa)), index: index)
+    }
+
+    /// The portable kernel of the same family (the reference every other one is checked against).
+    public var portable: KernelInfo { KernelInfo.all.first { $0.family == family && $0.isa == .scalar }! }
+
+    /// The function pointer, to be cast to the family's C type.
+    public var function: (@convention(c) () -> Void) { kiln_kernel_at(Int32(index))!.pointee.function! }
+
+    public var description: String { name }
 }
 
 /// A conv or gemm layer prepared for the C kernels: packed weights, requantization arrays and an optional fused

@@ -1,5 +1,6 @@
 import CKilnKernels
 import FoundationEssentials
+@_exported import KilnStudent
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -12,25 +13,6 @@ public struct KilnRuntimeError: Error, CustomStringConvertible, Equatable {
     /// Creates the error.
     public init(message: String) { self.message = message }
     public var description: String { message }
-}
-
-/// The whole file, or a `KilnFormatError` naming it.
-func readFile(_ path: String) throws -> [UInt8] {
-    guard let file = fopen(path, "rb") else {
-        throw KilnFormatError("cannot open: \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let read = fread(&chunk, 1, chunk.count, file)
-        if read > 0 { bytes.append(contentsOf: chunk[0..<read]) }
-        if read < chunk.count {
-            if ferror(file) != 0 { throw KilnFormatError("read error after \(bytes.count) bytes") }
-            break
-        }
-    }
-    return bytes
 }
 
 /// Name and logical shape of a model input or output; the first dimension (`runtimeBatchDimension`) is the batch.
@@ -88,7 +70,7 @@ public final class KilnModel: Sendable {
     /// Loads and validates a `.kiln` file.
     public convenience init(contentsOf url: URL, options: Options = Options()) throws {
         do {
-            try self.init(bytes: try readFile(url.path), options: options)
+            try self.init(bytes: try KilnFile.readBytes(url.path), options: options)
         } catch let error as KilnFormatError {
             throw KilnFormatError("\(url.path): \(error.message)")
         }

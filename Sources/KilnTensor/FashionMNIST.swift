@@ -1,6 +1,7 @@
 import CZlib
 import Foundation
 import KilnGraph
+import KilnStudent
 
 /// IDX files (the MNIST family's format), plain or gzip-compressed.
 public enum IDX {

@@ -1,21 +1,6 @@
 import Foundation
 import KilnGraph
-
-/// A problem reading or writing a data file, naming the file and, where known, the byte offset.
-public struct DataFileError: Error, CustomStringConvertible, Equatable {
-    /// The file involved.
-    public var file: String
-    /// What is wrong.
-    public var message: String
-
-    /// Creates the error.
-    public init(file: String, _ message: String) {
-        self.file = file
-        self.message = message
-    }
-
-    public var description: String { "\(file): \(message)" }
-}
+import KilnStudent
 
 /// NumPy `.npy` files (format versions 1–3, C order, little-endian).
 public enum NPY {
@@ -188,26 +173,3 @@ public enum NPY {
     }
 }
 
-/// Writes files through a temporary file in the same folder renamed into place, so an interrupted write leaves
-/// the old file (or none), never a half-written one.
-public enum AtomicFile {
-    /// Replaces `path` with `data` atomically.
-    public static func write(_ data: Data, to path: String) throws {
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-        do {
-            try data.write(to: temporary)
-            if rename(temporary.path, url.path) != 0 {
-                let reason = String(cString: strerror(errno))
-                try? FileManager.default.removeItem(at: temporary)
-                throw DataFileError(file: path, "cannot move the written file into place: \(reason)")
-            }
-        } catch let error as DataFileError {
-            throw error
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw DataFileError(file: path, "cannot write: \(error.localizedDescription)")
-        }
-    }
-}

@@ -95,9 +95,10 @@ struct AccuracyRegressionTests {
     func realCalibration(_ file: String) throws {
         let teacher = try Repository.teacher(file)
         let calibration = try NPY.readTensor(Repository.path("calibration/fashion-mnist-real-512.npy"))
-        let result = try Quantizer.quantize(teacher, calibration: calibration)
-        var student = result.student
-        student.metadata = teacher.metadata
+        // As `kiln quantize --calibration fashion-mnist-real-512.npy` runs it (percentile ranges for given images).
+        let job = QuantizationJob(teacher: teacher, teacherName: file,
+                                  calibration: .images(calibration, description: "calibration/fashion-mnist-real-512.npy"))
+        let student = try QuantizationPipeline.run(job).student
         let model = try loadStudent(student)
         let comparison = try Comparison(teacher: teacher, student: model)
         print(String(format: "%@ W8A8 (512 real images, percentile): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%% (%@ kernels)",

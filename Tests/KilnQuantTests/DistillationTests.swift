@@ -20,21 +20,26 @@ struct DistillationTests {
                    iterations: Int = DistillOptions().iterationsPerBlock) throws -> (Comparison, StudentModel) {
         let teacher = try Repository.teacher(file)
         let start = Date()
-        let distiller = try Distiller(teacher: teacher, options: DistillOptions(bits: bits, distill: distill, iterationsPerBlock: iterations))
-        var (student, state) = try distiller.run(calibration: try syntheticSet(file))
-        student.metadata = teacher.metadata
+        // As `kiln quantize --calibration genie-….npy --bits …` runs it.
+        var job = QuantizationJob(teacher: teacher, teacherName: file, calibration: .images(try syntheticSet(file), description: "genie set"),
+                                  bits: bits)
+        job.reconstruct = distill
+        job.distill.iterationsPerBlock = iterations
+        let outcome = try QuantizationPipeline.run(job)
+        let student = outcome.student
         let comparison = try Comparison(teacher: teacher, student: try loadStudent(student),
                                         normalization: Repository.normalization(file, teacher))
-        let kept = state.reports.filter(\.keptInitialization)
+        let reports = outcome.blocks
+        let kept = reports.filter(\.keptInitialization)
         print(String(format: "%@ %@ zero-shot, %@: fp32 %.2f%%, student %.2f%%, agreement %.2f%%, %.0f s; %d of %d blocks kept their initialisation%@",
                      file, bits.description, distill ? "\(iterations) iterations per block" : "no reconstruction",
                      comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100,
-                     Date().timeIntervalSince(start), kept.count, state.reports.count,
+                     Date().timeIntervalSince(start), kept.count, reports.count,
                      kept.isEmpty ? "" : " (" + kept.map { String(format: "%@ %.4g → %.4g", $0.block, $0.lossBefore, $0.lossReconstructed) }.joined(separator: ", ") + ")"))
         if distill {
             // Which blocks reconstruction improves depends on the CPU's fp32 path (OpenBLAS kernels, reduction
             // order); that no block ends worse than it started does not.
-            for report in state.reports {
+            for report in reports {
                 #expect(report.lossAfter <= report.lossBefore, "block \(report.block) ended worse than its initialisation")
                 #expect(report.keptInitialization == (report.lossReconstructed > report.lossBefore))
             }
@@ -81,7 +86,8 @@ struct DistillationTests {
         options.weightStepLearningRate *= 1000
         options.activationStepLearningRate *= 1000
         options.roundingLearningRate *= 1000
-        let (student, state) = try Distiller(teacher: teacher, options: options).run(calibration: calibration)
+        let result = try Distiller(teacher: teacher, options: options).run(calibration: calibration)
+        let (student, state) = (result.student, result.state)
         let initial = try Distiller(teacher: teacher, options: DistillOptions(bits: .w4a4, distill: false)).run(calibration: calibration)
         let kept = state.reports.filter(\.keptInitialization)
         print("\(kept.count) of \(state.reports.count) blocks kept their initialisation at 1000× the learning rates")

@@ -97,8 +97,9 @@ struct ZeroShotRegressionTests {
         let teacher = try Repository.teacher(teacherFile)
         let calibration = try NPY.readTensor(Repository.path("calibration/\(name)"))
         // As `kiln quantize` does for synthesized data: minmax ranges; the zoo teachers state no input domain.
-        var student = try Quantizer.quantize(teacher, calibration: calibration, options: QuantizeOptions(range: .minmax)).student
-        student.metadata = teacher.metadata
+        var job = QuantizationJob(teacher: teacher, teacherName: teacherFile, calibration: .images(calibration, description: name))
+        job.range = .minmax
+        let student = try QuantizationPipeline.run(job).student
         let comparison = try Comparison(teacher: teacher, student: try loadStudent(student),
                                         normalization: Repository.normalization(teacherFile, teacher))
         print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",

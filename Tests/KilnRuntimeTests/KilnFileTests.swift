@@ -1,5 +1,6 @@
 import Foundation
 @testable import KilnRuntime
+@testable import KilnStudent
 import Testing
 
 /// A small student exercising every layer kind: quantize → conv (ReLU) and depthwise conv → add → max pool →

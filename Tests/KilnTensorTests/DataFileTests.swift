@@ -1,5 +1,6 @@
 import Foundation
 import KilnGraph
+import KilnStudent
 import KilnTensor
 import Testing
 

@@ -13,13 +13,12 @@
 extern "C" {
 #endif
 
-/// Instruction sets with a kernel variant, best last.
+/// Instruction sets with kernel variants (kiln_isa_list.inc): KILN_ISA_SCALAR, KILN_ISA_AVX2, ...
 typedef enum {
-    KILN_ISA_SCALAR = 0,
-    KILN_ISA_AVX2 = 1,
-    KILN_ISA_AVXVNNI = 2,
-    KILN_ISA_AVX512VNNI = 3,
-    KILN_ISA_NEONDOT = 4,
+#define KILN_ISA(symbol, name) KILN_ISA_##symbol,
+#include "../kiln_isa_list.inc"
+#undef KILN_ISA
+    KILN_ISA_COUNT
 } kiln_isa;
 
 /// Whether this CPU (and OS) runs the given variant.
@@ -28,7 +27,10 @@ int kiln_cpu_supports(int isa);
 int kiln_cpu_isa(void);
 /// A short name of a variant ("avx512vnni", ...).
 const char *kiln_isa_name(int isa);
-/// The CPU's model name (its brand string on x86; "unknown CPU" where there is none).
+/// Whether a CPU that runs `isa` also runs kernels written for `required` (every ISA includes the scalar one;
+/// AVX-VNNI and AVX-512 VNNI include AVX2).
+int kiln_isa_includes(int isa, int required);
+/// The CPU's model name (its brand string on x86, with family and model; "unknown CPU" where there is none).
 const char *kiln_cpu_model(void);
 
 /// Output channels per packed weight panel, and K grouping.
@@ -59,38 +61,19 @@ typedef struct {
 /// (a convolution's receptive field: one pointer per kernel tap; a plain matrix: taps = 1). B is packed with
 /// k = taps · kc. Segments may be read whole even where the weights are zero padding. One function per ISA,
 /// identical results.
-typedef void (*kiln_qu8s8_igemm_fn)(int m, int n, int kc, int taps, const uint8_t *const *rows, const int8_t *packed,
-                                    uint8_t *c, size_t ldc, const kiln_requant *rq);
+typedef void kiln_qu8s8_igemm_kernel(int m, int n, int kc, int taps, const uint8_t *const *rows, const int8_t *packed,
+                                     uint8_t *c, size_t ldc, const kiln_requant *rq);
+typedef kiln_qu8s8_igemm_kernel *kiln_qu8s8_igemm_fn;
 
-void kiln_qu8s8_igemm_1x16c4__scalar(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                     const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_igemm_2x16c4__avx2(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                   const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_igemm_4x16c4__avxvnni(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                      const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_igemm_8x32c4__avx512vnni(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                         const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
-void kiln_qu8s8_igemm_1x16c4__neondot(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                      const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq);
-
-/// The GEMM variant for an ISA (the scalar one where the ISA has none on this architecture).
+/// The GEMM variant for an ISA (the best the list has for it; the scalar one at least).
 kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa);
 
 /// Depthwise 3×3 convolution over NHWC u8 rows: for output row `oy` of one image, all `ow` pixels and `c`
 /// channels. `x` is the image [h][w][c]; weights are [9][c] int8 (tap-major); padding cells hold `input_zero`.
-typedef void (*kiln_qu8s8_dwconv3x3_fn)(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
-                                        int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
-                                        uint8_t *y, const kiln_requant *rq);
-
-void kiln_qu8s8_dwconv3x3__scalar(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
-                                  int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
-                                  const kiln_requant *rq);
-void kiln_qu8s8_dwconv3x3__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride, int pad_top,
-                                int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
-                                const kiln_requant *rq);
-void kiln_qu8s8_dwconv3x3_64c4__avx512vnni(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
-                                           int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
-                                           uint8_t *y, const kiln_requant *rq);
+typedef void kiln_qu8s8_dwconv3x3_kernel(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
+                                         int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                         uint8_t *y, const kiln_requant *rq);
+typedef kiln_qu8s8_dwconv3x3_kernel *kiln_qu8s8_dwconv3x3_fn;
 
 /// The depthwise variant for an ISA.
 kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa);
@@ -123,13 +106,29 @@ void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float inp
 
 /// Quantizes one float sample stored NCHW ([c][plane]) to u8 stored NHWC ([plane][c]):
 /// q = clamp(rint(x / scale) + zero_point, 0, 255), 255 or 0 for ±infinity, 0 for NaN.
-typedef void (*kiln_qu8_quantize_fn)(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
-
-void kiln_qu8_quantize_nchw__scalar(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
-void kiln_qu8_quantize_nchw__avx512(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+typedef void kiln_qu8_quantize_nchw_kernel(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
+typedef kiln_qu8_quantize_nchw_kernel *kiln_qu8_quantize_fn;
 
 /// The quantizer variant for an ISA.
 kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa);
+
+/// Every kernel of the list, declared with its family's type.
+#define KILN_KERNEL(family, name, isa) kiln_##family##_kernel name;
+#include "../kiln_kernel_list.inc"
+#undef KILN_KERNEL
+
+/// One entry of the kernel list: its family ("qu8s8_igemm", ...), name, ISA and function (cast to the family's
+/// type to call it).
+typedef struct {
+    const char *family;
+    const char *name;
+    int isa;
+    void (*function)(void);
+} kiln_kernel_info;
+
+/// Number of kernels compiled for this architecture, and entry `index` of the list (NULL when out of range).
+int kiln_kernel_count(void);
+const kiln_kernel_info *kiln_kernel_at(int index);
 
 /// A persistent pool of worker threads for intra-op parallelism.
 typedef struct kiln_pool kiln_pool;
