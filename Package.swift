@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "kiln", targets: ["KilnCLI"]),
         .executable(name: "kiln-footprint", targets: ["KilnFootprint"]),
+        .executable(name: "kiln-kernel-bench", targets: ["KilnKernelBench"]),
         .library(name: "KilnGraph", targets: ["KilnGraph"]),
         .library(name: "KilnTensor", targets: ["KilnTensor"]),
         .library(name: "KilnONNX", targets: ["KilnONNX"]),
@@ -37,6 +38,8 @@ let package = Package(
         // The embedded runtime: only system libraries and FoundationEssentials, never the import/training side.
         .target(name: "CKilnKernels"),
         .target(name: "KilnRuntime", dependencies: ["KilnStudent", "CKilnKernels"]),
+        // Test support: every kernel of the list against the portable one (also cross-compiled for arm64 by a test).
+        .target(name: "CKilnKernelChecks", dependencies: ["CKilnKernels"]),
         .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib"]),
         .target(name: "KilnONNX", dependencies: [
             "KilnGraph", "KilnStudent",
@@ -46,17 +49,21 @@ let package = Package(
         .target(name: "CKilnRuntime", dependencies: ["KilnRuntime"]),
         // Embeds KilnRuntime alone, to measure the runtime's own footprint.
         .executableTarget(name: "KilnFootprint", dependencies: ["KilnRuntime"]),
+        // Times every kernel of the list on shapes of real layers (the kernel microbenchmark).
+        .executableTarget(name: "KilnKernelBench", dependencies: ["KilnRuntime", "CKilnKernels", "CKilnKernelChecks"]),
         .target(name: "KilnQuant", dependencies: ["KilnGraph", "KilnTensor", "KilnStudent", "KilnRuntime"]),
         .executableTarget(name: "KilnCLI", dependencies: [
             "KilnGraph", "KilnTensor", "KilnONNX", "KilnStudent", "KilnRuntime", "KilnQuant",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Fixtures and helpers shared by the test targets (repository paths and records, the tiny student, processes).
+        .target(name: "KilnTestSupport", dependencies: ["KilnStudent", "KilnGraph", "KilnONNX"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
-        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph", "KilnStudent"]),
-        .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph"],
+        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph", "KilnStudent", "KilnTestSupport"]),
+        .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph", "KilnTestSupport"],
                     resources: [.copy("backend-manifest.txt")]),
-        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime", "KilnStudent"]),
-        .testTarget(name: "KilnQuantTests", dependencies: ["KilnQuant", "KilnRuntime", "KilnONNX", "KilnTensor", "KilnGraph"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph", "KilnRuntime", "CKilnRuntime"], exclude: ["Fixtures"]),
+        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime", "KilnStudent", "CKilnKernelChecks", "KilnTestSupport"]),
+        .testTarget(name: "KilnQuantTests", dependencies: ["KilnQuant", "KilnRuntime", "KilnStudent", "KilnONNX", "KilnTensor", "KilnGraph", "KilnTestSupport"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["KilnCLI", "KilnTensor", "KilnGraph", "KilnRuntime", "CKilnRuntime", "KilnTestSupport"], exclude: ["Fixtures"]),
     ]
 )

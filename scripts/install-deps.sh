@@ -4,9 +4,10 @@
 #   libopenblas-dev  fp32 matrix products        zlib1g-dev        gzip'd IDX datasets
 #   libonnx-testdata ONNX backend test cases      dataset-fashion-mnist  the Fashion-MNIST images
 #   pkg-config       locates OpenBLAS and zlib     gcc               builds the C API example in the tests
+#   gcc-aarch64-linux-gnu, qemu-user                 the arm64 kernels, cross-compiled and run under emulation by the tests
 # PyPI packages (only for the test that runs students' QDQ export in onnxruntime): numpy, onnxruntime.
 set -euo pipefail
-packages=(libopenblas-dev zlib1g-dev pkg-config gcc libonnx-testdata dataset-fashion-mnist)
+packages=(libopenblas-dev zlib1g-dev pkg-config gcc libonnx-testdata dataset-fashion-mnist gcc-aarch64-linux-gnu qemu-user)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,14 +1,13 @@
 import Foundation
-import Synchronization
 import KilnGraph
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 /// Runs the built `kiln` executable and captures what it prints.
 enum CLI {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    static let root = Repository.root
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
     static let teacher = root.appendingPathComponent("models/resnet20.onnx").path
 
@@ -26,42 +25,10 @@ enum CLI {
         return candidates[0].appendingPathComponent("kiln")
     }
 
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
+    typealias Result = Processes.Result
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        try runProgram(executable.path, arguments, environment: environment)
-    }
-
-    /// Runs any program and captures what it prints; `environment` adds to (or overrides) the inherited one.
-    static func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Read stderr on another thread: a child that fills one pipe while we wait on the other would hang.
-        let stderrData = Mutex(Data())
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            let data = err.fileHandleForReading.readDataToEndOfFile()
-            stderrData.withLock { $0 = data }
-            done.signal()
-        }.start()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        done.wait()
-        let stderr = stderrData.withLock { $0 }
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+        try Processes.run(executable.path, arguments, environment: environment)
     }
 
     static func temporary(_ name: String) -> String {

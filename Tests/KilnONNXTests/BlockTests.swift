@@ -1,5 +1,6 @@
 import KilnGraph
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 /// Block discovery for reconstruction, on the committed teachers (BatchNorm and padding folded as the
@@ -7,7 +8,7 @@ import Testing
 @Suite("graph blocks")
 struct BlockTests {
     func prepared(_ file: String) throws -> Graph {
-        var graph = try Fixtures.graph(file)
+        var graph = try Repository.teacher(file)
         graph.foldBatchNorm()
         graph.foldPadIntoConv()
         return graph

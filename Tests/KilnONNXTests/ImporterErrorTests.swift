@@ -1,6 +1,7 @@
 import Foundation
 import KilnGraph
 @testable import KilnONNX
+import KilnTestSupport
 import Testing
 
 /// Builds small ONNX models in memory for importer tests.
@@ -154,7 +155,7 @@ struct ImporterErrorTests {
 
     @Test("every truncation of a real teacher is an error or a valid model, never a trap")
     func truncatedTeacher() throws {
-        let data = try Data(contentsOf: Fixtures.models.appendingPathComponent("efficientnet_lite0.onnx"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: Repository.path("models/efficientnet_lite0.onnx")))
         for length in stride(from: 0, to: 200_000, by: 4_999) {
             _ = message(data.prefix(length))
         }
@@ -167,7 +168,7 @@ struct ImporterErrorTests {
 struct FuzzRegressionTests {
     @Test("every ONNX input found by fuzzing imports or fails cleanly")
     func onnxFindings() throws {
-        let folder = Fixtures.root.appendingPathComponent("Fuzz/regressions")
+        let folder = Repository.root.appendingPathComponent("Fuzz/regressions")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("onnx-") }.sorted()
         #expect(!files.isEmpty)
         for file in files {

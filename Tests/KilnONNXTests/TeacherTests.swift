@@ -2,40 +2,14 @@ import Foundation
 import KilnGraph
 import KilnONNX
 import KilnTensor
+import KilnTestSupport
 import Testing
-
-/// Paths of the committed models.
-enum Fixtures {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    static let models = root.appendingPathComponent("models")
-
-    /// One entry of models/teachers.json, written by the training and export scripts.
-    struct Teacher: Decodable, Sendable {
-        var file: String
-        var dataset: String?
-        var top1: Double?
-    }
-
-    /// models/teachers.json by teacher name.
-    static let teachers: [String: Teacher] = {
-        let data = try! Data(contentsOf: models.appendingPathComponent("teachers.json"))
-        return try! JSONDecoder().decode([String: Teacher].self, from: data)
-    }()
-
-    /// Names of the Fashion-MNIST teachers.
-    static let fashionTeachers = teachers.filter { $0.value.dataset == "fashion-mnist" }.keys.sorted()
-
-    static func graph(_ file: String) throws -> Graph {
-        try ONNXModel(contentsOf: models.appendingPathComponent(file).path).importGraph()
-    }
-}
 
 @Suite("committed teachers")
 struct TeacherTests {
     @Test("EfficientNet-Lite0: shape sub-graphs fold away, BatchNorm stays")
     func efficientNetStructure() throws {
-        let graph = try Fixtures.graph("efficientnet_lite0.onnx")
+        let graph = try Repository.teacher("efficientnet_lite0.onnx")
         let ops = graph.opHistogram
         #expect(ops["BatchNorm"] == 49)
         #expect(ops["Conv"] == 49)
@@ -46,9 +20,9 @@ struct TeacherTests {
 
     @Test("EfficientNet-Lite0 logits match PyTorch's within 1e-4 of the largest logit")
     func efficientNetLogits() throws {
-        let graph = try Fixtures.graph("efficientnet_lite0.onnx")
-        let x = try NPY.readTensor(Fixtures.models.appendingPathComponent("efficientnet_lite0_input.npy").path)
-        let expected = try NPY.readTensor(Fixtures.models.appendingPathComponent("efficientnet_lite0_logits.npy").path)
+        let graph = try Repository.teacher("efficientnet_lite0.onnx")
+        let x = try NPY.readTensor(Repository.path("models/efficientnet_lite0_input.npy"))
+        let expected = try NPY.readTensor(Repository.path("models/efficientnet_lite0_logits.npy"))
         let y = try Interpreter(graph).run([x])[0]
         #expect(y.shape == expected.shape)
         let scale = expected.scalars.map(abs).max()!
@@ -58,10 +32,10 @@ struct TeacherTests {
     }
 
     @Test("Fashion-MNIST teachers reach the top-1 PyTorch measured, on all 10k test images",
-          arguments: Fixtures.fashionTeachers)
+          arguments: Repository.fashionTeachers)
     func fashionTop1(_ name: String) throws {
-        let record = Fixtures.teachers[name]!
-        let graph = try Fixtures.graph(record.file)
+        let record = Repository.teachers.values.first { $0.file == name }!
+        let graph = try Repository.teacher(record.file)
         let mean = Float(graph.metadata["kiln.input_mean"]!)!, std = Float(graph.metadata["kiln.input_std"]!)!
         let data = try FashionMNIST(split: .test)
         let interpreter = try Interpreter(graph)
@@ -81,9 +55,9 @@ struct TeacherTests {
     }
 
     @Test("a dynamic batch runs at any size with identical rows",
-          arguments: Fixtures.fashionTeachers)
+          arguments: Repository.fashionTeachers)
     func dynamicBatch(_ name: String) throws {
-        let graph = try Fixtures.graph(Fixtures.teachers[name]!.file)
+        let graph = try Repository.teacher(name)
         let data = try FashionMNIST(split: .test)
         let interpreter = try Interpreter(graph)
         let seven = try interpreter.run([data.tensor(0..<7)])[0]

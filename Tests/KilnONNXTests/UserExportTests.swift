@@ -2,37 +2,22 @@ import Foundation
 import KilnGraph
 @testable import KilnONNX
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 /// Models exported the way users export them (models/zoo: PyTorch's default exporter, a fixed batch of 1, weights in
 /// an external `.onnx.data` file, no Kiln metadata).
 enum Zoo {
-    static let folder = Fixtures.models.appendingPathComponent("zoo")
+    static let names = Repository.zoo.keys.sorted()
 
-    /// One entry of models/zoo/zoo.json.
-    struct Teacher: Decodable, Sendable {
-        var file: String
-        var input_mean: Float
-        var input_std: Float
-        var top1: Double
-        var exporter: String
-    }
-
-    static let teachers: [String: Teacher] = {
-        let data = try! Data(contentsOf: folder.appendingPathComponent("zoo.json"))
-        return try! JSONDecoder().decode([String: Teacher].self, from: data)
-    }()
-
-    static let names = teachers.keys.sorted()
-
-    static func path(_ name: String) -> String { folder.appendingPathComponent(teachers[name]!.file).path }
+    static func path(_ name: String) -> String { Repository.path("models/zoo/\(Repository.zoo[name]!.file)") }
 }
 
 @Suite("models as users export them")
 struct UserExportTests {
     @Test("every zoo teacher imports with a batch dimension and reaches the top-1 PyTorch measured", arguments: Zoo.names)
     func zooTeacher(_ name: String) throws {
-        let teacher = Zoo.teachers[name]!
+        let teacher = Repository.zoo[name]!
         let graph = try ONNXModel(contentsOf: Zoo.path(name)).importGraph()
         #expect(graph[graph.inputs[0]].shape == [batchDimension, 1, 28, 28])
         #expect(graph.metadata["kiln.exported_batch"] == "1")

@@ -4,45 +4,8 @@ import KilnONNX
 import KilnQuant
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
-
-/// Committed models and calibration sets.
-enum Repository {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-
-    static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
-
-    /// The Fashion-MNIST teachers listed in models/teachers.json.
-    static let fashionTeachers: [String] = {
-        struct Entry: Decodable { var file: String; var dataset: String? }
-        let data = try! Data(contentsOf: root.appendingPathComponent("models/teachers.json"))
-        let entries = try! JSONDecoder().decode([String: Entry].self, from: data)
-        return entries.filter { $0.value.dataset == "fashion-mnist" }.map(\.value.file).sorted()
-    }()
-
-    /// The zoo teachers (models/zoo/zoo.json: no Kiln metadata, exported as users export), as files relative to
-    /// models/, with the input normalization they were trained on.
-    static let zoo: [String: (mean: Float, std: Float)] = {
-        struct Entry: Decodable { var file: String; var input_mean: Float; var input_std: Float }
-        let data = try! Data(contentsOf: root.appendingPathComponent("models/zoo/zoo.json"))
-        let entries = try! JSONDecoder().decode([String: Entry].self, from: data)
-        return Dictionary(uniqueKeysWithValues: entries.values.map { ("zoo/\($0.file)", ($0.input_mean, $0.input_std)) })
-    }()
-
-    /// The zoo teachers' files, sorted.
-    static let zooTeachers = zoo.keys.sorted()
-
-    static func teacher(_ file: String) throws -> Graph {
-        try ONNXModel(contentsOf: path("models/\(file)")).importGraph()
-    }
-
-    /// How real test images are normalized for a teacher: its metadata, or the zoo's record.
-    static func normalization(_ file: String, _ teacher: Graph) -> (mean: Float, std: Float) {
-        if let known = zoo[file] { return known }
-        return (Float(teacher.metadata["kiln.input_mean"]!)!, Float(teacher.metadata["kiln.input_std"]!)!)
-    }
-}
 
 /// A student loaded with the kernels the accuracy suites run: the best this CPU runs, or the lower tier `KILN_ISA`
 /// forces (so every tier can be measured on one machine).
@@ -63,10 +26,10 @@ struct Comparison {
     var teacherTop1 = 0.0, studentTop1 = 0.0, agreement = 0.0
     var studentPredictions: [Int] = []
 
-    /// Compares on test images normalized as `normalization` says (default: the teacher's metadata).
-    init(teacher: Graph, student: KilnModel, normalization: (mean: Float, std: Float)? = nil) throws {
+    /// Compares on the test images normalized as the repository records for `file` (relative to models/).
+    init(teacher: Graph, student: KilnModel, file: String) throws {
         let data = try FashionMNIST(split: .test)
-        let (mean, std) = normalization ?? (Float(teacher.metadata["kiln.input_mean"]!)!, Float(teacher.metadata["kiln.input_std"]!)!)
+        let (mean, std) = Repository.normalization(file)!
         let interpreter = try Interpreter(teacher)
         let context = student.makeContext()
         var teacherCorrect = 0, studentCorrect = 0, agreeing = 0
@@ -100,7 +63,7 @@ struct AccuracyRegressionTests {
                                   calibration: .images(calibration, description: "calibration/fashion-mnist-real-512.npy"))
         let student = try QuantizationPipeline.run(job).student
         let model = try loadStudent(student)
-        let comparison = try Comparison(teacher: teacher, student: model)
+        let comparison = try Comparison(teacher: teacher, student: model, file: file)
         print(String(format: "%@ W8A8 (512 real images, percentile): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%% (%@ kernels)",
                      file, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100,
                      model.options.kernels.description))
@@ -125,15 +88,8 @@ func onnxruntimePredictions(_ student: StudentModel, label: String) throws -> [I
     let qdq = directory.appendingPathComponent("student.qdq.onnx").path
     let predictions = directory.appendingPathComponent("ort.npy").path
     try QDQExporter.export(student).write(to: URL(fileURLWithPath: qdq))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", Repository.path("scripts/qdq_predict.py"), qdq, predictions]
-    let errors = Pipe()
-    process.standardError = errors
-    try process.run()
-    let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    try #require(process.terminationStatus == 0, "onnxruntime run failed (is the PyPI package onnxruntime installed?): \(stderr)")
+    let run = try Processes.run(command: "python3", [Repository.path("scripts/qdq_predict.py"), qdq, predictions])
+    try #require(run.status == 0, "onnxruntime run failed (is the PyPI package onnxruntime installed?): \(run.stderr)")
     let ort = try NPY.read(predictions)
     try #require(ort.dtype == .int64 && ort.shape == [10_000])
     return ort.payload.withUnsafeBytes { raw in

@@ -3,6 +3,7 @@ import KilnGraph
 import KilnQuant
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 /// Zero-shot students distilled block by block on the committed synthetic (Genie) calibration sets. Serialized:
@@ -27,8 +28,7 @@ struct DistillationTests {
         job.distill.iterationsPerBlock = iterations
         let outcome = try QuantizationPipeline.run(job)
         let student = outcome.student
-        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student),
-                                        normalization: Repository.normalization(file, teacher))
+        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student), file: file)
         let reports = outcome.blocks
         let kept = reports.filter(\.keptInitialization)
         print(String(format: "%@ %@ zero-shot, %@: fp32 %.2f%%, student %.2f%%, agreement %.2f%%, %.0f s; %d of %d blocks kept their initialisation%@",

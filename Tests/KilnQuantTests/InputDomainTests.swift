@@ -3,6 +3,7 @@ import KilnGraph
 import KilnQuant
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 @Suite("input domain")

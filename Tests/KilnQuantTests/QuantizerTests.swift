@@ -4,6 +4,7 @@ import KilnONNX
 @testable import KilnQuant
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 @Suite("quantizer")

@@ -4,6 +4,7 @@ import KilnONNX
 import KilnQuant
 import KilnRuntime
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 @Suite("zero-shot synthesis")
@@ -83,7 +84,7 @@ struct ZeroShotRegressionTests {
             let sets = entries.filter { $0.value.kind == "synthetic" && $0.value.teacher == "models/\(teacher)" }
             #expect(!sets.isEmpty, "no synthetic calibration set for \(teacher)")
             for (name, entry) in sets {
-                let hash = try sha256(Repository.path("models/\(teacher)"))
+                let hash = try Processes.sha256(Repository.path("models/\(teacher)"))
                 #expect(entry.teacher_sha256 == hash, "\(name) was made from another version of \(teacher)")
             }
         }
@@ -100,24 +101,10 @@ struct ZeroShotRegressionTests {
         var job = QuantizationJob(teacher: teacher, teacherName: teacherFile, calibration: .images(calibration, description: name))
         job.range = .minmax
         let student = try QuantizationPipeline.run(job).student
-        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student),
-                                        normalization: Repository.normalization(teacherFile, teacher))
+        let comparison = try Comparison(teacher: teacher, student: try loadStudent(student), file: teacherFile)
         print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
                      teacherFile, name, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100))
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.003)
         #expect(comparison.agreement >= 0.995)
     }
-}
-
-/// SHA-256 of a file, by the system's sha256sum.
-func sha256(_ path: String) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["sha256sum", path]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return String(output.split(separator: " ").first ?? "")
 }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import KilnRuntime
+import KilnTestSupport
 import Testing
 
 /// One-conv (plus optional residual add) students with random parameters, to compare kernel variants.

@@ -1,0 +1,380 @@
+// Per-kernel checks: each kernel against the portable kernel of its family, byte for byte.
+#include "kiln_kernel_checks.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/// A small deterministic generator (the same numbers on every architecture).
+typedef struct { uint64_t state; } rng;
+
+static uint32_t next(rng *g) {
+    g->state = g->state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(g->state >> 33);
+}
+static int uniform(rng *g, int low, int high) { return low + (int)(next(g) % (uint32_t)(high - low + 1)); }
+static float uniform_float(rng *g, float low, float high) { return low + (high - low) * (float)(next(g) % 10000) / 10000.0f; }
+
+/// The portable kernel of a family (first in the list).
+static const kiln_kernel_info *portable(const char *family) {
+    for (int i = 0; i < kiln_kernel_count(); i++) {
+        const kiln_kernel_info *k = kiln_kernel_at(i);
+        if (strcmp(k->family, family) == 0 && k->isa == KILN_ISA_SCALAR) return k;
+    }
+    return NULL;
+}
+
+/// Random requantization parameters for `n` output channels, with a fused residual add if `residual` is given.
+typedef struct {
+    int32_t *bias;
+    float *multiplier;
+    kiln_requant rq;
+} requant_params;
+
+static requant_params make_requant(rng *g, int n, const uint8_t *residual, size_t ldr) {
+    requant_params p;
+    p.bias = malloc(sizeof(int32_t) * (size_t)n);
+    p.multiplier = malloc(sizeof(float) * (size_t)n);
+    for (int j = 0; j < n; j++) {
+        p.bias[j] = uniform(g, -20000, 20000);
+        p.multiplier[j] = uniform_float(g, 0.0002f, 0.004f);
+    }
+    memset(&p.rq, 0, sizeof(p.rq));
+    p.rq.bias = p.bias;
+    p.rq.multiplier = p.multiplier;
+    p.rq.zero_point = uniform(g, 0, 200);
+    p.rq.low = uniform(g, 0, 40);
+    p.rq.high = uniform(g, 180, 255);
+    if (residual) {
+        p.rq.residual = residual;
+        p.rq.ldr = ldr;
+        p.rq.scale = uniform_float(g, 0.01f, 0.05f);
+        p.rq.residual_scale = uniform_float(g, 0.01f, 0.05f);
+        p.rq.output_scale = uniform_float(g, 0.01f, 0.05f);
+        p.rq.residual_zero_point = uniform(g, 0, 200);
+        p.rq.output_zero_point = uniform(g, 0, 200);
+        p.rq.add_low = uniform(g, 0, 30);
+        p.rq.add_high = uniform(g, 200, 255);
+    }
+    return p;
+}
+
+static void free_requant(requant_params *p) {
+    free(p->bias);
+    free(p->multiplier);
+}
+
+/// First differing byte of two buffers, or −1.
+static long first_difference(const uint8_t *a, const uint8_t *b, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        if (a[i] != b[i]) return (long)i;
+    }
+    return -1;
+}
+
+// MARK: - Indirect GEMM
+
+typedef struct { int m, n, kc, taps, residual; } igemm_shape;
+
+static const igemm_shape igemm_shapes[] = {
+    {1, 1, 4, 1, 0}, {1, 7, 4, 1, 0}, {3, 7, 4, 1, 0}, {1, 16, 8, 1, 0}, {2, 17, 12, 1, 1}, {5, 33, 36, 1, 0},
+    {8, 32, 64, 1, 0}, {9, 40, 64, 1, 1}, {17, 64, 16, 1, 0}, {4, 10, 256, 1, 0}, {1, 1000, 128, 1, 0},
+    {7, 19, 4, 9, 0}, {8, 16, 8, 9, 1}, {13, 24, 32, 9, 0}, {3, 64, 64, 9, 1}, {16, 48, 12, 25, 0},
+    {2, 5, 4, 49, 0}, {6, 96, 20, 3, 1}, {11, 128, 132, 1, 0}, {1, 256, 1024, 1, 0},
+};
+
+typedef struct {
+    int m, n, kc, taps;
+    uint8_t *a;
+    const uint8_t **rows;
+    int8_t *packed;
+    uint8_t *residual;
+    requant_params params;
+} igemm_case;
+
+static igemm_case make_igemm(rng *g, igemm_shape s) {
+    igemm_case c;
+    c.m = s.m, c.n = s.n, c.kc = s.kc, c.taps = s.taps;
+    int k = s.kc * s.taps;
+    size_t a_bytes = (size_t)s.m * s.taps * s.kc;
+    c.a = malloc(a_bytes);
+    for (size_t i = 0; i < a_bytes; i++) c.a[i] = (uint8_t)uniform(g, 0, 255);
+    // Rows point at segments in a scrambled order, as a convolution's taps do.
+    c.rows = malloc(sizeof(uint8_t *) * (size_t)s.m * s.taps);
+    for (int r = 0; r < s.m * s.taps; r++) c.rows[r] = c.a + (size_t)((r * 7) % (s.m * s.taps)) * s.kc;
+    int8_t *weights = malloc((size_t)s.n * k);
+    for (size_t i = 0; i < (size_t)s.n * k; i++) weights[i] = (int8_t)uniform(g, -127, 127);
+    c.packed = malloc(kiln_qs8_packed_size(s.n, k));
+    kiln_qs8_pack(weights, s.n, k, c.packed);
+    free(weights);
+    c.residual = NULL;
+    if (s.residual) {
+        c.residual = malloc((size_t)s.m * s.n);
+        for (size_t i = 0; i < (size_t)s.m * s.n; i++) c.residual[i] = (uint8_t)uniform(g, 0, 255);
+    }
+    c.params = make_requant(g, s.n, c.residual, (size_t)s.n);
+    return c;
+}
+
+static void free_igemm(igemm_case *c) {
+    free(c->a);
+    free(c->rows);
+    free(c->packed);
+    free(c->residual);
+    free_requant(&c->params);
+}
+
+static int check_igemm(kiln_qu8s8_igemm_fn kernel, kiln_qu8s8_igemm_fn reference, char *message, size_t size) {
+    rng g = {0x6b696c6e};
+    int count = (int)(sizeof(igemm_shapes) / sizeof(igemm_shapes[0]));
+    for (int s = 0; s < count; s++) {
+        igemm_shape shape = igemm_shapes[s];
+        igemm_case c = make_igemm(&g, shape);
+        size_t ldc = (size_t)shape.n + 5, bytes = (size_t)shape.m * ldc;
+        uint8_t *got = malloc(bytes), *want = malloc(bytes);
+        memset(got, 0xA5, bytes);
+        memset(want, 0xA5, bytes);
+        kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, got, ldc, &c.params.rq);
+        reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, want, ldc, &c.params.rq);
+        long at = first_difference(got, want, bytes);
+        free(got);
+        free(want);
+        free_igemm(&c);
+        if (at >= 0) {
+            snprintf(message, size, "m %d n %d kc %d taps %d%s: byte %ld (row %ld, column %ld) differs", shape.m, shape.n,
+                     shape.kc, shape.taps, shape.residual ? " residual" : "", at, at / (long)ldc, at % (long)ldc);
+            return -1;
+        }
+    }
+    return count;
+}
+
+// MARK: - Depthwise 3×3
+
+typedef struct { int h, w, c, stride, pad, residual; } dwconv_shape;
+
+static const dwconv_shape dwconv_shapes[] = {
+    {1, 1, 1, 1, 1, 0}, {3, 3, 3, 1, 1, 0}, {5, 7, 16, 1, 1, 1}, {6, 6, 17, 2, 1, 0}, {8, 9, 32, 1, 0, 0},
+    {7, 7, 33, 2, 1, 1}, {4, 12, 64, 1, 1, 0}, {9, 5, 65, 1, 1, 1}, {10, 10, 96, 2, 1, 0}, {3, 20, 100, 1, 1, 0},
+    {14, 14, 144, 2, 0, 0}, {2, 2, 200, 1, 1, 1},
+};
+
+static int check_dwconv(kiln_qu8s8_dwconv3x3_fn kernel, kiln_qu8s8_dwconv3x3_fn reference, char *message, size_t size) {
+    rng g = {0x64776333};
+    int count = (int)(sizeof(dwconv_shapes) / sizeof(dwconv_shapes[0]));
+    for (int s = 0; s < count; s++) {
+        dwconv_shape shape = dwconv_shapes[s];
+        int oh = (shape.h + 2 * shape.pad - 3) / shape.stride + 1, ow = (shape.w + 2 * shape.pad - 3) / shape.stride + 1;
+        size_t in_bytes = (size_t)shape.h * shape.w * shape.c, out_bytes = (size_t)ow * shape.c;
+        uint8_t *x = malloc(in_bytes);
+        for (size_t i = 0; i < in_bytes; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        int8_t *weights = malloc((size_t)9 * shape.c);
+        for (int i = 0; i < 9 * shape.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
+        uint8_t input_zero = (uint8_t)uniform(&g, 0, 200);
+        uint8_t *residual = NULL;
+        if (shape.residual) {
+            residual = malloc(out_bytes);
+            for (size_t i = 0; i < out_bytes; i++) residual[i] = (uint8_t)uniform(&g, 0, 255);
+        }
+        requant_params params = make_requant(&g, shape.c, residual, (size_t)shape.c);
+        uint8_t *got = malloc(out_bytes + 64), *want = malloc(out_bytes + 64);
+        long at = -1;
+        int row = 0;
+        for (row = 0; row < oh && at < 0; row++) {
+            memset(got, 0xA5, out_bytes + 64);
+            memset(want, 0xA5, out_bytes + 64);
+            kernel(x, shape.h, shape.w, shape.c, row, ow, shape.stride, shape.pad, shape.pad, input_zero, weights, got, &params.rq);
+            reference(x, shape.h, shape.w, shape.c, row, ow, shape.stride, shape.pad, shape.pad, input_zero, weights, want, &params.rq);
+            at = first_difference(got, want, out_bytes + 64);
+        }
+        free(x);
+        free(weights);
+        free(residual);
+        free(got);
+        free(want);
+        free_requant(&params);
+        if (at >= 0) {
+            snprintf(message, size, "h %d w %d c %d stride %d pad %d%s: row %d byte %ld (pixel %ld, channel %ld) differs",
+                     shape.h, shape.w, shape.c, shape.stride, shape.pad, shape.residual ? " residual" : "", row - 1, at,
+                     at / shape.c, at % shape.c);
+            return -1;
+        }
+    }
+    return count;
+}
+
+// MARK: - Input quantizer
+
+typedef struct { int c, plane; } quantize_shape;
+
+static const quantize_shape quantize_shapes[] = {
+    {1, 1}, {1, 15}, {1, 16}, {1, 784}, {3, 1}, {3, 17}, {3, 50}, {3, 224 * 3}, {4, 33}, {16, 20}, {17, 31}, {64, 49},
+};
+
+static int check_quantize(kiln_qu8_quantize_fn kernel, kiln_qu8_quantize_fn reference, char *message, size_t size) {
+    rng g = {0x71756e74};
+    int count = (int)(sizeof(quantize_shapes) / sizeof(quantize_shapes[0]));
+    const float specials[] = {NAN, INFINITY, -INFINITY, 1e30f, -1e30f, 0.0f, -0.0f, 0.5f, 1.5f, 2.5f};
+    for (int s = 0; s < count; s++) {
+        quantize_shape shape = quantize_shapes[s];
+        size_t n = (size_t)shape.c * shape.plane;
+        float *x = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) {
+            x[i] = (i % 11 == 3) ? specials[(i / 11) % 10] : uniform_float(&g, -4.0f, 5.0f);
+        }
+        float scale = uniform_float(&g, 0.01f, 0.05f);
+        int32_t zero_point = uniform(&g, 0, 255);
+        uint8_t *got = malloc(n + 64), *want = malloc(n + 64);
+        memset(got, 0xA5, n + 64);
+        memset(want, 0xA5, n + 64);
+        kernel(x, shape.c, shape.plane, scale, zero_point, got);
+        reference(x, shape.c, shape.plane, scale, zero_point, want);
+        long at = first_difference(got, want, n + 64);
+        free(x);
+        free(got);
+        free(want);
+        if (at >= 0) {
+            snprintf(message, size, "c %d plane %d: byte %ld differs", shape.c, shape.plane, at);
+            return -1;
+        }
+    }
+    return count;
+}
+
+int kiln_check_kernel(const kiln_kernel_info *kernel, char *message, size_t size) {
+    const kiln_kernel_info *reference = portable(kernel->family);
+    if (!reference) {
+        snprintf(message, size, "family %s has no portable kernel", kernel->family);
+        return -1;
+    }
+    if (strcmp(kernel->family, "qu8s8_igemm") == 0) {
+        return check_igemm((kiln_qu8s8_igemm_fn)kernel->function, (kiln_qu8s8_igemm_fn)reference->function, message, size);
+    }
+    if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) {
+        return check_dwconv((kiln_qu8s8_dwconv3x3_fn)kernel->function, (kiln_qu8s8_dwconv3x3_fn)reference->function, message, size);
+    }
+    if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) {
+        return check_quantize((kiln_qu8_quantize_fn)kernel->function, (kiln_qu8_quantize_fn)reference->function, message, size);
+    }
+    snprintf(message, size, "no checks for family %s", kernel->family);
+    return -1;
+}
+
+// MARK: - Benchmark
+
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/// Shapes of real layers: ResNet-18's 3×3 convs (as an indirect GEMM over 56×56 and 14×14 maps), a 1×1 conv of
+/// MobileNetV2, a classifier at batch 1; MobileNetV2's depthwise rows; a 224×224 RGB input.
+static const igemm_shape igemm_bench[] = {{3136, 64, 64, 9, 0}, {196, 256, 256, 9, 0}, {3136, 96, 16, 1, 0}, {1, 1000, 512, 1, 0}};
+static const dwconv_shape dwconv_bench[] = {{112, 112, 96, 2, 1, 0}, {14, 14, 576, 1, 1, 0}};
+static const quantize_shape quantize_bench[] = {{3, 224 * 224}};
+
+int kiln_bench_shape_count(const kiln_kernel_info *kernel) {
+    if (strcmp(kernel->family, "qu8s8_igemm") == 0) return (int)(sizeof(igemm_bench) / sizeof(igemm_bench[0]));
+    if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) return (int)(sizeof(dwconv_bench) / sizeof(dwconv_bench[0]));
+    if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) return (int)(sizeof(quantize_bench) / sizeof(quantize_bench[0]));
+    return 0;
+}
+
+double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats, double *macs, char *label, size_t size) {
+    rng g = {0x62656e63};
+    double best = 1e30;
+    if (strcmp(kernel->family, "qu8s8_igemm") == 0) {
+        igemm_shape s = igemm_bench[shape];
+        igemm_case c = make_igemm(&g, s);
+        uint8_t *out = malloc((size_t)s.m * s.n);
+        kiln_qu8s8_igemm_fn f = (kiln_qu8s8_igemm_fn)kernel->function;
+        *macs = (double)s.m * s.n * s.kc * s.taps;
+        snprintf(label, size, "m %d n %d k %d (%d taps)", s.m, s.n, s.kc * s.taps, s.taps);
+        for (int r = 0; r < repeats; r++) {
+            int calls = 0;
+            double start = now(), elapsed = 0;
+            do {
+                f(s.m, s.n, s.kc, s.taps, c.rows, c.packed, out, (size_t)s.n, &c.params.rq);
+                calls++;
+                elapsed = now() - start;
+            } while (elapsed < 0.02);
+            if (elapsed / calls < best) best = elapsed / calls;
+        }
+        free(out);
+        free_igemm(&c);
+    } else if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) {
+        dwconv_shape s = dwconv_bench[shape];
+        int oh = (s.h + 2 * s.pad - 3) / s.stride + 1, ow = (s.w + 2 * s.pad - 3) / s.stride + 1;
+        uint8_t *x = malloc((size_t)s.h * s.w * s.c), *y = malloc((size_t)ow * s.c);
+        for (size_t i = 0; i < (size_t)s.h * s.w * s.c; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        int8_t *weights = malloc((size_t)9 * s.c);
+        for (int i = 0; i < 9 * s.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
+        requant_params params = make_requant(&g, s.c, NULL, 0);
+        kiln_qu8s8_dwconv3x3_fn f = (kiln_qu8s8_dwconv3x3_fn)kernel->function;
+        *macs = 9.0 * oh * ow * s.c;
+        snprintf(label, size, "%dx%dx%d stride %d", s.h, s.w, s.c, s.stride);
+        for (int r = 0; r < repeats; r++) {
+            int calls = 0;
+            double start = now(), elapsed = 0;
+            do {
+                for (int row = 0; row < oh; row++) f(x, s.h, s.w, s.c, row, ow, s.stride, s.pad, s.pad, 0, weights, y, &params.rq);
+                calls++;
+                elapsed = now() - start;
+            } while (elapsed < 0.02);
+            if (elapsed / calls < best) best = elapsed / calls;
+        }
+        free(x);
+        free(y);
+        free(weights);
+        free_requant(&params);
+    } else if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) {
+        quantize_shape s = quantize_bench[shape];
+        size_t n = (size_t)s.c * s.plane;
+        float *x = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) x[i] = uniform_float(&g, -2.0f, 2.5f);
+        uint8_t *y = malloc(n);
+        kiln_qu8_quantize_fn f = (kiln_qu8_quantize_fn)kernel->function;
+        *macs = (double)n;
+        snprintf(label, size, "%d channels × %d pixels", s.c, s.plane);
+        for (int r = 0; r < repeats; r++) {
+            int calls = 0;
+            double start = now(), elapsed = 0;
+            do {
+                f(x, s.c, s.plane, 0.02f, 100, y);
+                calls++;
+                elapsed = now() - start;
+            } while (elapsed < 0.02);
+            if (elapsed / calls < best) best = elapsed / calls;
+        }
+        free(x);
+        free(y);
+    }
+    return best;
+}
+
+#ifdef KILN_KERNEL_CHECKS_MAIN
+/// Checks every kernel this CPU runs; prints one line per kernel ("passed N shapes", "skipped", "FAILED ...").
+int main(void) {
+    int failures = 0;
+    for (int i = 0; i < kiln_kernel_count(); i++) {
+        const kiln_kernel_info *k = kiln_kernel_at(i);
+        if (!kiln_cpu_supports(k->isa)) {
+            printf("%s %s skipped (this CPU lacks %s)\n", k->family, k->name, kiln_isa_name(k->isa));
+            continue;
+        }
+        char message[256] = {0};
+        int shapes = kiln_check_kernel(k, message, sizeof(message));
+        if (shapes < 0) {
+            failures++;
+            printf("%s %s FAILED: %s\n", k->family, k->name, message);
+        } else {
+            printf("%s %s passed %d shapes\n", k->family, k->name, shapes);
+        }
+    }
+    return failures == 0 ? 0 : 1;
+}
+#endif
