@@ -59,6 +59,8 @@ struct InspectReport: Encodable {
     /// A teacher's real-input statistics as its first BatchNorm gives them (`InputStatistics`).
     var estimatedInputMean: [Float]?
     var estimatedInputStd: Float?
+    /// A student's kernels on this CPU (KILN_ISA may force a lower tier).
+    var kernels: String?
     var warnings: [String] = []
 
     init(_ model: LoadedModel) {
@@ -90,6 +92,7 @@ struct InspectReport: Encodable {
         case .student(let kiln):
             let student = kiln.student
             inputDomain = InspectReport.describeDomain(student.metadata, &warnings)
+            kernels = "\(kiln.options.kernels) on \(KernelChoice.cpuModel)"
             format = "kiln v\(KilnFile.version) (int8 student)"
             inputs = kiln.inputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
             outputs = kiln.outputs.map { TensorInfo(name: $0.name, shape: $0.shape) }
@@ -140,6 +143,9 @@ struct InspectReport: Encodable {
         lines += [
             "outputs:\n\(list(outputs))",
             "parameters:  \(parameters.formatted())",
+        ]
+        if let kernels { lines.append("kernels:     \(kernels)") }
+        lines += [
             "MACs:        \(macs.formatted()) per sample",
         ]
         if let batchNorms { lines.append("BatchNorm:   \(batchNorms)") }
