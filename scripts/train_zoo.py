@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fashion_mnist  # noqa: E402
-from train_teachers import augment, evaluate  # noqa: E402
+from train_teachers import evaluate, fit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = os.path.join(ROOT, "models", "zoo")
@@ -131,27 +130,7 @@ def train(name, epochs, seed):
         return (torch.from_numpy(images).float()[:, None] / 255 - mean) / std
 
     xtr, ytr, xte, yte = normalize(xtr), torch.from_numpy(ytr), normalize(xte), torch.from_numpy(yte)
-    batch = 128
-    steps = epochs * ((len(xtr) + batch - 1) // batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=steps, pct_start=0.15)
-    start = time.time()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(xtr), generator=generator)
-        total = 0.0
-        for i in range(0, len(xtr), batch):
-            index = order[i:i + batch]
-            xb = augment(xtr[index], generator, pad_value=(0 - mean) / std).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(xb), ytr[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-        print(f"{name} epoch {epoch + 1}/{epochs}: loss {total / len(xtr):.4f}, test top-1 "
-              f"{evaluate(model, xte, yte) * 100:.2f}%, {time.time() - start:.0f} s", flush=True)
-    seconds = time.time() - start
+    seconds = fit(name, model, (xtr, ytr), (xte, yte), epochs, generator, lr=0.05, max_lr=0.1, pad_value=(0 - mean) / std)
     model = model.to(memory_format=torch.contiguous_format)
     top1 = evaluate(model, xte, yte)
     os.makedirs(ZOO, exist_ok=True)

@@ -271,6 +271,42 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/// The best over `repeats` of the seconds per call of `call(context)`, each repeat calling it for at least 20 ms.
+static double best_seconds(void (*call)(void *), void *context, int repeats) {
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        int calls = 0;
+        double start = now(), elapsed = 0;
+        do {
+            call(context);
+            calls++;
+            elapsed = now() - start;
+        } while (elapsed < 0.02);
+        if (elapsed / calls < best) best = elapsed / calls;
+    }
+    return best;
+}
+
+typedef struct { kiln_qu8s8_igemm_fn f; igemm_shape s; igemm_case *c; uint8_t *out; } igemm_call;
+static void call_igemm(void *p) {
+    igemm_call *a = p;
+    a->f(a->s.m, a->s.n, a->s.kc, a->s.taps, a->c->rows, a->c->packed, a->out, (size_t)a->s.n, &a->c->params.rq);
+}
+
+typedef struct { kiln_qu8s8_dwconv3x3_fn f; dwconv_shape s; int oh, ow; const uint8_t *x; const int8_t *weights; uint8_t *y; const kiln_requant *rq; } dwconv_call;
+static void call_dwconv(void *p) {
+    dwconv_call *a = p;
+    for (int row = 0; row < a->oh; row++) {
+        a->f(a->x, a->s.h, a->s.w, a->s.c, row, a->ow, a->s.stride, a->s.pad, a->s.pad, 0, a->weights, a->y, a->rq);
+    }
+}
+
+typedef struct { kiln_qu8_quantize_fn f; quantize_shape s; const float *x; uint8_t *y; } quantize_call;
+static void call_quantize(void *p) {
+    quantize_call *a = p;
+    a->f(a->x, a->s.c, a->s.plane, 0.02f, 100, a->y);
+}
+
 /// Shapes of real layers: ResNet-18's 3×3 convs (as an indirect GEMM over 56×56 and 14×14 maps), a 1×1 conv of
 /// MobileNetV2, a classifier at batch 1; MobileNetV2's depthwise rows; a 224×224 RGB input.
 static const igemm_shape igemm_bench[] = {{3136, 64, 64, 9, 0}, {196, 256, 256, 9, 0}, {3136, 96, 16, 1, 0}, {1, 1000, 512, 1, 0}};
@@ -294,16 +330,8 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         kiln_qu8s8_igemm_fn f = (kiln_qu8s8_igemm_fn)kernel->function;
         *macs = (double)s.m * s.n * s.kc * s.taps;
         snprintf(label, size, "m %d n %d k %d (%d taps)", s.m, s.n, s.kc * s.taps, s.taps);
-        for (int r = 0; r < repeats; r++) {
-            int calls = 0;
-            double start = now(), elapsed = 0;
-            do {
-                f(s.m, s.n, s.kc, s.taps, c.rows, c.packed, out, (size_t)s.n, &c.params.rq);
-                calls++;
-                elapsed = now() - start;
-            } while (elapsed < 0.02);
-            if (elapsed / calls < best) best = elapsed / calls;
-        }
+        igemm_call call = {f, s, &c, out};
+        best = best_seconds(call_igemm, &call, repeats);
         free(out);
         free_igemm(&c);
     } else if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) {
@@ -317,16 +345,8 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         kiln_qu8s8_dwconv3x3_fn f = (kiln_qu8s8_dwconv3x3_fn)kernel->function;
         *macs = 9.0 * oh * ow * s.c;
         snprintf(label, size, "%dx%dx%d stride %d", s.h, s.w, s.c, s.stride);
-        for (int r = 0; r < repeats; r++) {
-            int calls = 0;
-            double start = now(), elapsed = 0;
-            do {
-                for (int row = 0; row < oh; row++) f(x, s.h, s.w, s.c, row, ow, s.stride, s.pad, s.pad, 0, weights, y, &params.rq);
-                calls++;
-                elapsed = now() - start;
-            } while (elapsed < 0.02);
-            if (elapsed / calls < best) best = elapsed / calls;
-        }
+        dwconv_call call = {f, s, oh, ow, x, weights, y, &params.rq};
+        best = best_seconds(call_dwconv, &call, repeats);
         free(x);
         free(y);
         free(weights);
@@ -340,16 +360,8 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         kiln_qu8_quantize_fn f = (kiln_qu8_quantize_fn)kernel->function;
         *macs = (double)n;
         snprintf(label, size, "%d channels × %d pixels", s.c, s.plane);
-        for (int r = 0; r < repeats; r++) {
-            int calls = 0;
-            double start = now(), elapsed = 0;
-            do {
-                f(x, s.c, s.plane, 0.02f, 100, y);
-                calls++;
-                elapsed = now() - start;
-            } while (elapsed < 0.02);
-            if (elapsed / calls < best) best = elapsed / calls;
-        }
+        quantize_call call = {f, s, x, y};
+        best = best_seconds(call_quantize, &call, repeats);
         free(x);
         free(y);
     }

@@ -4,23 +4,12 @@ import FoundationEssentials
 import Foundation
 #endif
 import KilnGraph
+import KilnStudent
 import SwiftProtobuf
 
-/// A problem with an ONNX file: names the file and, where it applies, the node and what is wrong.
-public struct ONNXError: Error, CustomStringConvertible, Equatable {
-    /// The file involved.
-    public var file: String
-    /// What is wrong, naming the node where there is one.
-    public var message: String
-
-    /// Creates the error.
-    public init(file: String, _ message: String) {
-        self.file = file
-        self.message = message
-    }
-
-    public var description: String { "\(file): \(message)" }
-}
+/// A problem with an ONNX file: names the file and, where it applies, the node and what is wrong (the one file
+/// error type of Kiln, `DataFileError`).
+public typealias ONNXError = DataFileError
 
 /// A parsed and validated ONNX model file, before import into the IR.
 public struct ONNXModel {
