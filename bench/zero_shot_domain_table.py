@@ -80,7 +80,8 @@ def main():
     parser.add_argument("--bits", nargs="+", default=["w8a8", "w4a4", "w2a4"])
     parser.add_argument("--policies", action="store_true")
     parser.add_argument("--spreads", nargs="+", type=float, default=[2, 2.5, 3, 4])
-    parser.add_argument("--keep", metavar="FOLDER", help="keep synthetic sets and students in FOLDER and reuse them")
+    parser.add_argument("--keep", metavar="FOLDER",
+                        help="keep synthetic sets, students and measured rows (FOLDER/rows.json) in FOLDER and reuse them")
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
     args = parser.parse_args()
     known = teachers()
@@ -88,6 +89,8 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
         os.makedirs(folder, exist_ok=True)
+        rows_path = os.path.join(folder, "rows.json")
+        rows = json.load(open(rows_path)) if os.path.exists(rows_path) else {}
         if args.policies:
             print(f"{'teacher':<12} {'input range policy':<34} {'range':<18} {'top-1':>7} {'drop':>6} {'agreement':>9}")
         else:
@@ -100,9 +103,12 @@ def main():
             for domain in (["not given"] if args.policies else ["given", "not given"]):
                 teacher = path if domain == "given" else plain
                 synthetic = os.path.join(folder, f"{name}-{domain.replace(' ', '-')}-genie.npy")
-                synthesis_seconds = 0.0
-                if not os.path.exists(synthetic):
-                    _, synthesis_seconds = run(args.kiln, "synthesize", teacher, "-o", synthetic, *flags[domain])
+                synthesis_key = f"{name}/{domain}/synthesis seconds"
+                if all(f"{name}/{domain}/{bits}" in rows for bits in args.bits) and not args.policies:
+                    pass
+                elif not os.path.exists(synthetic):
+                    _, rows[synthesis_key] = run(args.kiln, "synthesize", teacher, "-o", synthetic, *flags[domain])
+                synthesis_seconds = rows.get(synthesis_key, float("nan"))
                 if args.policies:
                     images = np.load(synthetic)
                     inspect = json.loads(run(args.kiln, "inspect", teacher, "--json")[0].stdout)
@@ -122,12 +128,18 @@ def main():
                               f"{agreement:8.2f}%", flush=True)
                     continue
                 for bits in args.bits:
-                    student = os.path.join(folder, f"{name}-{domain.replace(' ', '-')}-{bits}.kiln")
-                    quantize = ["quantize", teacher, "-o", student, "--calibration", synthetic, "--bits", bits, *flags[domain]]
-                    if bits == "w8a8":
-                        quantize += ["--range", "minmax"]
-                    _, seconds = run(args.kiln, *quantize)
-                    top1, agreement, reference = evaluate(args.kiln, student, teacher, mean, std)
+                    key = f"{name}/{domain}/{bits}"
+                    if key not in rows:
+                        student = os.path.join(folder, f"{name}-{domain.replace(' ', '-')}-{bits}.kiln")
+                        quantize = ["quantize", teacher, "-o", student, "--calibration", synthetic, "--bits", bits,
+                                    *flags[domain]]
+                        if bits == "w8a8":
+                            quantize += ["--range", "minmax"]
+                        _, seconds = run(args.kiln, *quantize)
+                        rows[key] = [*evaluate(args.kiln, student, teacher, mean, std), seconds]
+                        with open(rows_path, "w") as file:
+                            json.dump(rows, file, indent=1)
+                    top1, agreement, reference, seconds = rows[key]
                     print(f"{name:<12} {domain:<9} {bits:<5} {top1:6.2f}% {reference - top1:6.2f} {agreement:8.2f}% "
                           f"{synthesis_seconds:8.1f} {seconds:8.1f}", flush=True)
 

@@ -184,7 +184,20 @@ extension Importer {
             }
             axes = Array(0..<rank)
         }
-        try emit(n, .reduceMean(axes: Array(Set(axes)).sorted(), keepDims: try n.attributes.int("keepdims", default: 1) != 0), [x])
+        let keepDims = try n.attributes.int("keepdims", default: 1) != 0
+        axes = Array(Set(axes)).sorted()
+        // The mean over H and W of an image is global average pooling (PyTorch's exporter writes
+        // adaptive_avg_pool2d(x, 1) and x.mean((2, 3)) this way); one IR op for it keeps every later stage simple.
+        if rank == 4, axes == [2, 3] {
+            if keepDims {
+                try emit(n, .globalAveragePool, [x])
+            } else {
+                let pooled = try emit(n, .globalAveragePool, [x], step: "pool")
+                try emit(n, .reshape(shape: [shape(x)[0], shape(x)[1]]), [pooled])
+            }
+            return
+        }
+        try emit(n, .reduceMean(axes: axes, keepDims: keepDims), [x])
     }
 
     mutating func flatten(_ n: NodeContext) throws {

@@ -105,6 +105,8 @@ struct ZeroShotRegressionTests {
         print(String(format: "%@ W8A8 zero-shot (%@): fp32 %.2f%%, int8 %.2f%%, agreement %.2f%%",
                      teacherFile, name, comparison.teacherTop1 * 100, comparison.studentTop1 * 100, comparison.agreement * 100))
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.003)
-        #expect(comparison.agreement >= 0.995)
+        // With the domain unknown the input quantizer covers a wider estimated range, and agreement is lower
+        // (zoo, measured 99.43–99.44%; bench/results-zero-shot-domain.txt): the bar keeps a margin below that.
+        #expect(comparison.agreement >= (teacherFile.hasPrefix("zoo/") ? 0.99 : 0.995))
     }
 }
