@@ -205,6 +205,66 @@ static int check_dwconv(kiln_qu8s8_dwconv3x3_fn kernel, kiln_qu8s8_dwconv3x3_fn 
     return count;
 }
 
+// MARK: - Depthwise, any kernel
+
+typedef struct { int h, w, c, kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation, residual; } dwconv_general_shape;
+
+static const dwconv_general_shape dwconv_general_shapes[] = {
+    {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0},    {5, 5, 8, 5, 5, 1, 1, 2, 2, 2, 2, 1, 0},    {9, 7, 17, 5, 5, 2, 2, 1, 2, 2, 1, 1, 1},
+    {12, 12, 40, 7, 7, 1, 1, 3, 3, 3, 3, 1, 0}, {11, 13, 33, 3, 3, 1, 1, 2, 2, 2, 2, 2, 1}, {8, 8, 64, 3, 5, 2, 1, 1, 2, 1, 2, 1, 0},
+    {6, 6, 72, 3, 3, 1, 2, 1, 1, 1, 1, 1, 0},   {14, 14, 120, 5, 5, 2, 2, 2, 2, 2, 2, 1, 0}, {7, 7, 200, 7, 7, 1, 1, 3, 3, 3, 3, 1, 1},
+    {4, 10, 9, 1, 3, 1, 1, 0, 1, 0, 1, 1, 0},  {3, 3, 100, 5, 5, 1, 1, 2, 2, 2, 2, 1, 0},  {16, 16, 48, 3, 3, 2, 2, 0, 0, 1, 1, 3, 1},
+};
+
+static int check_dwconv_general(kiln_qu8s8_dwconv_fn kernel, kiln_qu8s8_dwconv_fn reference, char *message, size_t size) {
+    rng g = {0x64776367};
+    int count = (int)(sizeof(dwconv_general_shapes) / sizeof(dwconv_general_shapes[0]));
+    for (int s = 0; s < count; s++) {
+        dwconv_general_shape shape = dwconv_general_shapes[s];
+        int span_h = shape.dilation * (shape.kh - 1) + 1, span_w = shape.dilation * (shape.kw - 1) + 1;
+        int oh = (shape.h + shape.pad_top + shape.pad_bottom - span_h) / shape.stride_h + 1;
+        int ow = (shape.w + shape.pad_left + shape.pad_right - span_w) / shape.stride_w + 1;
+        kiln_dwconv_geometry geometry = {shape.h, shape.w, shape.c, shape.kh, shape.kw, shape.stride_h, shape.stride_w,
+                                         shape.pad_top, shape.pad_left, shape.dilation, shape.dilation, ow};
+        size_t in_bytes = (size_t)shape.h * shape.w * shape.c, out_bytes = (size_t)ow * shape.c;
+        int taps = shape.kh * shape.kw;
+        uint8_t *x = malloc(in_bytes);
+        for (size_t i = 0; i < in_bytes; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        int8_t *weights = malloc((size_t)taps * shape.c);
+        for (int i = 0; i < taps * shape.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
+        uint8_t input_zero = (uint8_t)uniform(&g, 0, 200);
+        uint8_t *residual = NULL;
+        if (shape.residual) {
+            residual = malloc(out_bytes);
+            for (size_t i = 0; i < out_bytes; i++) residual[i] = (uint8_t)uniform(&g, 0, 255);
+        }
+        requant_params params = make_requant(&g, shape.c, residual, (size_t)shape.c);
+        uint8_t *got = malloc(out_bytes + 64), *want = malloc(out_bytes + 64);
+        long at = -1;
+        int row = 0;
+        for (row = 0; row < oh && at < 0; row++) {
+            memset(got, 0xA5, out_bytes + 64);
+            memset(want, 0xA5, out_bytes + 64);
+            kernel(x, &geometry, row, input_zero, weights, got, &params.rq);
+            reference(x, &geometry, row, input_zero, weights, want, &params.rq);
+            at = first_difference(got, want, out_bytes + 64);
+        }
+        free(x);
+        free(weights);
+        free(residual);
+        free(got);
+        free(want);
+        free_requant(&params);
+        if (at >= 0) {
+            snprintf(message, size, "h %d w %d c %d kernel %dx%d stride %d,%d dilation %d%s: row %d byte %ld differs", shape.h,
+                     shape.w, shape.c, shape.kh, shape.kw, shape.stride_h, shape.stride_w, shape.dilation,
+                     shape.residual ? " residual" : "", row - 1, at);
+            return -1;
+        }
+    }
+    return count;
+}
+
 // MARK: - Input quantizer
 
 typedef struct { int c, plane; } quantize_shape;
@@ -243,6 +303,41 @@ static int check_quantize(kiln_qu8_quantize_fn kernel, kiln_qu8_quantize_fn refe
     return count;
 }
 
+// MARK: - Table lookup
+
+static const size_t lookup_sizes[] = {1, 3, 4, 15, 16, 31, 32, 63, 64, 65, 1000, 4103};
+
+static int check_lookup(kiln_qu8_lookup_fn kernel, kiln_qu8_lookup_fn reference, char *message, size_t size) {
+    rng g = {0x6c6f6f6b};
+    int count = (int)(sizeof(lookup_sizes) / sizeof(lookup_sizes[0]));
+    uint8_t table[256];
+    for (int i = 0; i < 256; i++) table[i] = (uint8_t)uniform(&g, 0, 255);
+    for (int s = 0; s < count; s++) {
+        size_t n = lookup_sizes[s];
+        uint8_t *x = malloc(n), *got = malloc(n + 64), *want = malloc(n + 64);
+        for (size_t i = 0; i < n; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        memset(got, 0xA5, n + 64);
+        memset(want, 0xA5, n + 64);
+        kernel(n, x, table, got);
+        reference(n, x, table, want);
+        long at = first_difference(got, want, n + 64);
+        // In place, as the runtime runs it after a conv.
+        if (at < 0) {
+            memcpy(got, x, n);
+            kernel(n, got, table, got);
+            at = first_difference(got, want, n);
+        }
+        free(x);
+        free(got);
+        free(want);
+        if (at >= 0) {
+            snprintf(message, size, "n %zu: byte %ld differs", n, at);
+            return -1;
+        }
+    }
+    return count;
+}
+
 int kiln_check_kernel(const kiln_kernel_info *kernel, char *message, size_t size) {
     const kiln_kernel_info *reference = portable(kernel->family);
     if (!reference) {
@@ -257,6 +352,12 @@ int kiln_check_kernel(const kiln_kernel_info *kernel, char *message, size_t size
     }
     if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) {
         return check_quantize((kiln_qu8_quantize_fn)kernel->function, (kiln_qu8_quantize_fn)reference->function, message, size);
+    }
+    if (strcmp(kernel->family, "qu8s8_dwconv") == 0) {
+        return check_dwconv_general((kiln_qu8s8_dwconv_fn)kernel->function, (kiln_qu8s8_dwconv_fn)reference->function, message, size);
+    }
+    if (strcmp(kernel->family, "qu8_lookup") == 0) {
+        return check_lookup((kiln_qu8_lookup_fn)kernel->function, (kiln_qu8_lookup_fn)reference->function, message, size);
     }
     snprintf(message, size, "no checks for family %s", kernel->family);
     return -1;
@@ -312,11 +413,29 @@ static void call_quantize(void *p) {
 static const igemm_shape igemm_bench[] = {{3136, 64, 64, 9, 0}, {196, 256, 256, 9, 0}, {3136, 96, 16, 1, 0}, {1, 1000, 512, 1, 0}};
 static const dwconv_shape dwconv_bench[] = {{112, 112, 96, 2, 1, 0}, {14, 14, 576, 1, 1, 0}};
 static const quantize_shape quantize_bench[] = {{3, 224 * 224}};
+static const size_t lookup_bench[] = {112 * 112 * 96};
+/// EfficientNet-B0's 5×5 depthwise at 28×28 (stride 1) and 56→28 (stride 2).
+static const dwconv_general_shape dwconv_general_bench[] = {{28, 28, 240, 5, 5, 1, 1, 2, 2, 2, 2, 1, 0},
+                                                            {56, 56, 144, 5, 5, 2, 2, 1, 1, 2, 2, 1, 0}};
+
+typedef struct { kiln_qu8s8_dwconv_fn f; kiln_dwconv_geometry g; int oh; const uint8_t *x; const int8_t *weights; uint8_t *y; const kiln_requant *rq; } dwconv_general_call;
+static void call_dwconv_general(void *p) {
+    dwconv_general_call *a = p;
+    for (int row = 0; row < a->oh; row++) a->f(a->x, &a->g, row, 0, a->weights, a->y, a->rq);
+}
+
+typedef struct { kiln_qu8_lookup_fn f; size_t n; const uint8_t *x, *table; uint8_t *y; } lookup_call;
+static void call_lookup(void *p) {
+    lookup_call *a = p;
+    a->f(a->n, a->x, a->table, a->y);
+}
 
 int kiln_bench_shape_count(const kiln_kernel_info *kernel) {
     if (strcmp(kernel->family, "qu8s8_igemm") == 0) return (int)(sizeof(igemm_bench) / sizeof(igemm_bench[0]));
     if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) return (int)(sizeof(dwconv_bench) / sizeof(dwconv_bench[0]));
     if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) return (int)(sizeof(quantize_bench) / sizeof(quantize_bench[0]));
+    if (strcmp(kernel->family, "qu8_lookup") == 0) return (int)(sizeof(lookup_bench) / sizeof(lookup_bench[0]));
+    if (strcmp(kernel->family, "qu8s8_dwconv") == 0) return (int)(sizeof(dwconv_general_bench) / sizeof(dwconv_general_bench[0]));
     return 0;
 }
 
@@ -362,6 +481,34 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         snprintf(label, size, "%d channels × %d pixels", s.c, s.plane);
         quantize_call call = {f, s, x, y};
         best = best_seconds(call_quantize, &call, repeats);
+        free(x);
+        free(y);
+    } else if (strcmp(kernel->family, "qu8s8_dwconv") == 0) {
+        dwconv_general_shape s = dwconv_general_bench[shape];
+        int oh = (s.h + s.pad_top + s.pad_bottom - s.kh) / s.stride_h + 1, ow = (s.w + s.pad_left + s.pad_right - s.kw) / s.stride_w + 1;
+        kiln_dwconv_geometry geometry = {s.h, s.w, s.c, s.kh, s.kw, s.stride_h, s.stride_w, s.pad_top, s.pad_left, 1, 1, ow};
+        uint8_t *x = malloc((size_t)s.h * s.w * s.c), *y = malloc((size_t)ow * s.c);
+        for (size_t i = 0; i < (size_t)s.h * s.w * s.c; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        int8_t *weights = malloc((size_t)s.kh * s.kw * s.c);
+        for (int i = 0; i < s.kh * s.kw * s.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
+        requant_params params = make_requant(&g, s.c, NULL, 0);
+        *macs = (double)s.kh * s.kw * oh * ow * s.c;
+        snprintf(label, size, "%dx%dx%d %dx%d stride %d", s.h, s.w, s.c, s.kh, s.kw, s.stride_h);
+        dwconv_general_call call = {(kiln_qu8s8_dwconv_fn)kernel->function, geometry, oh, x, weights, y, &params.rq};
+        best = best_seconds(call_dwconv_general, &call, repeats);
+        free(x);
+        free(y);
+        free(weights);
+        free_requant(&params);
+    } else if (strcmp(kernel->family, "qu8_lookup") == 0) {
+        size_t n = lookup_bench[shape];
+        uint8_t *x = malloc(n), *y = malloc(n), table[256];
+        for (size_t i = 0; i < n; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
+        for (int i = 0; i < 256; i++) table[i] = (uint8_t)(255 - i);
+        *macs = (double)n;
+        snprintf(label, size, "%zu values", n);
+        lookup_call call = {(kiln_qu8_lookup_fn)kernel->function, n, x, table, y};
+        best = best_seconds(call_lookup, &call, repeats);
         free(x);
         free(y);
     }

@@ -28,3 +28,7 @@ kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa) { return (kiln_qu8s8_igemm_fn)
 kiln_qu8s8_dwconv3x3_fn kiln_qu8s8_dwconv3x3_for(int isa) { return (kiln_qu8s8_dwconv3x3_fn)best("qu8s8_dwconv3x3", isa); }
 
 kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa) { return (kiln_qu8_quantize_fn)best("qu8_quantize_nchw", isa); }
+
+kiln_qu8_lookup_fn kiln_qu8_lookup_for(int isa) { return (kiln_qu8_lookup_fn)best("qu8_lookup", isa); }
+
+kiln_qu8s8_dwconv_fn kiln_qu8s8_dwconv_for(int isa) { return (kiln_qu8s8_dwconv_fn)best("qu8s8_dwconv", isa); }

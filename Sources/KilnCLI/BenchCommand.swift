@@ -45,8 +45,10 @@ struct BenchCommand: ParsableCommand {
             let concrete = shape.substitutingBatch(batch)
             let x = Tensor(shape: concrete, scalars: (0..<concrete.elementCount).map { Float($0 % 255) / 127 - 1 })
             if profile, case .teacher = loaded.backend { throw ValidationError("--profile needs a .kiln student") }
-            var predict: () throws -> Void = { _ = try loaded.predict(x) }
+            var predict: () throws -> Void = { _ = try loaded.predictOutputs(x) }
             var profilePass: (() throws -> [LayerTime])?
+            var outputBuffers: [UnsafeMutableBufferPointer<Float>] = []
+            defer { outputBuffers.forEach { $0.deallocate() } }
             if backward {
                 guard case .teacher(_, let graph, _) = loaded.backend else {
                     throw ValidationError("--backward needs an ONNX teacher")
@@ -60,20 +62,18 @@ struct BenchCommand: ParsableCommand {
             } else if case .student(let student) = loaded.backend {
                 // The allocation-free path: one context, caller-owned buffers.
                 let context = student.makeContext()
-                var output = [Float](repeating: 0, count: batch * student.outputs[0].sampleCount)
+                // One buffer per output (a detector has several), kept for the whole benchmark.
+                let outputs = student.outputs.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * $0.sampleCount) }
+                outputBuffers = outputs
                 predict = {
                     try x.scalars.withUnsafeBufferPointer { input in
-                        try output.withUnsafeMutableBufferPointer { out in
-                            try context.run(inputs: [input], outputs: [out], batch: batch)
-                        }
+                        try context.run(inputs: [input], outputs: outputs, batch: batch)
                     }
                 }
                 profilePass = { [runs, batch] in
                     var layers = LayerProfile(layers: student.student.layers.count)
                     try x.scalars.withUnsafeBufferPointer { input in
-                        try output.withUnsafeMutableBufferPointer { out in
-                            for _ in 0..<runs { try context.run(inputs: [input], outputs: [out], batch: batch, profile: &layers) }
-                        }
+                        for _ in 0..<runs { try context.run(inputs: [input], outputs: outputs, batch: batch, profile: &layers) }
                     }
                     return student.student.layers.indices.map { index in
                         let layer = student.student.layers[index]

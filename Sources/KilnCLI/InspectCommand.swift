@@ -59,6 +59,9 @@ struct InspectReport: Encodable {
     /// A teacher's real-input statistics as its first BatchNorm gives them (`InputStatistics`).
     var estimatedInputMean: [Float]?
     var estimatedInputStd: Float?
+    /// A teacher's int8 lowering: "full", or the nodes that would not lower and why.
+    var lowering: String?
+    var unloweredNodes: [UnloweredNode]?
     /// A student's kernels on this CPU (KILN_ISA may force a lower tier).
     var kernels: String?
     var warnings: [String] = []
@@ -86,6 +89,14 @@ struct InspectReport: Encodable {
                 warnings.append("the batch dimension is fixed; the model runs only at that batch size")
             }
             inputDomain = InspectReport.describeDomain(graph.metadata, &warnings)
+            do {
+                let unlowered = try Quantizer.unloweredNodes(graph)
+                unloweredNodes = unlowered
+                lowering = unlowered.isEmpty ? "full: every node has an int8 kernel"
+                    : "\(unlowered.count) node(s) would not lower to int8 — " + unlowered.map(\.reason).joined(separator: "; ")
+            } catch {
+                lowering = "not possible: \(error)"
+            }
             if let estimate = InputStatistics.estimate(graph) {
                 (estimatedInputMean, estimatedInputStd) = (estimate.mean, estimate.std)
             }
@@ -149,6 +160,7 @@ struct InspectReport: Encodable {
             "MACs:        \(macs.formatted()) per sample",
         ]
         if let batchNorms { lines.append("BatchNorm:   \(batchNorms)") }
+        if let lowering { lines.append("int8 lowering: \(lowering)") }
         if let onnxOps { lines.append("ONNX ops (\(onnxOps.values.reduce(0, +)) nodes):\n\(histogram(onnxOps))") }
         lines.append("\(onnxOps == nil ? "layers" : "Kiln IR ops") (\(ops.values.reduce(0, +))):\n\(histogram(ops))")
         if !metadata.isEmpty {

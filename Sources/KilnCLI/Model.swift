@@ -47,17 +47,21 @@ struct LoadedModel {
     }
 
     /// Runs a single-input, single-output model on one batch.
-    func predict(_ x: Tensor) throws -> Tensor {
+    func predict(_ x: Tensor) throws -> Tensor { try predictOutputs(x)[0] }
+
+    /// Runs a single-input model on one batch; every output, in the model's order.
+    func predictOutputs(_ x: Tensor) throws -> [Tensor] {
         switch backend {
         case .teacher(_, _, let interpreter):
-            return try interpreter.run([x])[0]
+            return try interpreter.run([x])
         case .student(let model):
             let spec = model.inputs[0]
             guard x.rank == spec.shape.count, Array(x.shape.dropFirst()) == Array(spec.shape.dropFirst()) else {
                 throw KilnRuntimeError(message: "input '\(spec.name)' expects \(spec.shape.shapeDescription), got \(x.shape.shapeDescription)")
             }
-            let y = try model.predict(x.scalars)
-            return Tensor(shape: [x.shape[0]] + model.outputs[0].shape.dropFirst(), scalars: y)
+            return try zip(model.predictOutputs(x.scalars), model.outputs).map { values, output in
+                Tensor(shape: [x.shape[0]] + output.shape.dropFirst(), scalars: values)
+            }
         }
     }
 

@@ -81,6 +81,29 @@ extension Graph {
         return folded
     }
 
+    /// Rewrites every BatchNorm that no convolution absorbed (DenseNet's after a concatenation, a pre-activation
+    /// block's) into the per-channel affine it is at inference: a depthwise 1×1 convolution with weight γ/√(σ²+ε)
+    /// and bias β − μ·γ/√(σ²+ε). Returns the number rewritten.
+    @discardableResult
+    public mutating func convertBatchNormToDepthwise() -> Int {
+        var converted = 0
+        for (index, node) in nodes.enumerated() {
+            guard case .batchNorm(let epsilon) = node.op, self[node.inputs[0]].shape.count == 4,
+                  let scale = constants[node.inputs[1]], let shift = constants[node.inputs[2]],
+                  let mean = constants[node.inputs[3]], let variance = constants[node.inputs[4]] else { continue }
+            let c = scale.count
+            let factors = (0..<c).map { scale.scalars[$0] / (variance.scalars[$0] + epsilon).squareRoot() }
+            let w = addConstant(name: "\(node.name)/affine_weight", Tensor(shape: [c, 1, 1, 1], scalars: factors))
+            let b = addConstant(name: "\(node.name)/affine_bias",
+                                Tensor(shape: [c], scalars: (0..<c).map { shift.scalars[$0] - mean.scalars[$0] * factors[$0] }))
+            nodes[index].op = .conv(ConvAttributes(group: c))
+            nodes[index].inputs = [node.inputs[0], w, b]
+            converted += 1
+        }
+        if converted > 0 { eliminateDeadCode() }
+        return converted
+    }
+
     /// Folds zero constant padding of H and W that feeds only a convolution into the convolution's own pads.
     /// Returns the number of Pad nodes folded.
     @discardableResult
@@ -242,5 +265,100 @@ extension Node {
     public var isActivation: Bool {
         if case .activation = op { return true }
         return false
+    }
+}
+
+extension Graph {
+    /// Rewrites activations that exporters spell as several nodes into one activation node, so every later stage
+    /// (and the student's lookup tables) sees one pointwise function: x · Sigmoid(x) → SiLU, and
+    /// x · 0.5 · (1 + Erf(x / √2)) in PyTorch's orders → GELU. Nodes whose intermediate values something else
+    /// reads are left as they are. Returns the number of activations recognised.
+    @discardableResult
+    public mutating func recognizeActivations() -> Int {
+        let producers = self.producers()
+        let consumers = self.consumers()
+        var removed = Set<Int>()
+        var recognised = 0
+        /// The node producing `value` when only `reader` reads it (and it is not a graph output).
+        func privateProducer(_ value: ValueID, readBy reader: Int) -> Int? {
+            guard let p = producers[value], consumers[value] == [reader], !outputs.contains(value), !removed.contains(p) else { return nil }
+            return p
+        }
+        func scalar(_ value: ValueID) -> Float? {
+            guard let t = constants[value], t.count == 1 else { return nil }
+            return t.scalars[0]
+        }
+        /// The other input of a binary node, given one of them.
+        func other(_ node: Node, than value: ValueID) -> ValueID? {
+            node.inputs.count == 2 && node.inputs.contains(value) ? (node.inputs[0] == value ? node.inputs[1] : node.inputs[0]) : nil
+        }
+        func near(_ a: Float?, _ b: Float) -> Bool { a.map { abs($0 - b) <= 1e-3 * abs(b) } ?? false }
+        /// Whether `value` is erf(x/√2) + 1 computed privately for `reader`; returns x.
+        func erfPlusOne(_ value: ValueID, readBy reader: Int) -> (x: ValueID, nodes: [Int])? {
+            guard let add = privateProducer(value, readBy: reader), case .binary(.add) = nodes[add].op else { return nil }
+            guard let erfValue = nodes[add].inputs.first(where: { scalar($0) == nil }),
+                  let one = other(nodes[add], than: erfValue), scalar(one) == 1,
+                  let erf = privateProducer(erfValue, readBy: add), case .activation(.erf) = nodes[erf].op,
+                  let scale = privateProducer(nodes[erf].inputs[0], readBy: erf) else { return nil }
+            let s = nodes[scale]
+            switch s.op {
+            case .binary(.div) where near(scalar(s.inputs[1]), 1.41421356): return (s.inputs[0], [scale, erf, add])
+            case .binary(.mul):
+                guard let x = s.inputs.first(where: { scalar($0) == nil }), let c = other(s, than: x), near(scalar(c), 0.70710678) else { return nil }
+                return (x, [scale, erf, add])
+            default: return nil
+            }
+        }
+        for (index, node) in nodes.enumerated() where !removed.contains(index) {
+            guard case .binary(.mul) = node.op, node.inputs.count == 2 else { continue }
+            // SiLU: Mul(x, Sigmoid(x)).
+            var sigmoid: (position: Int, node: Int)?
+            for position in 0..<2 {
+                if let p = privateProducer(node.inputs[position], readBy: index), case .activation(.sigmoid) = nodes[p].op,
+                   nodes[p].inputs[0] == node.inputs[1 - position] {
+                    sigmoid = (position, p)
+                    break
+                }
+            }
+            if let (position, s) = sigmoid {
+                nodes[index].op = .activation(.silu)
+                nodes[index].inputs = [node.inputs[1 - position]]
+                removed.insert(s)
+                recognised += 1
+                continue
+            }
+            // GELU: Mul(Mul(x, erf(x/√2) + 1), 0.5) or Mul(Mul(x, 0.5), erf(x/√2) + 1).
+            guard let half = node.inputs.first(where: { scalar($0) != nil }), let inner = other(node, than: half) else {
+                // Mul(x · 0.5, erf + 1) has no constant input at the top.
+                for position in 0..<2 {
+                    guard let halfNode = privateProducer(node.inputs[position], readBy: index),
+                          case .binary(.mul) = nodes[halfNode].op,
+                          let x = nodes[halfNode].inputs.first(where: { scalar($0) == nil }),
+                          let c = other(nodes[halfNode], than: x), scalar(c) == 0.5,
+                          let found = erfPlusOne(node.inputs[1 - position], readBy: index), found.x == x else { continue }
+                    nodes[index].op = .activation(.gelu)
+                    nodes[index].inputs = [x]
+                    removed.formUnion(found.nodes + [halfNode])
+                    recognised += 1
+                    break
+                }
+                continue
+            }
+            guard scalar(half) == 0.5, let product = privateProducer(inner, readBy: index), case .binary(.mul) = nodes[product].op,
+                  nodes[product].inputs.count == 2 else { continue }
+            for position in 0..<2 {
+                guard let found = erfPlusOne(nodes[product].inputs[position], readBy: product),
+                      found.x == nodes[product].inputs[1 - position] else { continue }
+                nodes[index].op = .activation(.gelu)
+                nodes[index].inputs = [found.x]
+                removed.formUnion(found.nodes + [product])
+                recognised += 1
+                break
+            }
+        }
+        guard recognised > 0 else { return 0 }
+        nodes = nodes.enumerated().filter { !removed.contains($0.offset) }.map(\.element)
+        eliminateDeadCode()
+        return recognised
     }
 }

@@ -136,6 +136,16 @@ public enum Activation: Hashable, Sendable {
     /// x * max(0, min(1, x / 6 + 1 / 2)).
     case hardSwish
     case tanh
+    /// x · sigmoid(x) (Swish; PyTorch's SiLU, exported as Sigmoid and Mul).
+    case silu
+    /// x · Φ(x) = x/2 · (1 + erf(x/√2)), the exact GELU (exported as Erf and arithmetic, or Gelu from opset 20).
+    case gelu
+    /// x for x > 0, alpha · (e^x − 1) otherwise.
+    case elu(alpha: Float)
+    /// log(1 + e^x).
+    case softplus
+    /// The error function (GELU's exported form uses it).
+    case erf
 
     /// ReLU6, the clamp of MobileNets.
     public static let relu6 = Activation.clip(min: 0, max: 6)
@@ -151,6 +161,11 @@ public enum Activation: Hashable, Sendable {
         case .hardSigmoid(let alpha, let beta): return Swift.min(Swift.max(alpha * x + beta, 0), 1)
         case .hardSwish: return x * Swift.min(Swift.max(x / 6 + 0.5, 0), 1)
         case .tanh: return hyperbolicTangent(x)
+        case .silu: return x / (1 + exponential(-x))
+        case .gelu: return 0.5 * x * (1 + errorFunction(x * 0.70710678118654752))
+        case .elu(let alpha): return x > 0 ? x : alpha * (exponential(x) - 1)
+        case .softplus: return KilnGraph.softplus(x)
+        case .erf: return errorFunction(x)
         }
     }
 }
@@ -186,6 +201,11 @@ extension Op {
             case .hardSigmoid: return "HardSigmoid"
             case .hardSwish: return "HardSwish"
             case .tanh: return "Tanh"
+            case .silu: return "SiLU"
+            case .gelu: return "Gelu"
+            case .elu: return "Elu"
+            case .softplus: return "Softplus"
+            case .erf: return "Erf"
             }
         case .binary(let b): return b.rawValue.prefix(1).uppercased() + b.rawValue.dropFirst()
         case .maxPool: return "MaxPool"

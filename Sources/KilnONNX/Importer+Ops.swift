@@ -18,6 +18,14 @@ extension Importer {
         },
         "HardSwish": { try $0.activation($1, .hardSwish) },
         "Tanh": { try $0.activation($1, .tanh) },
+        "Elu": { try $0.activation($1, .elu(alpha: try $1.attributes.float("alpha", default: 1))) },
+        "Softplus": { try $0.activation($1, .softplus) },
+        "Erf": { try $0.activation($1, .erf) },
+        "Gelu": {
+            let approximation = try $1.attributes.string("approximate", default: "none")
+            guard approximation == "none" else { throw ImportFailure("Gelu with approximate='\(approximation)' is not supported (only the exact form)") }
+            try $0.activation($1, .gelu)
+        },
         "Clip": { try $0.clip($1) },
         "Add": { try $0.binary($1, .add) },
         "Sub": { try $0.binary($1, .sub) },
@@ -44,11 +52,16 @@ extension Importer {
         "Slice": { try $0.slice($1) },
         "Unsqueeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: true) },
         "Squeeze": { try $0.squeezeOrUnsqueeze($1, unsqueeze: false) },
+        "Split": { try $0.split($1) },
+        "Resize": { try $0.resize($1) },
+        "Upsample": { try $0.resize($1) },
+        "SplitToSequence": { try $0.splitToSequence($1) },
+        "SequenceAt": { try $0.sequenceAt($1) },
     ]
 
     /// Ops whose older definitions (before the given opset) the importer does not read; others read every version.
     static let minimumOpset: [String: Int] = [
-        "BatchNormalization": 6, "Relu": 6, "LeakyRelu": 6, "Sigmoid": 6, "HardSigmoid": 6, "Tanh": 6, "Clip": 6,
+        "Upsample": 7, "BatchNormalization": 6, "Relu": 6, "LeakyRelu": 6, "Sigmoid": 6, "HardSigmoid": 6, "Tanh": 6, "Clip": 6,
         "Add": 6, "Sub": 6, "Mul": 6, "Div": 6, "Gemm": 6, "Reshape": 5, "Concat": 4, "Pad": 2, "Cast": 6,
     ]
 
@@ -434,6 +447,144 @@ extension Importer {
             return
         }
         try emit(n, .slice(slice), [x])
+    }
+
+    /// The slices of `x` along `axis` of the given sizes (which must add up to the axis length).
+    func parts(of x: ValueID, axis: Int, sizes: [Int]) throws -> [SliceAttributes] {
+        let xs = shape(x)
+        guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == xs[axis] else {
+            throw ImportFailure("split sizes \(sizes) do not add up to dimension \(axis) of \(xs.shapeDescription)")
+        }
+        var start = 0
+        return sizes.map { size in
+            var starts = [Int](repeating: 0, count: xs.count), counts = xs
+            (starts[axis], counts[axis]) = (start, size)
+            start += size
+            return SliceAttributes(starts: starts, counts: counts, steps: [Int](repeating: 1, count: xs.count))
+        }
+    }
+
+    /// A normalized, non-batch axis attribute of `x`.
+    func splitAxis(_ n: NodeContext, _ x: ValueID) throws -> Int {
+        let rank = shape(x).count
+        let raw = try n.attributes.int("axis", default: 0)
+        let axis = raw < 0 ? raw + rank : raw
+        guard (0..<rank).contains(axis) else { throw ImportFailure("axis \(raw) is out of range for rank \(rank)") }
+        guard shape(x)[axis] != batchDimension else { throw ImportFailure("splitting along the batch dimension is not supported") }
+        return axis
+    }
+
+    mutating func split(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let axis = try splitAxis(n, x)
+        let length = shape(x)[axis], count = n.proto.output.count
+        var sizes = opset < 13 ? (try n.attributes.ints("split")) : try constantInts(n, 1)
+        if sizes == nil {
+            // Equal parts; from opset 18 the last may be smaller (num_outputs).
+            let chunk = (length + count - 1) / count
+            sizes = (0..<count).map { min(chunk, max(0, length - $0 * chunk)) }
+        }
+        guard let sizes, sizes.count == count else { throw ImportFailure("Split has \(count) outputs but \(sizes?.count ?? 0) sizes") }
+        for (index, slice) in try parts(of: x, axis: axis, sizes: sizes).enumerated() where !n.proto.output[index].isEmpty {
+            try emit(n, .slice(slice), [x], output: index)
+        }
+    }
+
+    /// Resize (and the older Upsample) by whole factors with nearest neighbours, where every output pixel copies
+    /// the input pixel it falls in (the coordinate and rounding modes PyTorch and most exporters write).
+    mutating func resize(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        guard xs.count == 4 else { throw ImportFailure("only 4-D (image) inputs are supported, got \(xs.shapeDescription)") }
+        let mode = try n.attributes.string("mode", default: "nearest")
+        guard mode == "nearest" else { throw ImportFailure("mode '\(mode)' is not supported yet (only nearest)") }
+        var scales: [Float]?
+        var sizes: [Int]?
+        if n.proto.opType == "Upsample" {
+            scales = opset < 9 ? (try n.attributes.floats("scales")) : try constantFloats(n, 1)
+        } else if opset < 11 {
+            scales = try constantFloats(n, 1)
+        } else {
+            scales = n.has(2) ? try constantFloats(n, 2) : nil
+            if scales?.isEmpty ?? true { scales = nil }
+            sizes = n.has(3) ? try constantInts(n, 3) : nil
+        }
+        let factors: [Int]
+        if let scales, scales.count == 4 {
+            guard scales[0] == 1, scales[1] == 1, scales[2...].allSatisfy({ $0 >= 1 && $0 == $0.rounded() }) else {
+                throw ImportFailure("scales \(scales) are not whole upsampling factors of H and W")
+            }
+            factors = [Int(scales[2]), Int(scales[3])]
+        } else if let sizes, sizes.count == 4 {
+            guard sizes[1] == xs[1], sizes[2] % xs[2] == 0, sizes[3] % xs[3] == 0 else {
+                throw ImportFailure("sizes \(sizes) are not whole multiples of the input \(xs.shapeDescription)")
+            }
+            factors = [sizes[2] / xs[2], sizes[3] / xs[3]]
+        } else {
+            throw ImportFailure("needs 4 scales or 4 sizes known at import")
+        }
+        if n.proto.opType == "Resize" && opset >= 11 {
+            let coordinates = try n.attributes.string("coordinate_transformation_mode", default: "half_pixel")
+            let rounding = try n.attributes.string("nearest_mode", default: "round_prefer_floor")
+            let replicates: Bool
+            switch coordinates {
+            case "asymmetric": replicates = rounding == "floor" || rounding == "round_prefer_floor"
+            case "half_pixel", "pytorch_half_pixel": replicates = rounding != "ceil"
+            default: replicates = false
+            }
+            guard replicates || factors == [1, 1] else {
+                throw ImportFailure("nearest resize with coordinate_transformation_mode '\(coordinates)' and nearest_mode '\(rounding)' does not copy whole pixels; not supported")
+            }
+        }
+        if factors == [1, 1] {
+            alias(n, to: x)
+            return
+        }
+        try emit(n, .upsampleNearest(scaleH: factors[0], scaleW: factors[1]), [x])
+    }
+
+    mutating func splitToSequence(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let axis = try splitAxis(n, x)
+        let length = shape(x)[axis]
+        var sizes: [Int]
+        var squeeze = false
+        if let split = try constantInts(n, 1) {
+            let scalar = try known(n, 1).map { folded -> Bool in
+                if case .int(let t) = folded.small { return t.shape.isEmpty }
+                return false
+            } ?? false
+            if scalar {
+                guard let chunk = split.first, chunk >= 1 else { throw ImportFailure("the split size must be positive") }
+                sizes = stride(from: 0, to: length, by: chunk).map { min(chunk, length - $0) }
+            } else {
+                sizes = split
+            }
+        } else {
+            sizes = [Int](repeating: 1, count: length)
+            squeeze = try n.attributes.int("keepdims", default: 1) == 0
+        }
+        var elements: [ValueID] = []
+        for (index, slice) in try parts(of: x, axis: axis, sizes: sizes).enumerated() {
+            var element = try emit(n, .slice(slice), [x], step: "\(index)")
+            if squeeze {
+                var target = shape(x)
+                target.remove(at: axis)
+                element = try emit(n, .reshape(shape: target), [element], step: "\(index)/squeeze")
+            }
+            elements.append(element)
+        }
+        values[n.proto.output[0]] = .sequence(elements)
+    }
+
+    mutating func sequenceAt(_ n: NodeContext) throws {
+        guard case .sequence(let elements)? = values[n.proto.input[0]] else {
+            throw ImportFailure("input 0 must be a sequence made by SplitToSequence")
+        }
+        guard let position = try constantInts(n, 1)?.first else { throw ImportFailure("the position must be known at import") }
+        let index = position < 0 ? position + elements.count : position
+        guard elements.indices.contains(index) else { throw ImportFailure("position \(position) is outside the \(elements.count)-element sequence") }
+        alias(n, to: elements[index])
     }
 
     mutating func squeezeOrUnsqueeze(_ n: NodeContext, unsqueeze: Bool) throws {

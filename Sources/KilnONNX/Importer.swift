@@ -15,6 +15,8 @@ struct Importer {
         case runtime(ValueID)
         /// A value known at import.
         case folded(Folded)
+        /// An ONNX sequence of runtime tensors (SplitToSequence's output, read by SequenceAt).
+        case sequence([ValueID])
     }
 
     /// A value known at import, evaluated for both probe batch sizes (the same if it does not depend on N).
@@ -104,6 +106,8 @@ struct Importer {
                     graph.rename(id, to: output.name)
                 }
                 graph.outputs.append(id)
+            case .sequence:
+                throw ONNXError(file: model.file, "graph output '\(output.name)' is a sequence; only tensor outputs are supported")
             case .folded(let folded):
                 guard !folded.dependsOnBatch else {
                     throw ONNXError(file: model.file, "graph output '\(output.name)' is a constant that depends on the batch size")
@@ -115,6 +119,7 @@ struct Importer {
             }
         }
         graph.eliminateDeadCode()
+        graph.recognizeActivations()
         do {
             try graph.verify()
         } catch let error as GraphError {
@@ -180,7 +185,12 @@ struct Importer {
                 ? Folded(small: probe(Importer.probes.0), large: probe(Importer.probes.1)) : Folded(probe(0)))
             return
         }
-        let allFolded = inputs.allSatisfy { if case .runtime? = $0 { return false } else { return true } }
+        let allFolded = inputs.allSatisfy { value in
+            switch value {
+            case .runtime?, .sequence?: return false
+            case .folded?, nil: return true
+            }
+        }
         if Folding.ops.contains(node.opType) && allFolded {
             let folded = inputs.map { value -> Folded? in
                 if case .folded(let f)? = value { return f } else { return nil }
@@ -217,6 +227,7 @@ extension Importer {
         guard node.has(i), let value = values[node.proto.input[i]] else { throw ImportFailure("input \(i) is missing") }
         switch value {
         case .runtime(let id): return id
+        case .sequence: throw ImportFailure("input \(i) ('\(node.proto.input[i])') is a sequence; this op takes a tensor")
         case .folded(let folded):
             let name = node.proto.input[i]
             if let id = materialized[name] { return id }
@@ -282,6 +293,15 @@ extension Importer {
         let name = step.map { "\(node.label)/\($0)" } ?? node.label
         let id = try graph.addNode(name: name, op: op, inputs: inputs, outputName: step == nil ? node.proto.output[0] : name)
         if step == nil { values[node.proto.output[0]] = .runtime(id) }
+        return id
+    }
+
+    /// Appends an IR node for output `index` of an ONNX node with several outputs (Split).
+    @discardableResult
+    mutating func emit(_ node: NodeContext, _ op: Op, _ inputs: [ValueID], output index: Int) throws -> ValueID {
+        let name = node.proto.output[index]
+        let id = try graph.addNode(name: "\(node.label)/\(index)", op: op, inputs: inputs, outputName: name)
+        values[name] = .runtime(id)
         return id
     }
 

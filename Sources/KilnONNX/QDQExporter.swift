@@ -25,6 +25,8 @@ public enum QDQExporter {
         var model = Onnx_ModelProto()
         var graph = Onnx_GraphProto()
         var counter = 0
+        /// Name of the uint8 levels (the last QuantizeLinear's output) of each quantized activation.
+        var levels: [Int: String] = [:]
 
         init(student: StudentModel) {
             self.student = student
@@ -106,12 +108,39 @@ public enum QDQExporter {
                 result = "\(label)_reshape"
                 let target = initializer("\(label)_shape", dims: [shape.count], int64: [0] + shape.dropFirst().map { Int64($0) })
                 node("Reshape", [inputs[0], target], [result], name: label)
+            case .sliceChannels(let start, let count):
+                result = "\(label)_slice"
+                let starts = initializer("\(label)_starts", dims: [1], int64: [Int64(start)])
+                let ends = initializer("\(label)_ends", dims: [1], int64: [Int64(start + count)])
+                let axes = initializer("\(label)_axes", dims: [1], int64: [1])
+                node("Slice", [inputs[0], starts, ends, axes], [result], name: label)
+            case .upsampleNearest(let sh, let sw):
+                result = "\(label)_upsample"
+                let scales = initializer("\(label)_scales", dims: [4], floats: [1, 1, Float(sh), Float(sw)])
+                node("Resize", [inputs[0], "", scales], [result], name: label,
+                     strings: ["mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"])
+            case .permuteChannels(let permutation):
+                result = "\(label)_shuffle"
+                let indices = initializer("\(label)_indices", dims: [permutation.count], int64: permutation.map { Int64($0) })
+                node("Gather", [inputs[0], indices], [result], name: label, ints: ["axis": [1]])
+            case .mul:
+                result = "\(label)_mul"
+                node("Mul", inputs, [result], name: label)
+            case .lookup(let l):
+                // The table indexed by the input's levels, as the output's real values (QuantizeLinear below gives
+                // back exactly the table's levels).
+                let q = out.quantization
+                let values = initializer("\(label)_table", dims: [l.table.count], floats: l.table.map { Float(Int32($0) - q.zeroPoint) * q.scale })
+                guard let inputLevels = levels[layer.inputs[0]] else { throw KilnFormatError("layer \(index) ('\(layer.name)') reads a tensor with no levels") }
+                node("Cast", [inputLevels], ["\(label)_indices"], name: "\(label)_cast", ints: ["to": [Int(Onnx_TensorProto.DataType.int64.rawValue)]])
+                result = "\(label)_lookup"
+                node("Gather", [values, "\(label)_indices"], [result], name: label, ints: ["axis": [0]])
             }
             // Requantizing ops without a clamp of their own still saturate at the activation's top level (below 255
             // when it has fewer than 8 bits), which QuantizeLinear to uint8 does not. (Max pooling and reshapes keep
             // their input's levels.)
             switch layer.op {
-            case .averagePool, .globalAveragePool, .concat:
+            case .averagePool, .globalAveragePool, .concat, .mul:
                 if out.maxLevel < 255 { levelClamp = 0...out.maxLevel }
             default: break
             }
@@ -120,6 +149,7 @@ public enum QDQExporter {
             let scale = initializer("\(out.name)/scale", dims: [], floats: [q.scale])
             let zero = initializer("\(out.name)/zero_point", dims: [], uint8: [UInt8(q.zeroPoint)])
             node("QuantizeLinear", [result, scale, zero], ["\(out.name)/q"], name: "\(label)_quantize")
+            levels[layer.output] = "\(out.name)/q"
             guard let levelClamp else {
                 node("DequantizeLinear", ["\(out.name)/q", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
                 return
@@ -131,6 +161,7 @@ public enum QDQExporter {
             let hi = initializer("\(label)_clip_max", dims: [], floats: [Float(levelClamp.upperBound - q.zeroPoint) * q.scale])
             node("Clip", ["\(out.name)/unclamped", lo, hi], ["\(out.name)/clamped"], name: "\(label)_clip")
             node("QuantizeLinear", ["\(out.name)/clamped", scale, zero], ["\(out.name)/q_clamped"], name: "\(label)_quantize_clamped")
+            levels[layer.output] = "\(out.name)/q_clamped"
             node("DequantizeLinear", ["\(out.name)/q_clamped", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
         }
 
@@ -168,7 +199,8 @@ public enum QDQExporter {
             return ("\(label)_weight_dq", "\(label)_bias_dq")
         }
 
-        mutating func node(_ op: String, _ inputs: [String], _ outputs: [String], name: String, ints: [String: [Int]] = [:]) {
+        mutating func node(_ op: String, _ inputs: [String], _ outputs: [String], name: String, ints: [String: [Int]] = [:],
+                           strings: [String: String] = [:]) {
             var n = Onnx_NodeProto()
             n.opType = op
             n.input = inputs
@@ -177,13 +209,20 @@ public enum QDQExporter {
             for (key, values) in ints.sorted(by: { $0.key < $1.key }) {
                 var a = Onnx_AttributeProto()
                 a.name = key
-                if ["group", "transB", "axis", "ceil_mode", "count_include_pad"].contains(key) {
+                if ["group", "transB", "axis", "ceil_mode", "count_include_pad", "to"].contains(key) {
                     a.type = .int
                     a.i = Int64(values[0])
                 } else {
                     a.type = .ints
                     a.ints = values.map { Int64($0) }
                 }
+                n.attribute.append(a)
+            }
+            for (key, value) in strings.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                a.type = .string
+                a.s = Data(value.utf8)
                 n.attribute.append(a)
             }
             graph.node.append(n)

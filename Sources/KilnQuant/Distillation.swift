@@ -222,18 +222,11 @@ public struct Distiller {
         if let first = weighted.first, !options.allLayers { valueBits[plan[first].output] = 8 }
         // Max pooling and reshapes pass their input's quantization through: an 8-bit output needs an 8-bit input
         // (the last layer's input behind a flattening reshape), and then every output follows its input.
-        for layer in plan.reversed() {
-            switch layer.kind {
-            case .maxPool, .reshape:
-                if valueBits[layer.output] == 8 { valueBits[layer.inputs[0]] = 8 }
-            default: break
-            }
+        for layer in plan.reversed() where layer.kind.keepsInputQuantization {
+            if valueBits[layer.output] == 8 { valueBits[layer.inputs[0]] = 8 }
         }
-        for layer in plan {
-            switch layer.kind {
-            case .maxPool, .reshape: valueBits[layer.output] = valueBits[layer.inputs[0]] ?? options.bits.activations
-            default: break
-            }
+        for layer in plan where layer.kind.keepsInputQuantization {
+            valueBits[layer.output] = valueBits[layer.inputs[0]] ?? options.bits.activations
         }
         self.weightBits = weightBits
         self.valueBits = valueBits
@@ -438,15 +431,12 @@ public struct Distiller {
         return Tensor(shape: weight.shape, scalars: out)
     }
 
-    /// Graph values inside the block that the student quantizes (outputs of its planned layers, except max
-    /// pooling and reshapes, which pass their input's quantization through).
+    /// Graph values inside the block that the student quantizes (outputs of its planned layers, except those that
+    /// pass their input's quantization through: max pooling, reshapes, channel slices and shuffles).
     func quantizationPoints(_ block: Block) -> Set<ValueID> {
         var points = Set<ValueID>()
-        for layer in plan where block.nodes.contains(layer.nodes[0]) {
-            switch layer.kind {
-            case .maxPool, .reshape: continue
-            default: points.insert(layer.output)
-            }
+        for layer in plan where block.nodes.contains(layer.nodes[0]) && !layer.kind.keepsInputQuantization {
+            points.insert(layer.output)
         }
         return points
     }

@@ -9,6 +9,16 @@ public struct QuantizeError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
+/// A graph node that lowering cannot turn into a student layer, and why.
+public struct UnloweredNode: Sendable, Equatable, Codable {
+    /// The node's name.
+    public var node: String
+    /// Its IR op.
+    public var op: String
+    /// Why it does not lower.
+    public var reason: String
+}
+
 /// One student layer planned from a prepared fp32 graph (BatchNorm and padding folded), before quantization
 /// parameters are chosen: its op, the graph nodes it covers (an activation after a conv, gemm or add is fused
 /// in), the quantized graph values it reads and the one it produces.
@@ -22,6 +32,24 @@ struct PlannedLayer {
         case globalAveragePool
         case reshape([Int])
         case concat(Int)
+        /// A pointwise activation that is not fused as a clamp: a 256-entry table.
+        case lookup(Activation)
+        /// Product of two tensors, the second of the same shape or one value per channel.
+        case mul
+        /// Channels start ..< start + count of a 4-D or 2-D tensor (Split, chunk, Slice along channels).
+        case sliceChannels(start: Int, count: Int)
+        /// Output channel j is input channel permutation[j] (ShuffleNet's reshape–transpose–reshape).
+        case permuteChannels([Int])
+        /// Nearest-neighbour upsampling by whole factors.
+        case upsampleNearest(Int, Int)
+
+        /// Max pooling and layout ops keep their input's quantization (their output is no quantization point).
+        var keepsInputQuantization: Bool {
+            switch self {
+            case .maxPool, .reshape, .sliceChannels, .permuteChannels, .upsampleNearest: return true
+            default: return false
+            }
+        }
     }
 
     var kind: Kind
@@ -68,92 +96,159 @@ struct Lowering {
         self.graph = graph
     }
 
-    /// The student's layers, in graph order.
+    /// The student's layers, in graph order; throws naming every node that does not lower.
     static func plan(_ graph: Graph) throws -> [PlannedLayer] {
+        let (planned, unlowered) = survey(graph)
+        guard unlowered.isEmpty else { throw QuantizeError(describe(unlowered)) }
+        return planned
+    }
+
+    /// One message for the nodes that do not lower (the first few by name, then a count).
+    static func describe(_ unlowered: [UnloweredNode]) -> String {
+        let shown = unlowered.prefix(5).map(\.reason)
+        let more = unlowered.count > shown.count ? "; and \(unlowered.count - shown.count) more node(s)" : ""
+        return (unlowered.count == 1 ? "" : "\(unlowered.count) nodes do not lower to int8: ") + shown.joined(separator: "; ") + more
+    }
+
+    /// The student's layers in graph order, and every node that does not lower (with the reason).
+    static func survey(_ graph: Graph) -> (planned: [PlannedLayer], unlowered: [UnloweredNode]) {
         let consumers = graph.consumers()
         var planned: [PlannedLayer] = []
+        var unlowered: [UnloweredNode] = []
         var fused = Set<Int>()
+        func channelShuffle(at index: Int) -> (groups: Int, nodes: [Int])? {
+            Lowering.channelShuffle(in: graph, at: index, consumers: consumers)
+        }
         for (index, node) in graph.nodes.enumerated() where !fused.contains(index) {
-            /// The activation node fused into this one, if its output has one reader that is an activation.
-            func fusedActivation(after value: ValueID) -> (index: Int, activation: Activation)? {
-                guard !graph.outputs.contains(value), let readers = consumers[value], readers.count == 1,
-                      case .activation(let f) = graph.nodes[readers[0]].op else { return nil }
-                switch f {
-                case .relu, .clip: return (readers[0], f)
-                default: return nil
-                }
-            }
-            func layer(_ kind: PlannedLayer.Kind, inputs: [ValueID], output: ValueID, nodes: [Int] = []) -> PlannedLayer {
-                PlannedLayer(kind: kind, name: node.name, nodes: [index] + nodes, inputs: inputs, output: output)
-            }
-            switch node.op {
-            case .conv(let a):
-                guard let weight = graph.constants[node.inputs[1]] else {
-                    throw QuantizeError("node '\(node.name)' (Conv): the weight must be a constant")
-                }
-                let bias = node.inputs.count > 2 ? graph.constants[node.inputs[2]] : nil
-                if node.inputs.count > 2 && bias == nil { throw QuantizeError("node '\(node.name)' (Conv): the bias must be a constant") }
-                let activation = fusedActivation(after: node.output)
-                if let activation { fused.insert(activation.index) }
-                var l = layer(.conv(a), inputs: [node.inputs[0]], output: activation.map { graph.nodes[$0.index].output } ?? node.output,
-                              nodes: activation.map { [$0.index] } ?? [])
-                (l.weight, l.bias, l.activation) = (weight, bias?.scalars, activation?.activation)
-                planned.append(l)
-            case .matMul:
-                guard let weight = graph.constants[node.inputs[1]], weight.rank == 2, graph[node.inputs[0]].shape.count == 2 else {
-                    throw QuantizeError("node '\(node.name)' (MatMul): only [N, K] × constant [K, M] is supported")
-                }
-                var output = node.output, extra: [Int] = []
-                var bias: [Float]?
-                if let readers = consumers[output], readers.count == 1, !graph.outputs.contains(output),
-                   case .binary(.add) = graph.nodes[readers[0]].op {
-                    let add = graph.nodes[readers[0]]
-                    let other = add.inputs[0] == output ? add.inputs[1] : add.inputs[0]
-                    if let b = graph.constants[other], b.count == weight.shape[1], b.shape.last == weight.shape[1] {
-                        bias = b.scalars
-                        fused.insert(readers[0])
-                        extra.append(readers[0])
-                        output = add.output
+            do {
+                /// The activation node fused into this one, if its output has one reader that is an activation.
+                func fusedActivation(after value: ValueID) -> (index: Int, activation: Activation)? {
+                    guard !graph.outputs.contains(value), let readers = consumers[value], readers.count == 1,
+                          case .activation(let f) = graph.nodes[readers[0]].op else { return nil }
+                    switch f {
+                    case .relu, .clip: return (readers[0], f)
+                    default: return nil
                     }
                 }
-                let activation = fusedActivation(after: output)
-                if let activation {
-                    fused.insert(activation.index)
-                    extra.append(activation.index)
-                    output = graph.nodes[activation.index].output
+                func layer(_ kind: PlannedLayer.Kind, inputs: [ValueID], output: ValueID, nodes: [Int] = []) -> PlannedLayer {
+                    PlannedLayer(kind: kind, name: node.name, nodes: [index] + nodes, inputs: inputs, output: output)
                 }
-                var l = layer(.gemm, inputs: [node.inputs[0]], output: output, nodes: extra)
-                (l.weight, l.bias, l.activation) = (weight, bias, activation?.activation)
-                planned.append(l)
-            case .binary(.add) where graph.constants[node.inputs[0]] == nil && graph.constants[node.inputs[1]] == nil:
-                guard graph[node.inputs[0]].shape == graph[node.inputs[1]].shape else {
-                    throw QuantizeError("node '\(node.name)' (Add): only same-shape residual adds are supported, got \(graph[node.inputs[0]].shape.shapeDescription) + \(graph[node.inputs[1]].shape.shapeDescription)")
+                switch node.op {
+                case .conv(let a):
+                    guard let weight = graph.constants[node.inputs[1]] else {
+                        throw QuantizeError("node '\(node.name)' (Conv): the weight must be a constant")
+                    }
+                    let bias = node.inputs.count > 2 ? graph.constants[node.inputs[2]] : nil
+                    if node.inputs.count > 2 && bias == nil { throw QuantizeError("node '\(node.name)' (Conv): the bias must be a constant") }
+                    let activation = fusedActivation(after: node.output)
+                    if let activation { fused.insert(activation.index) }
+                    var l = layer(.conv(a), inputs: [node.inputs[0]], output: activation.map { graph.nodes[$0.index].output } ?? node.output,
+                                  nodes: activation.map { [$0.index] } ?? [])
+                    (l.weight, l.bias, l.activation) = (weight, bias?.scalars, activation?.activation)
+                    planned.append(l)
+                case .matMul:
+                    guard let weight = graph.constants[node.inputs[1]], weight.rank == 2, graph[node.inputs[0]].shape.count == 2 else {
+                        throw QuantizeError("node '\(node.name)' (MatMul): only [N, K] × constant [K, M] is supported")
+                    }
+                    var output = node.output, extra: [Int] = []
+                    var bias: [Float]?
+                    if let readers = consumers[output], readers.count == 1, !graph.outputs.contains(output),
+                       case .binary(.add) = graph.nodes[readers[0]].op {
+                        let add = graph.nodes[readers[0]]
+                        let other = add.inputs[0] == output ? add.inputs[1] : add.inputs[0]
+                        if let b = graph.constants[other], b.count == weight.shape[1], b.shape.last == weight.shape[1] {
+                            bias = b.scalars
+                            fused.insert(readers[0])
+                            extra.append(readers[0])
+                            output = add.output
+                        }
+                    }
+                    let activation = fusedActivation(after: output)
+                    if let activation {
+                        fused.insert(activation.index)
+                        extra.append(activation.index)
+                        output = graph.nodes[activation.index].output
+                    }
+                    var l = layer(.gemm, inputs: [node.inputs[0]], output: output, nodes: extra)
+                    (l.weight, l.bias, l.activation) = (weight, bias, activation?.activation)
+                    planned.append(l)
+                case .binary(.add) where graph.constants[node.inputs[0]] == nil && graph.constants[node.inputs[1]] == nil:
+                    guard graph[node.inputs[0]].shape == graph[node.inputs[1]].shape else {
+                        throw QuantizeError("node '\(node.name)' (Add): only same-shape residual adds are supported, got \(graph[node.inputs[0]].shape.shapeDescription) + \(graph[node.inputs[1]].shape.shapeDescription)")
+                    }
+                    let activation = fusedActivation(after: node.output)
+                    if let activation { fused.insert(activation.index) }
+                    var l = layer(.add, inputs: node.inputs, output: activation.map { graph.nodes[$0.index].output } ?? node.output,
+                                  nodes: activation.map { [$0.index] } ?? [])
+                    l.activation = activation?.activation
+                    planned.append(l)
+                case .maxPool(let p), .averagePool(let p):
+                    guard p.dilations == [1, 1] else { throw QuantizeError("node '\(node.name)': dilated pooling is not supported") }
+                    let isMax: Bool = { if case .maxPool = node.op { return true } else { return false } }()
+                    planned.append(layer(isMax ? .maxPool(p) : .averagePool(p), inputs: [node.inputs[0]], output: node.output))
+                case .globalAveragePool:
+                    planned.append(layer(.globalAveragePool, inputs: [node.inputs[0]], output: node.output))
+                case .reshape(let shape) where channelShuffle(at: index) != nil:
+                    let (groups, nodes) = channelShuffle(at: index)!
+                    fused.formUnion(nodes)
+                    let channels = graph[node.inputs[0]].shape[1], perGroup = channels / groups
+                    planned.append(layer(.permuteChannels((0..<channels).map { ($0 % groups) * perGroup + $0 / groups }),
+                                         inputs: [node.inputs[0]], output: graph.nodes[nodes[1]].output, nodes: nodes))
+                case .upsampleNearest(let sh, let sw):
+                    planned.append(layer(.upsampleNearest(sh, sw), inputs: [node.inputs[0]], output: node.output))
+                case .slice(let a):
+                    let xs = graph[node.inputs[0]].shape
+                    guard xs.count == 4 || xs.count == 2, a.steps.allSatisfy({ $0 == 1 }),
+                          a.starts.indices.allSatisfy({ $0 == 1 || (a.starts[$0] == 0 && a.counts[$0] == xs[$0]) }) else {
+                        throw QuantizeError("node '\(node.name)' (Slice): only slices of channels (axis 1, step 1) are supported")
+                    }
+                    planned.append(layer(.sliceChannels(start: a.starts[1], count: a.counts[1]), inputs: [node.inputs[0]], output: node.output))
+                case .reshape(let shape):
+                    guard shape.first == batchDimension else {
+                        throw QuantizeError("node '\(node.name)' (Reshape): the batch dimension must stay first, target \(shape.shapeDescription)")
+                    }
+                    planned.append(layer(.reshape(shape), inputs: [node.inputs[0]], output: node.output))
+                case .concat(let axis):
+                    guard axis >= 1 else { throw QuantizeError("node '\(node.name)' (Concat): cannot concatenate along the batch dimension") }
+                    planned.append(layer(.concat(axis), inputs: node.inputs, output: node.output))
+                case .activation(let f):
+                    planned.append(layer(.lookup(f), inputs: [node.inputs[0]], output: node.output))
+                case .binary(.mul) where graph.constants[node.inputs[0]] == nil && graph.constants[node.inputs[1]] == nil:
+                    // The full tensor first, a per-channel gate ([N, C, 1, 1], squeeze-and-excite) second.
+                    let (a, b) = (graph[node.inputs[0]].shape, graph[node.inputs[1]].shape)
+                    func gates(_ g: [Int], _ x: [Int]) -> Bool { x.count == 4 && g == [x[0], x[1], 1, 1] }
+                    let inputs: [ValueID]
+                    if a == b || gates(b, a) {
+                        inputs = node.inputs
+                    } else if gates(a, b) {
+                        inputs = [node.inputs[1], node.inputs[0]]
+                    } else {
+                        throw QuantizeError("node '\(node.name)' (Mul): only products of same-shape tensors or a tensor and a per-channel gate [N, C, 1, 1] are supported, got \(a.shapeDescription) × \(b.shapeDescription)")
+                    }
+                    planned.append(layer(.mul, inputs: inputs, output: node.output))
+                default:
+                    throw QuantizeError("node '\(node.name)' (\(node.op.name)) has no int8 kernel yet; Kiln quantizes Conv (+BatchNorm, +Relu/Relu6/Clip), MatMul/Gemm, residual Add, pooling, Concat, Reshape and pointwise activations")
                 }
-                let activation = fusedActivation(after: node.output)
-                if let activation { fused.insert(activation.index) }
-                var l = layer(.add, inputs: node.inputs, output: activation.map { graph.nodes[$0.index].output } ?? node.output,
-                              nodes: activation.map { [$0.index] } ?? [])
-                l.activation = activation?.activation
-                planned.append(l)
-            case .maxPool(let p), .averagePool(let p):
-                guard p.dilations == [1, 1] else { throw QuantizeError("node '\(node.name)': dilated pooling is not supported") }
-                let isMax: Bool = { if case .maxPool = node.op { return true } else { return false } }()
-                planned.append(layer(isMax ? .maxPool(p) : .averagePool(p), inputs: [node.inputs[0]], output: node.output))
-            case .globalAveragePool:
-                planned.append(layer(.globalAveragePool, inputs: [node.inputs[0]], output: node.output))
-            case .reshape(let shape):
-                guard shape.first == batchDimension else {
-                    throw QuantizeError("node '\(node.name)' (Reshape): the batch dimension must stay first, target \(shape.shapeDescription)")
-                }
-                planned.append(layer(.reshape(shape), inputs: [node.inputs[0]], output: node.output))
-            case .concat(let axis):
-                guard axis >= 1 else { throw QuantizeError("node '\(node.name)' (Concat): cannot concatenate along the batch dimension") }
-                planned.append(layer(.concat(axis), inputs: node.inputs, output: node.output))
-            default:
-                throw QuantizeError("node '\(node.name)' (\(node.op.name)) has no int8 kernel yet; Kiln quantizes Conv (+BatchNorm, +Relu/Relu6/Clip), MatMul/Gemm, residual Add, pooling, Concat and Reshape")
+            } catch {
+                unlowered.append(UnloweredNode(node: node.name, op: node.op.name, reason: (error as? QuantizeError)?.message ?? "\(error)"))
             }
         }
-        return planned
+        return (planned, unlowered)
+    }
+
+    /// The channel shuffle starting at node `index`, as PyTorch writes it: Reshape [N, C, H, W] → [N, g, C/g, H, W],
+    /// Transpose (0, 2, 1, 3, 4), Reshape back to [N, C, H, W], each read only by the next. Returns g and the
+    /// transpose and final reshape nodes.
+    static func channelShuffle(in graph: Graph, at index: Int, consumers: [ValueID: [Int]]) -> (groups: Int, nodes: [Int])? {
+        let first = graph.nodes[index]
+        let xs = graph[first.inputs[0]].shape
+        guard case .reshape(let split) = first.op, xs.count == 4, split.count == 5, split[1] * split[2] == xs[1],
+              Array(split[3...]) == Array(xs[2...]),
+              let r1 = consumers[first.output], r1.count == 1, !graph.outputs.contains(first.output),
+              case .transpose(let perm) = graph.nodes[r1[0]].op, perm == [0, 2, 1, 3, 4],
+              let r2 = consumers[graph.nodes[r1[0]].output], r2.count == 1, !graph.outputs.contains(graph.nodes[r1[0]].output),
+              case .reshape = graph.nodes[r2[0]].op, graph[graph.nodes[r2[0]].output].shape.dropFirst() == xs.dropFirst() else { return nil }
+        return (split[1], [r1[0], r2[0]])
     }
 
     /// Builds the student. `quantization` gives each quantized value's parameters and bit width; `weights`
@@ -185,9 +280,8 @@ struct Lowering {
                 return t
             }
             let maxPool: Bool = { if case .maxPool = planned.kind { return true } else { return false } }()
-            let reshape: Bool = { if case .reshape = planned.kind { return true } else { return false } }()
-            // Max pooling and reshapes keep their input's quantization.
-            let (outQ, outBits) = maxPool || reshape ? (activations[xs[0]].quantization, activations[xs[0]].bits) : quantization(planned.output)
+            let (outQ, outBits) = planned.kind.keepsInputQuantization ? (activations[xs[0]].quantization, activations[xs[0]].bits)
+                                                                      : quantization(planned.output)
             let levels = Int32((1 << outBits) - 1)
             func clamp() -> ClosedRange<Int32> {
                 let c = clampLevels(planned.activation, outQ)
@@ -223,6 +317,11 @@ struct Lowering {
             case .globalAveragePool: op = .globalAveragePool
             case .reshape(let shape): op = .reshape(shape: shape)
             case .concat(let axis): op = .concat(axis: axis)
+            case .lookup(let f): op = .lookup(lookupTable(f, input: activations[xs[0]], outQ, maxLevel: levels))
+            case .mul: op = .mul
+            case .sliceChannels(let start, let count): op = .sliceChannels(start: start, count: count)
+            case .permuteChannels(let permutation): op = .permuteChannels(permutation)
+            case .upsampleNearest(let sh, let sw): op = .upsampleNearest(scaleH: sh, scaleW: sw)
             }
             let shape: [Int]
             if case .reshape(let target) = planned.kind { shape = target } else { shape = graph[planned.output].shape }
@@ -263,6 +362,16 @@ struct Lowering {
             return low...max(low, high)
         default: return 0...255
         }
+    }
+
+    /// The 256-entry table of `f` from an input tensor's levels to levels of `outQ`: each input level's real value,
+    /// the function in fp32, quantized as the runtime quantizes (entries above the input's top level are 0).
+    func lookupTable(_ f: Activation, input: ActivationInfo, _ outQ: Quantization, maxLevel: Int32) -> LookupTable {
+        let table = (0..<256).map { level -> UInt8 in
+            guard level <= Int(input.maxLevel) else { return 0 }
+            return Requantize.quantize(f.apply(Requantize.dequantize(UInt8(level), input.quantization)), outQ, maxLevel: maxLevel)
+        }
+        return LookupTable(function: Op.activation(f).name, table: table)
     }
 
     /// Round-to-nearest symmetric weights [M][K] at `bits` bits with per-channel max-abs steps.

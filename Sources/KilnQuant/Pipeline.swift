@@ -118,6 +118,8 @@ public enum QuantizationPipeline {
     }
 
     static func execute(_ job: QuantizationJob, _ hooks: QuantizationHooks) throws -> QuantizationOutcome {
+        // A graph that cannot become a student fails now, not after minutes of synthesis.
+        try Quantizer.checkLowering(job.teacher)
         let clock = ContinuousClock()
         var synthesis: SynthesisResult?
         let images: Tensor, description: String

@@ -50,8 +50,8 @@ public struct QuantizationResult: Sendable {
     public var inputRange: InputRange
 }
 
-/// A teacher ready for lowering: BatchNorm folded into the convolutions before it, padding into their windows,
-/// verified. The one place a teacher graph is prepared (the quantizer, the distiller and the layer report use it).
+/// A teacher ready for lowering: BatchNorm folded into the convolutions before it (the others become per-channel
+/// affine depthwise convolutions), padding into their windows, verified. The one place a teacher graph is prepared (the quantizer, the distiller and the layer report use it).
 struct PreparedTeacher {
     /// The folded graph.
     let graph: Graph
@@ -65,6 +65,7 @@ struct PreparedTeacher {
         var graph = teacher
         foldedBatchNorms = graph.foldBatchNorm()
         graph.foldPadIntoConv()
+        graph.convertBatchNormToDepthwise()
         do {
             try graph.verify()
         } catch let error as GraphError {
@@ -84,6 +85,18 @@ public enum Quantizer {
               Array(calibration.shape.dropFirst()) == Array(inputShape.dropFirst()) else {
             throw QuantizeError("calibration data \(calibration.shape.shapeDescription) does not match the model input \(inputShape.shapeDescription)")
         }
+    }
+
+    /// The teacher's nodes that would not lower to a student (empty when it lowers fully), after BatchNorm and
+    /// padding folding; no calibration data needed.
+    public static func unloweredNodes(_ teacher: Graph) throws -> [UnloweredNode] {
+        Lowering.survey(try PreparedTeacher(teacher).graph).unlowered
+    }
+
+    /// Throws naming every node that would not lower: the pipeline calls it before any synthesis or calibration.
+    public static func checkLowering(_ teacher: Graph) throws {
+        let unlowered = try unloweredNodes(teacher)
+        guard unlowered.isEmpty else { throw QuantizeError(Lowering.describe(unlowered)) }
     }
 
     /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
@@ -144,19 +157,18 @@ public enum Quantizer {
             _ = try interpreter.run([x]) { node, output in
                 if wanted.contains(node.output) { reference[node.output] = output.scalars }
             }
-            var output = [Float](repeating: 0, count: range.count * model.outputs[0].sampleCount)
+            let outputs = model.outputs.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count * $0.sampleCount) }
+            defer { outputs.forEach { $0.deallocate() } }
             try x.scalars.withUnsafeBufferPointer { input in
-                try output.withUnsafeMutableBufferPointer { out in
-                    try context.run(inputs: [input], outputs: [out], batch: range.count) { layer, values in
-                        guard let value = layerValues[layer], let fp32 = reference[value] else { return }
-                        var s = 0.0, n = 0.0
-                        for (a, b) in zip(fp32, values) {
-                            s += Double(a) * Double(a)
-                            n += Double(a - b) * Double(a - b)
-                        }
-                        signal[layer, default: 0] += s
-                        noise[layer, default: 0] += n
+                try context.run(inputs: [input], outputs: outputs, batch: range.count) { layer, values in
+                    guard let value = layerValues[layer], let fp32 = reference[value] else { return }
+                    var s = 0.0, n = 0.0
+                    for (a, b) in zip(fp32, values) {
+                        s += Double(a) * Double(a)
+                        n += Double(a - b) * Double(a - b)
                     }
+                    signal[layer, default: 0] += s
+                    noise[layer, default: 0] += n
                 }
             }
         }

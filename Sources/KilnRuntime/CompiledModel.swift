@@ -95,6 +95,8 @@ final class CompiledConv: @unchecked Sendable {
         case im2col
         /// 3×3 depthwise, stride 1 or 2.
         case depthwise3x3
+        /// Depthwise of any other kernel size, stride, dilation and padding.
+        case depthwise
     }
 
     let kind: Kind
@@ -109,6 +111,19 @@ final class CompiledConv: @unchecked Sendable {
     let isPointwise: Bool
     /// The add layer folded into this one: its other input and output.
     var residual: (input: Int, output: Int, clamp: ClosedRange<Int32>)?
+    /// The lookup layer folded into this one (applied to each tile right after the kernel writes it): its table and
+    /// output, which the conv then writes in place of its own.
+    private(set) var lookup: (table: UnsafeMutablePointer<UInt8>, output: Int)?
+
+    /// Folds a lookup layer into this conv.
+    func fuseLookup(_ table: [UInt8], output: Int) {
+        let copy = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        copy.initialize(from: table, count: 256)
+        lookup = (copy, output)
+    }
+
+    /// The activation this conv's work ends in: the lookup's output, the fused add's, or its own.
+    func finalOutput(_ layer: Layer) -> Int { lookup?.output ?? residual?.output ?? layer.output }
 
     init?(_ layer: ConvLayer, inputShape: [Int], isGemm: Bool) {
         let cin = inputShape[1]
@@ -123,21 +138,24 @@ final class CompiledConv: @unchecked Sendable {
         } else if layer.group == cin && m == cin && layer.kernel == [3, 3] && layer.dilations == [1, 1]
                     && layer.strides[0] == layer.strides[1] && (1...2).contains(layer.strides[0]) {
             kind = .depthwise3x3
+        } else if layer.group == cin && m == cin {
+            kind = .depthwise
         } else {
             return nil
         }
         switch kind {
         case .indirect: (taps, kc) = (kernelTaps, (cin + 3) / 4 * 4)
         case .im2col: (taps, kc) = (1, (kernelTaps * cin + 3) / 4 * 4)
-        case .depthwise3x3: (taps, kc) = (kernelTaps, cin)
+        case .depthwise3x3, .depthwise: (taps, kc) = (kernelTaps, cin)
         }
         bias = .allocate(capacity: m)
         bias.initialize(from: layer.bias, count: m)
         multipliers = .allocate(capacity: m)
         multipliers.initialize(from: layer.multipliers, count: m)
-        if kind == .depthwise3x3 {
-            weights = .allocate(capacity: 9 * m)
-            for c in 0..<m { for tap in 0..<9 { weights[tap * m + c] = layer.weights[c * 9 + tap] } }
+        if kind == .depthwise3x3 || kind == .depthwise {
+            // [C][tap] → [tap][C]
+            weights = .allocate(capacity: kernelTaps * m)
+            for c in 0..<m { for tap in 0..<kernelTaps { weights[tap * m + c] = layer.weights[c * kernelTaps + tap] } }
         } else if kind == .im2col {
             // [M][tap][C] is already [M][K] with K = taps · C; packing pads K to a multiple of 4.
             let k = kernelTaps * cin
@@ -156,6 +174,7 @@ final class CompiledConv: @unchecked Sendable {
     }
 
     deinit {
+        lookup?.table.deallocate()
         weights.deallocate()
         bias.deallocate()
         multipliers.deallocate()
@@ -168,9 +187,14 @@ struct CompiledModel: @unchecked Sendable {
     let kernels: KernelChoice
     let gemm: kiln_qu8s8_igemm_fn?
     let depthwise: kiln_qu8s8_dwconv3x3_fn?
+    let generalDepthwise: kiln_qu8s8_dwconv_fn?
     let quantize: kiln_qu8_quantize_fn?
+    let lookup: kiln_qu8_lookup_fn?
     /// Per layer: its compiled conv, or nil where the reference kernel runs.
     let convs: [CompiledConv?]
+    /// Concatenations along channels (axis 1 of a 4-D or 2-D tensor, contiguous in NHWC): per input, the table from
+    /// its levels to the output's, or nil where the quantizations are equal and bytes are copied as they are.
+    let concatTables: [Int: [[UInt8]?]]
     /// Layers whose work a previous layer's fused epilogue already did.
     let skipped: Set<Int>
     /// Global average pools followed by a flattening reshape ([N, C, 1, 1] → [N, C], the same bytes in NHWC): the
@@ -186,13 +210,17 @@ struct CompiledModel: @unchecked Sendable {
     init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
         guard kernels.isa >= 0 else {
-            (gemm, depthwise, quantize, convs, skipped, pooledHeads) = (nil, nil, nil, student.layers.map { _ in nil }, [], [:])
+            (gemm, depthwise, generalDepthwise, quantize, lookup) = (nil, nil, nil, nil, nil)
+            (convs, skipped, pooledHeads) = (student.layers.map { _ in nil }, [], [:])
+            concatTables = [:]
             (maxTaps, maxRowBytes, maxIm2colBytes) = (0, 0, 0)
             return
         }
         gemm = kiln_qu8s8_igemm_for(kernels.isa)
         depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
+        generalDepthwise = kiln_qu8s8_dwconv_for(kernels.isa)
         quantize = kiln_qu8_quantize_nchw_for(kernels.isa)
+        lookup = kiln_qu8_lookup_for(kernels.isa)
         var convs: [CompiledConv?] = []
         for index in student.layers.indices {
             let layer = student.layers[index]
@@ -232,6 +260,29 @@ struct CompiledModel: @unchecked Sendable {
             convs[p]!.residual = (other, layer.output, clamp)
             skipped.insert(index)
         }
+        // Fold a lookup into the conv whose work (after any fused add) produces its input, when nothing else reads it.
+        var finalWriter: [Int: Int] = [:]
+        for (index, conv) in convs.enumerated() { if let conv { finalWriter[conv.finalOutput(student.layers[index])] = index } }
+        for (index, layer) in student.layers.enumerated() {
+            guard case .lookup(let l) = layer.op, let p = finalWriter[layer.inputs[0]], readers[layer.inputs[0]] == 1,
+                  !student.outputs.contains(layer.inputs[0]) else { continue }
+            convs[p]!.fuseLookup(l.table, output: layer.output)
+            skipped.insert(index)
+        }
+        var concatTables: [Int: [[UInt8]?]] = [:]
+        for (index, layer) in student.layers.enumerated() {
+            guard case .concat(1) = layer.op else { continue }
+            let out = student.activations[layer.output]
+            guard out.shape.count == 4 || out.shape.count == 2 else { continue }
+            concatTables[index] = layer.inputs.map { input in
+                let info = student.activations[input]
+                guard info.quantization != out.quantization else { return nil }  // as the reference kernel copies
+                return (0..<256).map { level in
+                    Requantize.quantize(Requantize.dequantize(UInt8(level), info.quantization), out.quantization, maxLevel: out.maxLevel)
+                }
+            }
+        }
+        self.concatTables = concatTables
         var pooledHeads: [Int: Int] = [:]
         for (index, layer) in student.layers.enumerated() {
             guard case .globalAveragePool = layer.op, readers[layer.output] == 1, !student.outputs.contains(layer.output),

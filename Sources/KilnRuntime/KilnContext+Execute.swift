@@ -51,7 +51,7 @@ extension KilnContext {
             if let compiled, compiled.skipped.contains(index) { continue }
             if let compiled, let conv = compiled.convs[index] {
                 let residual = conv.residual.map { bytes($0.input) }
-                let output = bytes(conv.residual?.output ?? layer.output)
+                let output = bytes(conv.finalOutput(layer))
                 var cached: Indirection?
                 if let offset = plan.indirectionOffsets[index] {
                     cached = Indirection(rows: (base + offset).assumingMemoryBound(to: UnsafePointer<UInt8>?.self),
@@ -137,8 +137,81 @@ extension KilnContext {
                 ReferenceKernels.globalAveragePool(bytes(layer.inputs[0]), ReferenceKernels.Image(inInfo[0].shape, batch: batch),
                                                    inInfo[0].quantization, bytes(layer.output), outInfo.quantization,
                                                    maxLevel: outInfo.maxLevel)
+            case .concat where compiled?.concatTables[index] != nil:
+                let tables = compiled!.concatTables[index]!
+                let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1)
+                let cy = outInfo.shape[1], destination = bytes(layer.output), chunk = 256
+                var start = 0
+                for (input, table) in zip(layer.inputs, tables) {
+                    let cx = student.activations[input].shape[1], source = bytes(input), offset = start
+                    (table ?? []).withUnsafeBufferPointer { mapping in
+                        let map = table == nil ? nil : mapping.baseAddress
+                        parallelFor((pixels + chunk - 1) / chunk) { begin, end, _ in
+                            let first = begin * chunk, count = min(end * chunk, pixels) - first
+                            kiln_qu8_copy_channels(source + first * cx, Int32(cx), Int32(count), Int32(cx), map,
+                                                   destination + first * cy + offset, Int32(cy))
+                        }
+                    }
+                    start += cx
+                }
             case .concat(let axis):
                 concat(layer, axis: axis, batch: batch, bytes)
+            case .lookup(let l) where compiled?.lookup != nil:
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                let count = batch * outInfo.shape.dropFirst().reduce(1, *), chunk = 1 << 14
+                let lookup = compiled!.lookup!
+                l.table.withUnsafeBufferPointer { table in
+                    parallelFor((count + chunk - 1) / chunk) { begin, end, _ in
+                        let first = begin * chunk, last = min(end * chunk, count)
+                        lookup(last - first, source + first, table.baseAddress!, destination + first)
+                    }
+                }
+            case .sliceChannels(let start, let count):
+                // Rows of C input bytes per pixel (NHWC; a 2-D tensor is one pixel per sample).
+                let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1)
+                let (source, destination, cx) = (bytes(layer.inputs[0]) + start, bytes(layer.output), inInfo[0].shape[1])
+                kiln_qu8_copy_channels(source, Int32(cx), Int32(pixels), Int32(count), nil, destination, Int32(count))
+            case .upsampleNearest(let sh, let sw):
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch)
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                let (outH, rowBytes) = (image.h * sh, image.w * sw * image.c)
+                parallelFor(batch * outH) { begin, end, _ in
+                    for task in begin..<end {
+                        let b = task / outH, oy = task % outH
+                        kiln_qu8_upsample_nearest(source + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w),
+                                                  Int32(image.c), Int32(sh), Int32(sw), Int32(oy), destination + task * rowBytes)
+                    }
+                }
+            case .permuteChannels(let permutation):
+                let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1)
+                let indices = permutation.map { Int32($0) }
+                indices.withUnsafeBufferPointer { indices in
+                    kiln_qu8_permute_channels(bytes(layer.inputs[0]), Int32(pixels), Int32(indices.count), indices.baseAddress!,
+                                              bytes(layer.output))
+                }
+            case .mul where compiled != nil:
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch)
+                let broadcast = inInfo[1].shape != inInfo[0].shape
+                let (a, b, y) = (bytes(layer.inputs[0]), bytes(layer.inputs[1]), bytes(layer.output))
+                let (qa, qb, qy) = (inInfo[0].quantization, inInfo[1].quantization, outInfo.quantization)
+                let multiplier = qa.scale * qb.scale / qy.scale
+                // Rows of pixels, in parallel.
+                let rows = batch * image.h
+                parallelFor(rows) { begin, end, _ in
+                    for row in begin..<end {
+                        let n = row / image.h, offset = row * image.w * image.c
+                        kiln_qu8_mul(a + offset, b + (broadcast ? n * image.c : offset), Int32(image.w), Int32(image.c),
+                                     broadcast ? 1 : 0, multiplier, qa.zeroPoint, qb.zeroPoint, qy.zeroPoint, outInfo.maxLevel,
+                                     y + offset)
+                    }
+                }
+            case .mul:
+                ReferenceKernels.mul(bytes(layer.inputs[0]), inInfo[0].quantization, bytes(layer.inputs[1]), inInfo[1].quantization,
+                                     bytes(layer.output), outInfo.quantization, ReferenceKernels.Image(inInfo[0].shape, batch: batch),
+                                     broadcast: inInfo[1].shape != inInfo[0].shape, maxLevel: outInfo.maxLevel)
+            case .lookup(let l):
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                for i in 0..<(batch * outInfo.shape.dropFirst().reduce(1, *)) { destination[i] = l.table[Int(source[i])] }
             case .reshape:
                 let source = bytes(layer.inputs[0]), destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
@@ -188,6 +261,8 @@ extension KilnContext {
         }
         let image = ReferenceKernels.Image(inInfo.shape, batch: batch), out = ReferenceKernels.Image(outInfo.shape, batch: batch)
         let weights = UnsafePointer(conv.weights)
+        // A fused lookup maps each tile in place right after the kernel writes it.
+        let table = conv.lookup.map { UnsafePointer($0.table) }
         switch conv.kind {
         case .indirect, .im2col:
             let l = conv.layer, taps = conv.taps, tile = MemoryPlan.tileRows
@@ -239,6 +314,9 @@ extension KilnContext {
                     local.residual = residual.map { UnsafePointer($0 + row0 * m) }
                     gemm(Int32(count), Int32(m), Int32(conv.kc), Int32(taps), cached.map { $0.rows + row0 * taps } ?? rows,
                          weights, output + row0 * m, m, &local)
+                    if let table {
+                        compiled.lookup!(count * m, output + row0 * m, table, output + row0 * m)
+                    }
                 }
             }
         case .depthwise3x3:
@@ -253,6 +331,26 @@ extension KilnContext {
                     dw(input + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w), Int32(m), Int32(oy),
                        Int32(out.w), Int32(l.strides[0]), Int32(l.pads[0]), Int32(l.pads[1]), zero, weights,
                        output + row, &local)
+                    if let table { compiled.lookup!(out.w * m, output + row, table, output + row) }
+                }
+            }
+        case .depthwise:
+            let dw = compiled.generalDepthwise!, l = conv.layer
+            let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
+            var geometry = kiln_dwconv_geometry(h: Int32(image.h), w: Int32(image.w), c: Int32(m), kh: Int32(l.kernel[0]),
+                                                kw: Int32(l.kernel[1]), stride_h: Int32(l.strides[0]), stride_w: Int32(l.strides[1]),
+                                                pad_top: Int32(l.pads[0]), pad_left: Int32(l.pads[1]),
+                                                dilation_h: Int32(l.dilations[0]), dilation_w: Int32(l.dilations[1]), ow: Int32(out.w))
+            withUnsafePointer(to: &geometry) { geometry in
+                parallelFor(batch * out.h) { begin, end, _ in
+                    var local = rq
+                    for task in begin..<end {
+                        let b = task / out.h, oy = task % out.h
+                        let row = (b * out.h + oy) * out.w * m
+                        local.residual = residual.map { UnsafePointer($0 + row) }
+                        dw(input + b * image.h * image.w * image.c, geometry, Int32(oy), zero, weights, output + row, &local)
+                        if let table { compiled.lookup!(out.w * m, output + row, table, output + row) }
+                    }
                 }
             }
         }

@@ -56,17 +56,26 @@ public final class KilnContext: @unchecked Sendable {
 
     /// Runs a single-input, single-output model; returns the output for the whole batch.
     public func predict(_ input: [Float]) throws -> [Float] {
-        guard model.inputs.count == 1, model.outputs.count == 1 else {
-            throw KilnRuntimeError(message: "predict(_:) needs one input and one output; use run(inputs:outputs:batch:)")
+        guard model.outputs.count == 1 else {
+            throw KilnRuntimeError(message: "predict(_:) needs one output; use predictOutputs(_:) or run(inputs:outputs:batch:)")
+        }
+        return try predictOutputs(input)[0]
+    }
+
+    /// Runs a single-input model (a detector or segmenter may have several outputs); returns every output for the
+    /// whole batch, in the model's output order.
+    public func predictOutputs(_ input: [Float]) throws -> [[Float]] {
+        guard model.inputs.count == 1 else {
+            throw KilnRuntimeError(message: "predictOutputs(_:) needs one input; use run(inputs:outputs:batch:)")
         }
         let batch = try batchSize(of: input.count, model.inputs[0])
-        var output = [Float](repeating: 0, count: batch * model.outputs[0].sampleCount)
+        let buffers = model.outputs.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * $0.sampleCount) }
+        defer { buffers.forEach { $0.deallocate() } }
+        for buffer in buffers { buffer.initialize(repeating: 0) }
         try input.withUnsafeBufferPointer { x in
-            try output.withUnsafeMutableBufferPointer { y in
-                try run(inputs: [x], outputs: [y], batch: batch)
-            }
+            try run(inputs: [x], outputs: buffers, batch: batch)
         }
-        return output
+        return buffers.map { Array($0) }
     }
 
     /// Runs the model on caller-owned buffers (one per input and output, `batch` samples each) without

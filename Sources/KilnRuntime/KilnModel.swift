@@ -108,4 +108,11 @@ public final class KilnModel: Sendable {
         defer { idle.withLock { $0.append(context) } }
         return try context.predict(input)
     }
+
+    /// Runs a single-input model on a batch with a pooled context; returns every output, in the model's order.
+    public func predictOutputs(_ input: [Float]) throws -> [[Float]] {
+        let context = idle.withLock { $0.popLast() } ?? KilnContext(model: self, retainingModel: false)
+        defer { idle.withLock { $0.append(context) } }
+        return try context.predictOutputs(input)
+    }
 }

@@ -39,9 +39,11 @@ struct MemoryPlan {
         // A residual add folded into a conv writes its output when the conv runs; so does a pooling layer whose
         // flattening reshape is folded in.
         for (index, conv) in compiled.convs.enumerated() {
-            guard let fused = conv?.residual else { continue }
-            first[fused.output] = min(first[fused.output], index)
-            last[fused.input] = max(last[fused.input], index)
+            if let fused = conv?.residual {
+                first[fused.output] = min(first[fused.output], index)
+                last[fused.input] = max(last[fused.input], index)
+            }
+            if let lookup = conv?.lookup { first[lookup.output] = min(first[lookup.output], index) }
         }
         for (index, output) in compiled.pooledHeads { first[output] = min(first[output], index) }
         func align(_ x: Int) -> Int { (x + 63) / 64 * 64 }

@@ -67,6 +67,23 @@ enum ReferenceKernels {
         }
     }
 
+    /// Requantized product of `a` ([N, H, W, C] in memory) and `b` of the same size or, with `broadcast`, [N, C]
+    /// (one value per image and channel).
+    static func mul(_ a: UnsafePointer<UInt8>, _ qa: Quantization, _ b: UnsafePointer<UInt8>, _ qb: Quantization,
+                    _ y: UnsafeMutablePointer<UInt8>, _ qy: Quantization, _ image: Image, broadcast: Bool, maxLevel: Int32) {
+        let multiplier = qa.scale * qb.scale / qy.scale
+        let pixels = image.h * image.w
+        for n in 0..<image.n {
+            for p in 0..<pixels {
+                for c in 0..<image.c {
+                    let i = (n * pixels + p) * image.c + c
+                    let product = (Int32(a[i]) - qa.zeroPoint) * (Int32(b[broadcast ? n * image.c + c : i]) - qb.zeroPoint)
+                    y[i] = Requantize.level(product, multiplier: multiplier, zeroPoint: qy.zeroPoint, clamp: 0...maxLevel)
+                }
+            }
+        }
+    }
+
     /// Max pooling over the in-bounds cells of each window.
     static func maxPool(_ p: PoolWindow, _ x: UnsafePointer<UInt8>, _ xi: Image, _ y: UnsafeMutablePointer<UInt8>, _ yi: Image) {
         forEachWindow(p, xi, yi) { b, oy, ox, rows, columns in

@@ -120,6 +120,22 @@ public enum KilnFile {
             w.u8(10)
             w.u32(UInt32(shape.count))
             for d in shape { w.i64(Int64(d)) }
+        case .lookup(let l):
+            w.u8(11)
+            w.string(l.function)
+            w.reference(parameters.aligned(l.table), count: l.table.count)
+        case .mul: w.u8(12)
+        case .sliceChannels(let start, let count):
+            w.u8(13)
+            w.u32(UInt32(start))
+            w.u32(UInt32(count))
+        case .upsampleNearest(let sh, let sw):
+            w.u8(15)
+            w.u32(UInt32(sh))
+            w.u32(UInt32(sw))
+        case .permuteChannels(let permutation):
+            w.u8(14)
+            w.reference(parameters.aligned(permutation.flatMap { littleEndianBytes(UInt32($0)) }), count: permutation.count)
         }
     }
 
@@ -251,6 +267,14 @@ public enum KilnFile {
         case 8: return .globalAveragePool
         case 9: return .concat(axis: Int(try r.u32()))
         case 10: return .reshape(shape: try (0..<r.count(limit: 8, "rank")).map { _ in try r.dimension() })
+        case 11:
+            let function = try r.string()
+            let table = try params.read(&r, size: 1) { $0[$0.startIndex] }
+            return .lookup(LookupTable(function: function, table: table))
+        case 12: return .mul
+        case 15: return .upsampleNearest(scaleH: Int(try r.u32()), scaleW: Int(try r.u32()))
+        case 13: return .sliceChannels(start: Int(try r.u32()), count: Int(try r.u32()))
+        case 14: return .permuteChannels(try params.read(&r, size: 4) { Int(UInt32(littleEndianFrom: $0, at: $0.startIndex)) })
         default: throw r.error("unknown layer op \(tag)")
         }
     }

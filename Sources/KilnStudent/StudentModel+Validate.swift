@@ -68,9 +68,19 @@ extension StudentModel {
                     guard multiplier.isFinite, multiplier > 0 else {
                         throw KilnFormatError("input and output scales give the requantization multiplier \(multiplier), which must be positive and finite")
                     }
-                case .reshape:
+                case .mul:
+                    let multiplier = inputs[0].quantization.scale * inputs[1].quantization.scale / activations[layer.output].quantization.scale
+                    guard multiplier.isFinite, multiplier > 0 else {
+                        throw KilnFormatError("input and output scales give the requantization multiplier \(multiplier), which must be positive and finite")
+                    }
+                case .lookup(let l):
+                    guard l.table.count == 256 else { throw KilnFormatError("a lookup table has 256 entries, this one \(l.table.count)") }
+                    guard let highest = l.table[0...Int(inputs[0].maxLevel)].max(), Int32(highest) <= top else {
+                        throw KilnFormatError("lookup table entries exceed the output's \(activations[layer.output].bits)-bit levels")
+                    }
+                case .reshape, .sliceChannels, .permuteChannels, .upsampleNearest:
                     guard inputs[0].quantization == activations[layer.output].quantization, inputs[0].bits == activations[layer.output].bits else {
-                        throw KilnFormatError("a reshape must keep its input's quantization")
+                        throw KilnFormatError("a \(layer.op.displayName) layer must keep its input's quantization")
                     }
                 default: break
                 }
@@ -92,7 +102,7 @@ extension StudentModel {
         switch op {
         case .quantize: expected = ([.float32], .uint8)
         case .dequantize: expected = ([.uint8], .float32)
-        case .add: expected = ([.uint8, .uint8], .uint8)
+        case .add, .mul: expected = ([.uint8, .uint8], .uint8)
         case .concat: expected = ([ElementType](repeating: .uint8, count: max(inputs.count, 1)), .uint8)
         default: expected = ([.uint8], .uint8)
         }
@@ -170,6 +180,35 @@ extension LayerOp {
                 throw KilnFormatError("cannot reshape \(s.first ?? []) to \(shape)")
             }
             return [s[0][0]] + shape.dropFirst()
+        case .lookup:
+            guard s.count == 1 else { throw KilnFormatError("takes one input") }
+            return s[0]
+        case .sliceChannels(let start, let count):
+            guard s.count == 1, s[0].count == 4 || s[0].count == 2 else { throw KilnFormatError("takes one 4-D or 2-D input") }
+            guard start >= 0, count >= 1, start <= s[0][1], count <= s[0][1] - start else {
+                throw KilnFormatError("channels \(start) ..< \(start + count) are outside the input's \(s[0][1])")
+            }
+            var shape = s[0]
+            shape[1] = count
+            return shape
+        case .upsampleNearest(let sh, let sw):
+            guard s.count == 1 else { throw KilnFormatError("takes one input") }
+            try image(s[0])
+            guard (1...64).contains(sh), (1...64).contains(sw), s[0][2] * sh <= 1 << 16, s[0][3] * sw <= 1 << 16 else {
+                throw KilnFormatError("upsampling factors \(sh)×\(sw) out of range")
+            }
+            return [s[0][0], s[0][1], s[0][2] * sh, s[0][3] * sw]
+        case .permuteChannels(let permutation):
+            guard s.count == 1, s[0].count == 4 || s[0].count == 2 else { throw KilnFormatError("takes one 4-D or 2-D input") }
+            guard permutation.count == s[0][1], Set(permutation) == Set(0..<s[0][1]) else {
+                throw KilnFormatError("is not a permutation of the input's \(s[0][1]) channels")
+            }
+            return s[0]
+        case .mul:
+            guard s.count == 2, s[0] == s[1] || (s[0].count == 4 && s[1] == [s[0][0], s[0][1], 1, 1]) else {
+                throw KilnFormatError("multiplies a tensor by one of the same shape or [N, C, 1, 1], got \(s)")
+            }
+            return s[0]
         }
     }
 

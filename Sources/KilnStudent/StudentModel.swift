@@ -120,6 +120,22 @@ public struct PoolWindow: Hashable, Sendable {
     }
 }
 
+/// A pointwise function on quantized values as a table: output level = `table[input level]`, one entry for each
+/// of the 256 uint8 levels (entries above the input's highest level are never read). Built at lowering from the
+/// function's own fp32 definition, so any activation (Sigmoid, SiLU, HardSwish, GELU, ...) costs one load per value.
+public struct LookupTable: Hashable, Sendable {
+    /// What the table computes, for reports and export (e.g. "Sigmoid", "LeakyRelu(0.1)").
+    public var function: String
+    /// Output level per input level; 256 entries.
+    public var table: [UInt8]
+
+    /// Creates a lookup table layer.
+    public init(function: String, table: [UInt8]) {
+        self.function = function
+        self.table = table
+    }
+}
+
 /// What a student layer computes.
 public enum LayerOp: Hashable, Sendable {
     /// float32 input (NCHW) → uint8 (NHWC), with the output tensor's quantization.
@@ -142,6 +158,17 @@ public enum LayerOp: Hashable, Sendable {
     case concat(axis: Int)
     /// Logical (NCHW-order) reshape.
     case reshape(shape: [Int])
+    /// A pointwise function as a 256-entry table of output levels (same shape in and out).
+    case lookup(LookupTable)
+    /// Requantized elementwise product of a tensor and a second one of the same shape or of shape [N, C, 1, 1]
+    /// (one gate per channel, as squeeze-and-excite blocks multiply): level = rint((a − za)(b − zb) · sa·sb/sy) + zy.
+    case mul
+    /// Channels start ..< start + count of a 4-D or 2-D tensor (same quantization as the input).
+    case sliceChannels(start: Int, count: Int)
+    /// Output channel j is input channel permutation[j] (a channel shuffle; same quantization as the input).
+    case permuteChannels([Int])
+    /// Nearest-neighbour upsampling of a 4-D tensor by whole factors (same quantization as the input).
+    case upsampleNearest(scaleH: Int, scaleW: Int)
 }
 
 /// One layer of a student: an op over activations, by index into `StudentModel.activations`.
@@ -228,6 +255,11 @@ extension LayerOp {
         case .globalAveragePool: return "GlobalAveragePool"
         case .concat: return "Concat"
         case .reshape: return "Reshape"
+        case .lookup(let l): return l.function
+        case .mul: return "Mul"
+        case .sliceChannels: return "SliceChannels"
+        case .permuteChannels: return "ChannelShuffle"
+        case .upsampleNearest: return "UpsampleNearest"
         }
     }
 }

@@ -151,6 +151,23 @@ extension Tape {
                                 let v = input[i]
                                 d[i] *= v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6
                             }
+                        case .silu:
+                            for i in indices {
+                                let s = 1 / (1 + exponential(-input[i]))
+                                d[i] *= s * (1 + input[i] * (1 - s))
+                            }
+                        case .gelu:
+                            for i in indices {
+                                let v = input[i]
+                                let cdf = 0.5 * (1 + errorFunction(v * 0.70710678118654752))
+                                d[i] *= cdf + v * 0.39894228040143268 * exponential(-0.5 * v * v)
+                            }
+                        case .elu(let alpha):
+                            for i in indices where input[i] <= 0 { d[i] *= output[i] + alpha }
+                        case .softplus:
+                            for i in indices { d[i] *= 1 / (1 + exponential(-input[i])) }
+                        case .erf:
+                            for i in indices { d[i] *= 1.1283791670955126 * exponential(-input[i] * input[i]) }
                         }
                         }
                     }

@@ -86,13 +86,149 @@ struct QuantizerTests {
         #expect(worst <= 1.0, "int8 differs from fp32 math by \(worst) levels")
     }
 
-    @Test("an op without an int8 kernel is a clear error naming the node")
+    @Test("an op without an int8 kernel is a clear error naming every such node, known before any calibration")
     func unsupportedOp() throws {
         var graph = Graph(name: "softmax")
         let x = graph.addInput(name: "x", shape: [batchDimension, 4])
-        graph.outputs = [try graph.addNode(name: "probabilities", op: .softmax(axis: 1), inputs: [x])]
-        #expect(throws: QuantizeError.self) {
-            try Quantizer.quantize(graph, calibration: Tensor(shape: [2, 4], repeating: 1))
+        let first = try graph.addNode(name: "first", op: .softmax(axis: 1), inputs: [x])
+        graph.outputs = [try graph.addNode(name: "second", op: .softmax(axis: 1), inputs: [first])]
+        let unlowered = try Quantizer.unloweredNodes(graph)
+        #expect(unlowered.map(\.node) == ["first", "second"])
+        #expect(throws: QuantizeError.self) { try Quantizer.checkLowering(graph) }
+        do {
+            _ = try Quantizer.quantize(graph, calibration: Tensor(shape: [2, 4], repeating: 1))
+            Issue.record("quantizing a softmax should fail")
+        } catch let error as QuantizeError {
+            #expect(error.message.contains("2 nodes") && error.message.contains("'first'") && error.message.contains("'second'"), "\(error)")
         }
+    }
+
+    /// A conv stack with every pointwise activation the student runs as a lookup table, standalone and after convs
+    /// (where the runtime folds the table into the conv's epilogue), and after a residual add.
+    static func activationGraph(_ activations: [Activation]) throws -> Graph {
+        var graph = Graph(name: "activations")
+        var state: UInt64 = 11
+        func random(_ count: Int, _ scale: Float) -> [Float] {
+            (0..<count).map { _ in
+                state = state &* 6_364_136_223_846_793_005 &+ 1
+                return (Float(Int(state >> 40) % 2001) / 1000 - 1) * scale
+            }
+        }
+        var y = graph.addInput(name: "x", shape: [batchDimension, 3, 8, 8])
+        var channels = 3
+        for (index, f) in activations.enumerated() {
+            let w = graph.addConstant(name: "w\(index)", Tensor(shape: [8, channels, 3, 3], scalars: random(8 * channels * 9, 0.4)))
+            let b = graph.addConstant(name: "b\(index)", Tensor(shape: [8], scalars: random(8, 0.2)))
+            let conv = try graph.addNode(name: "conv\(index)", op: .conv(ConvAttributes(pads: [1, 1, 1, 1])), inputs: [y, w, b])
+            // Odd layers: the activation follows a residual add (which the runtime folds into the conv first).
+            let summed = index % 2 == 1 ? try graph.addNode(name: "add\(index)", op: .binary(.add), inputs: [conv, y]) : conv
+            y = try graph.addNode(name: "act\(index)", op: .activation(f), inputs: [summed])
+            channels = 8
+        }
+        let pooled = try graph.addNode(name: "pool", op: .globalAveragePool, inputs: [y])
+        graph.outputs = [try graph.addNode(name: "tanh", op: .activation(.tanh), inputs: [pooled])]
+        return graph
+    }
+
+    @Test("pointwise activations become lookup tables: C kernels (fused into convs) equal the reference, values follow fp32")
+    func activationLookups() throws {
+        let activations: [Activation] = [.silu, .hardSwish, .sigmoid, .gelu, .leakyRelu(alpha: 0.1), .hardSigmoid(alpha: 0.2, beta: 0.5),
+                                         .elu(alpha: 1), .softplus, .relu, .tanh]
+        let graph = try QuantizerTests.activationGraph(activations)
+        var state: UInt64 = 5
+        let data = Tensor(shape: [32, 3, 8, 8], scalars: (0..<(32 * 192)).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1
+            return Float(Int(state >> 40) % 2001) / 1000 - 1
+        })
+        #expect(try Quantizer.unloweredNodes(graph).isEmpty)
+        let result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: .minmax))
+        let tables = result.student.layers.compactMap { layer -> String? in
+            if case .lookup(let l) = layer.op { return l.function }
+            return nil
+        }
+        // ReLU after a conv is a clamp in the conv; the final Tanh after pooling is a table of its own.
+        #expect(tables == activations.filter { $0 != .relu }.map { Op.activation($0).name } + ["Tanh"], "\(tables)")
+        // The file keeps the tables.
+        #expect(try KilnFile.decode(KilnFile.encode(result.student)) == result.student)
+        let reference = try KilnModel(result.student, options: KilnModel.Options(threads: 1, kernels: .reference)).predict(data.scalars)
+        for kernels in KernelChoice.all where kernels.isSupported {
+            let fast = try KilnModel(result.student, options: KilnModel.Options(threads: 2, kernels: kernels)).predict(data.scalars)
+            #expect(fast == reference, "\(kernels) kernels differ from the reference")
+        }
+        let fp32 = try Interpreter(graph).run([data])[0].scalars
+        let dot = zip(fp32, reference).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+        let cosine = dot / (sqrt(fp32.reduce(0) { $0 + Double($1) * Double($1) }) * sqrt(reference.reduce(0) { $0 + Double($1) * Double($1) }))
+        print(String(format: "lookup-table student vs fp32: cosine %.5f", cosine), result.report.map { String(format: "%@ %.1f", $0.op, $0.sqnr ?? 0) })
+        #expect(cosine > 0.99)
+    }
+
+    @Test("depthwise of any kernel size, squeeze-and-excite gates and channel concatenation: C kernels equal the reference")
+    func edgeBlocks() throws {
+        var graph = Graph(name: "edge blocks")
+        var state: UInt64 = 17
+        func random(_ count: Int, _ scale: Float) -> [Float] {
+            (0..<count).map { _ in
+                state = state &* 6_364_136_223_846_793_005 &+ 1
+                return (Float(Int(state >> 40) % 2001) / 1000 - 1) * scale
+            }
+        }
+        func conv(_ name: String, _ x: ValueID, _ cout: Int, _ cin: Int, _ k: Int, _ a: ConvAttributes) throws -> ValueID {
+            let w = graph.addConstant(name: "\(name).w", Tensor(shape: [cout, cin / a.group, k, k], scalars: random(cout * cin / a.group * k * k, 0.5)))
+            let b = graph.addConstant(name: "\(name).b", Tensor(shape: [cout], scalars: random(cout, 0.2)))
+            return try graph.addNode(name: name, op: .conv(a), inputs: [x, w, b])
+        }
+        let x = graph.addInput(name: "x", shape: [batchDimension, 3, 15, 15])
+        let stem = try conv("stem", x, 24, 3, 1, ConvAttributes())
+        let dw5 = try graph.addNode(name: "silu", op: .activation(.silu),
+                                    inputs: [try conv("dw5", stem, 24, 24, 5, ConvAttributes(strides: [2, 2], pads: [2, 2, 2, 2], group: 24))])
+        let dw7 = try conv("dw7", dw5, 24, 24, 7, ConvAttributes(pads: [3, 3, 3, 3], group: 24))
+        let dilated = try graph.addNode(name: "relu", op: .activation(.relu),
+                                        inputs: [try conv("dilated", dw7, 24, 24, 3, ConvAttributes(pads: [2, 2, 2, 2], dilations: [2, 2], group: 24))])
+        // Squeeze-and-excite: the gate first in the product, as torchvision writes it.
+        let squeezed = try graph.addNode(name: "squeeze", op: .globalAveragePool, inputs: [dilated])
+        let reduced = try graph.addNode(name: "se.relu", op: .activation(.relu), inputs: [try conv("se.reduce", squeezed, 8, 24, 1, ConvAttributes())])
+        let gate = try graph.addNode(name: "se.gate", op: .activation(.hardSigmoid(alpha: 1.0 / 6, beta: 0.5)),
+                                     inputs: [try conv("se.expand", reduced, 24, 8, 1, ConvAttributes())])
+        let excited = try graph.addNode(name: "se.mul", op: .binary(.mul), inputs: [gate, dilated])
+        let other = try conv("branch", dw5, 16, 24, 3, ConvAttributes(pads: [1, 1, 1, 1]))
+        let joined = try graph.addNode(name: "concat", op: .concat(axis: 1), inputs: [excited, other])
+        graph.outputs = [try graph.addNode(name: "pool", op: .globalAveragePool, inputs: [joined])]
+        let data = Tensor(shape: [8, 3, 15, 15], scalars: random(8 * 3 * 225, 1))
+        let result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: .minmax))
+        let ops = result.student.layers.map(\.op.displayName)
+        #expect(ops.filter { $0 == "DepthwiseConv" }.count == 3 && ops.contains("Mul") && ops.contains("Concat"), "\(ops)")
+        #expect(try KilnFile.decode(KilnFile.encode(result.student)) == result.student)
+        let reference = try KilnModel(result.student, options: KilnModel.Options(threads: 1, kernels: .reference)).predict(data.scalars)
+        for kernels in KernelChoice.all where kernels.isSupported {
+            let fast = try KilnModel(result.student, options: KilnModel.Options(threads: 2, kernels: kernels)).predict(data.scalars)
+            #expect(fast == reference, "\(kernels) kernels differ from the reference")
+        }
+        let fp32 = try Interpreter(graph).run([data])[0].scalars
+        let worst = zip(fp32, reference).map { abs($0 - $1) }.max()!, largest = fp32.map(abs).max()!
+        #expect(worst < 0.05 * largest, "student differs from fp32 by \(worst) (largest |output| \(largest))")
+    }
+
+    @Test("an exported activation pattern becomes one activation: x·Sigmoid(x) is SiLU, PyTorch's Erf form is GELU")
+    func activationPatterns() throws {
+        var graph = Graph(name: "patterns")
+        let x = graph.addInput(name: "x", shape: [batchDimension, 4])
+        let s = try graph.addNode(name: "sigmoid", op: .activation(.sigmoid), inputs: [x])
+        let silu = try graph.addNode(name: "silu", op: .binary(.mul), inputs: [x, s])
+        let root2 = graph.addConstant(name: "root2", Tensor(shape: [], scalars: [1.4142135]))
+        let one = graph.addConstant(name: "one", Tensor(shape: [], scalars: [1]))
+        let half = graph.addConstant(name: "half", Tensor(shape: [], scalars: [0.5]))
+        let divided = try graph.addNode(name: "div", op: .binary(.div), inputs: [silu, root2])
+        let erf = try graph.addNode(name: "erf", op: .activation(.erf), inputs: [divided])
+        let plusOne = try graph.addNode(name: "add", op: .binary(.add), inputs: [erf, one])
+        let product = try graph.addNode(name: "mul", op: .binary(.mul), inputs: [silu, plusOne])
+        graph.outputs = [try graph.addNode(name: "gelu", op: .binary(.mul), inputs: [product, half])]
+        let input = Tensor(shape: [3, 4], scalars: (0..<12).map { Float($0) / 2 - 3 })
+        let before = try Interpreter(graph).run([input])[0].scalars
+        var rewritten = graph
+        #expect(rewritten.recognizeActivations() == 2)
+        #expect(rewritten.nodes.map(\.op) == [.activation(.silu), .activation(.gelu)])
+        #expect(rewritten[rewritten.outputs[0]].name == "gelu")
+        let after = try Interpreter(rewritten).run([input])[0].scalars
+        #expect(zip(before, after).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) }, "\(before) vs \(after)")
     }
 }

@@ -84,7 +84,12 @@ struct KernelListTests {
                 switch family {
                 case "qu8s8_igemm": chosen = unsafeBitCast(kiln_qu8s8_igemm_for(isa.isa), to: UnsafeRawPointer?.self)
                 case "qu8s8_dwconv3x3": chosen = unsafeBitCast(kiln_qu8s8_dwconv3x3_for(isa.isa), to: UnsafeRawPointer?.self)
-                default: chosen = unsafeBitCast(kiln_qu8_quantize_nchw_for(isa.isa), to: UnsafeRawPointer?.self)
+                case "qu8_quantize_nchw": chosen = unsafeBitCast(kiln_qu8_quantize_nchw_for(isa.isa), to: UnsafeRawPointer?.self)
+                case "qu8s8_dwconv": chosen = unsafeBitCast(kiln_qu8s8_dwconv_for(isa.isa), to: UnsafeRawPointer?.self)
+                case "qu8_lookup": chosen = unsafeBitCast(kiln_qu8_lookup_for(isa.isa), to: UnsafeRawPointer?.self)
+                default:
+                    Issue.record("the dispatch test does not know family \(family)")
+                    continue
                 }
                 #expect(chosen == unsafeBitCast(expected.function, to: UnsafeRawPointer?.self), "\(family) for \(isa)")
             }

@@ -110,7 +110,7 @@ struct GradientTests {
     @Test("activations", arguments: [
         (Activation.relu, [Float(0)]), (.relu6, [0, 6]), (.clip(min: -1, max: 1.5), [-1, 1.5]),
         (.leakyRelu(alpha: 0.1), [0]), (.tanh, []), (.sigmoid, []), (.hardSigmoid(alpha: 0.2, beta: 0.5), [-2.5, 2.5]),
-        (.hardSwish, [-3, 3]),
+        (.hardSwish, [-3, 3]), (.silu, []), (.gelu, []), (.elu(alpha: 0.7), [0]), (.softplus, []), (.erf, []),
     ])
     func activations(_ f: Activation, _ kinks: [Float]) {
         let x = awayFromKinks([3, 5, 7], seed: 9, range: 7, kinks: kinks, gap: 0.05)

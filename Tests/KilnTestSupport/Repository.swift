@@ -47,6 +47,23 @@ public enum Repository {
     /// Files of the zoo teachers relative to models/ ("zoo/vgg.onnx"), sorted.
     public static let zooTeachers: [String] = zoo.values.map { "zoo/\($0.file)" }.sorted()
 
+    /// One entry of models/edge/edge.json: the edge zoo (scripts/make_edge_zoo.py), torchvision architectures and two
+    /// small detector/segmenter nets with random weights, exported as users export them.
+    public struct EdgeModel: Decodable, Sendable {
+        public var file: String
+        public var input_shape: [Int]
+        public var onnx_ops: [String]
+        /// PyTorch's input and outputs on a fixed random probe (.npy files in models/edge).
+        public var probe_input: String
+        public var probe_outputs: [String]
+    }
+
+    /// models/edge/edge.json by model name.
+    public static let edge: [String: EdgeModel] = {
+        let data = try! Data(contentsOf: root.appendingPathComponent("models/edge/edge.json"))
+        return try! JSONDecoder().decode([String: EdgeModel].self, from: data)
+    }()
+
     /// How real test images are normalized for a teacher file (relative to models/), when the repository records it.
     public static func normalization(_ file: String) -> (mean: Float, std: Float)? {
         if let entry = zoo.values.first(where: { "zoo/\($0.file)" == file }) { return (entry.input_mean, entry.input_std) }

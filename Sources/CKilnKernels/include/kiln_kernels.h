@@ -104,6 +104,24 @@ void kiln_qu8_maxpool(const uint8_t *x, int h, int w, int c, int kh, int kw, int
 void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point,
                                   float output_scale, int32_t output_zero_point, int32_t max_level, uint8_t *y);
 
+/// Requantized product of `pixels` × `c` u8 values `a` and either as many values `b` or, with `broadcast`, one per
+/// channel (b[ch] for every pixel): y = clamp(rint((a − za)(b − zb) · multiplier) + zy, 0, max_level), the product
+/// exact in int32 and multiplied in float32 (as KilnRuntime's reference kernel).
+void kiln_qu8_mul(const uint8_t *a, const uint8_t *b, int pixels, int c, int broadcast, float multiplier, int32_t a_zero_point,
+                  int32_t b_zero_point, int32_t output_zero_point, int32_t max_level, uint8_t *y);
+
+/// Copies `cx` bytes of each of `pixels` pixels of `x` (rows of `ldx` bytes) into rows of `cy` bytes of `y` (a channel
+/// concatenation writes each input at its channel offset, a channel slice reads from its first channel), mapped
+/// through a 256-entry `table` when the input's quantization differs from the output's (NULL: copied as they are).
+void kiln_qu8_copy_channels(const uint8_t *x, int ldx, int pixels, int cx, const uint8_t *table, uint8_t *y, int cy);
+
+/// Output row `oy` (w·scale_w pixels of c bytes) of nearest-neighbour upsampling of one NHWC u8 image [h][w][c] by
+/// whole factors: every output pixel copies the input pixel it falls in.
+void kiln_qu8_upsample_nearest(const uint8_t *x, int h, int w, int c, int scale_h, int scale_w, int oy, uint8_t *y);
+
+/// Channel permutation of `pixels` rows of `c` bytes: y[p][j] = x[p][permutation[j]].
+void kiln_qu8_permute_channels(const uint8_t *x, int pixels, int c, const int32_t *permutation, uint8_t *y);
+
 /// Quantizes one float sample stored NCHW ([c][plane]) to u8 stored NHWC ([plane][c]):
 /// q = clamp(rint(x / scale) + zero_point, 0, 255), 255 or 0 for ±infinity, 0 for NaN.
 typedef void kiln_qu8_quantize_nchw_kernel(const float *x, int c, int plane, float scale, int32_t zero_point, uint8_t *y);
@@ -111,6 +129,28 @@ typedef kiln_qu8_quantize_nchw_kernel *kiln_qu8_quantize_fn;
 
 /// The quantizer variant for an ISA.
 kiln_qu8_quantize_fn kiln_qu8_quantize_nchw_for(int isa);
+
+/// Geometry of a depthwise convolution of any kernel size over one NHWC u8 image [h][w][c], for output rows of `ow`
+/// pixels.
+typedef struct {
+    int h, w, c, kh, kw, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, ow;
+} kiln_dwconv_geometry;
+
+/// Depthwise convolution of any kernel size, stride, dilation and padding: output row `oy` of one image, all `ow`
+/// pixels and `c` channels; weights are [kh·kw][c] int8 (tap-major); padding cells hold `input_zero`.
+typedef void kiln_qu8s8_dwconv_kernel(const uint8_t *x, const kiln_dwconv_geometry *g, int oy, uint8_t input_zero,
+                                      const int8_t *weights, uint8_t *y, const kiln_requant *rq);
+typedef kiln_qu8s8_dwconv_kernel *kiln_qu8s8_dwconv_fn;
+
+/// The general depthwise variant for an ISA.
+kiln_qu8s8_dwconv_fn kiln_qu8s8_dwconv_for(int isa);
+
+/// A pointwise function on u8 levels as a 256-entry table: y[i] = table[x[i]] for i < n; `y` may be `x` (in place).
+typedef void kiln_qu8_lookup_kernel(size_t n, const uint8_t *x, const uint8_t *table, uint8_t *y);
+typedef kiln_qu8_lookup_kernel *kiln_qu8_lookup_fn;
+
+/// The lookup variant for an ISA.
+kiln_qu8_lookup_fn kiln_qu8_lookup_for(int isa);
 
 /// Every kernel of the list, declared with its family's type.
 #define KILN_KERNEL(family, name, isa) kiln_##family##_kernel name;

@@ -1,0 +1,45 @@
+// Elementwise int8 ops on NHWC u8 tensors (portable C).
+#pragma STDC FP_CONTRACT OFF
+#include "kiln_kernels.h"
+#include <string.h>
+#include "requant.h"
+
+void kiln_qu8_mul(const uint8_t *a, const uint8_t *b, int pixels, int c, int broadcast, float multiplier, int32_t a_zero_point,
+                  int32_t b_zero_point, int32_t output_zero_point, int32_t max_level, uint8_t *y) {
+    for (int p = 0; p < pixels; p++) {
+        const uint8_t *row = a + (size_t)p * c, *gate = broadcast ? b : b + (size_t)p * c;
+        uint8_t *out = y + (size_t)p * c;
+        for (int ch = 0; ch < c; ch++) {
+            int32_t product = ((int32_t)row[ch] - a_zero_point) * ((int32_t)gate[ch] - b_zero_point);
+            out[ch] = (uint8_t)kiln_clamp_i32(kiln_round_limited((float)product * multiplier) + output_zero_point, 0, max_level);
+        }
+    }
+}
+
+void kiln_qu8_copy_channels(const uint8_t *x, int ldx, int pixels, int cx, const uint8_t *table, uint8_t *y, int cy) {
+    for (int p = 0; p < pixels; p++) {
+        const uint8_t *in = x + (size_t)p * ldx;
+        uint8_t *out = y + (size_t)p * cy;
+        if (table) {
+            for (int ch = 0; ch < cx; ch++) out[ch] = table[in[ch]];
+        } else {
+            for (int ch = 0; ch < cx; ch++) out[ch] = in[ch];
+        }
+    }
+}
+
+void kiln_qu8_permute_channels(const uint8_t *x, int pixels, int c, const int32_t *permutation, uint8_t *y) {
+    for (int p = 0; p < pixels; p++) {
+        const uint8_t *in = x + (size_t)p * c;
+        uint8_t *out = y + (size_t)p * c;
+        for (int ch = 0; ch < c; ch++) out[ch] = in[permutation[ch]];
+    }
+}
+
+void kiln_qu8_upsample_nearest(const uint8_t *x, int h, int w, int c, int scale_h, int scale_w, int oy, uint8_t *y) {
+    const uint8_t *row = x + (size_t)(oy / scale_h) * w * c;
+    for (int ix = 0; ix < w; ix++) {
+        for (int k = 0; k < scale_w; k++) memcpy(y + ((size_t)ix * scale_w + k) * c, row + (size_t)ix * c, (size_t)c);
+    }
+    (void)h;
+}
