@@ -24,9 +24,9 @@ def main():
     onnx.save(model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")]),
               os.path.join(OUT, "missing_initializer.onnx"))
     # Two unsupported op types in three nodes.
-    onnx.save(model([helper.make_node("Erf", ["x"], ["a"], name="erf1"),
+    onnx.save(model([helper.make_node("Hardmax", ["x"], ["a"], name="hardmax1"),
                      helper.make_node("LSTM", ["a"], ["b"], name="lstm"),
-                     helper.make_node("Erf", ["b"], ["y"], name="erf2")]),
+                     helper.make_node("Hardmax", ["b"], ["y"], name="hardmax2")]),
               os.path.join(OUT, "unsupported_ops.onnx"))
     # A valid conv model without BatchNormalization (inspect warns).
     weight = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")

@@ -43,3 +43,27 @@ void kiln_qu8_upsample_nearest(const uint8_t *x, int h, int w, int c, int scale_
     }
     (void)h;
 }
+
+void kiln_qu8_insert_zeros(const uint8_t *x, int w, int c, int stride_h, int stride_w, uint8_t zero, int oy, int ow, uint8_t *y) {
+    memset(y, zero, (size_t)ow * c);
+    if (oy % stride_h != 0) return;
+    const uint8_t *row = x + (size_t)(oy / stride_h) * w * c;
+    for (int ix = 0; ix < w; ix++) memcpy(y + (size_t)ix * stride_w * c, row + (size_t)ix * c, (size_t)c);
+}
+
+void kiln_qu8_resize_linear_row(const uint8_t *x, int w, int c, int y0, int y1, float fy, const int32_t *x0, const int32_t *x1,
+                                const float *fx, int ow, int32_t max_level, uint8_t *y) {
+    const uint8_t *top = x + (size_t)y0 * w * c, *bottom = x + (size_t)y1 * w * c;
+    for (int ox = 0; ox < ow; ox++) {
+        const uint8_t *a = top + (size_t)x0[ox] * c, *b = top + (size_t)x1[ox] * c;
+        const uint8_t *d = bottom + (size_t)x0[ox] * c, *e = bottom + (size_t)x1[ox] * c;
+        const float f = fx[ox];
+        uint8_t *out = y + (size_t)ox * c;
+        for (int ch = 0; ch < c; ch++) {
+            float upper = (1 - f) * (float)a[ch] + f * (float)b[ch];
+            float lower = (1 - f) * (float)d[ch] + f * (float)e[ch];
+            int32_t level = kiln_round_limited((1 - fy) * upper + fy * lower);
+            out[ch] = (uint8_t)kiln_clamp_i32(level, 0, max_level);
+        }
+    }
+}

@@ -153,6 +153,16 @@ extension Op {
             try needImage(s[0])
             guard sh >= 1, sw >= 1 else { throw ShapeError("scales must be positive") }
             return [s[0][0], s[0][1], s[0][2] * sh, s[0][3] * sw]
+        case .resizeLinear(let height, let width, _):
+            try need(1...1)
+            try needImage(s[0])
+            guard height >= 1, width >= 1 else { throw ShapeError("resize to \(height)×\(width)") }
+            return [s[0][0], s[0][1], height, width]
+        case .insertZeros(let sh, let sw):
+            try need(1...1)
+            try needImage(s[0])
+            guard sh >= 1, sw >= 1 else { throw ShapeError("strides must be positive") }
+            return [s[0][0], s[0][1], (s[0][2] - 1) * sh + 1, (s[0][3] - 1) * sw + 1]
         }
     }
 

@@ -35,6 +35,33 @@ public enum Op: Hashable, Sendable {
     case gather(axis: Int, indices: IntTensor)
     /// Nearest-neighbour upsampling of x [N, C, H, W] by integer factors.
     case upsampleNearest(scaleH: Int, scaleW: Int)
+    /// x [N, C, H, W] spread to [N, C, (H−1)·sh + 1, (W−1)·sw + 1] with zeros between its pixels: with a convolution
+    /// after it, a transposed convolution (the importer writes ConvTranspose this way).
+    case insertZeros(strideH: Int, strideW: Int)
+    /// Bilinear resize of x [N, C, H, W] to [N, C, height, width], output coordinates mapped to input ones as ONNX's
+    /// `coordinate_transformation_mode` says.
+    case resizeLinear(height: Int, width: Int, coordinates: ResizeCoordinates)
+}
+
+/// How a resize maps output pixel coordinates to input ones (ONNX's coordinate_transformation_mode).
+public enum ResizeCoordinates: String, Hashable, Sendable, CaseIterable {
+    case halfPixel = "half_pixel", pytorchHalfPixel = "pytorch_half_pixel", alignCorners = "align_corners", asymmetric
+
+    /// The two input cells output cell `index` interpolates along one axis and the weight of the second: the one
+    /// definition the interpreter, its gradient and the student's resize tables use.
+    public func linearTap(_ index: Int, input: Int, output: Int) -> (first: Int, second: Int, fraction: Float) {
+        let scale = Float(output) / Float(input)
+        var x: Float
+        switch self {
+        case .halfPixel: x = (Float(index) + 0.5) / scale - 0.5
+        case .pytorchHalfPixel: x = output > 1 ? (Float(index) + 0.5) / scale - 0.5 : 0
+        case .alignCorners: x = output > 1 ? Float(index) * Float(input - 1) / Float(output - 1) : 0
+        case .asymmetric: x = Float(index) / scale
+        }
+        x = Swift.min(Swift.max(x, 0), Float(input - 1))
+        let first = Int(x.rounded(.down))
+        return (first, Swift.min(first + 1, input - 1), x - Float(first))
+    }
 }
 
 /// Attributes of a 2-D convolution.
@@ -221,6 +248,8 @@ extension Op {
         case .slice: return "Slice"
         case .gather: return "Gather"
         case .upsampleNearest: return "UpsampleNearest"
+        case .insertZeros: return "InsertZeros"
+        case .resizeLinear: return "ResizeLinear"
         }
     }
 

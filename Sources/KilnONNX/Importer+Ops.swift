@@ -8,6 +8,7 @@ extension Importer {
     /// evaluated by `Folding` when all their inputs are known.
     static let handlers: [String: Handler] = [
         "Conv": { try $0.conv($1) },
+        "ConvTranspose": { try $0.convTranspose($1) },
         "BatchNormalization": { try $0.batchNormalization($1) },
         "Relu": { try $0.activation($1, .relu) },
         "LeakyRelu": { try $0.activation($1, .leakyRelu(alpha: try $1.attributes.float("alpha", default: 0.01))) },
@@ -82,6 +83,71 @@ extension Importer {
         let attributes = ConvAttributes(strides: strides, pads: pads, dilations: dilations,
                                         group: try n.attributes.int("group", default: 1))
         try emit(n, .conv(attributes), inputs)
+    }
+
+    /// A 2-D transposed convolution as what it computes: zeros inserted between the input's pixels (stride − 1 of
+    /// them), then a convolution with stride 1, the kernel flipped and its channel roles swapped, and pads
+    /// dilation·(kernel − 1) − pads (output_padding added at the end). Every later stage then sees a plain conv.
+    mutating func convTranspose(_ n: NodeContext) throws {
+        let x = try tensor(n, 0)
+        let xs = shape(x)
+        guard xs.count == 4 else { throw ImportFailure("only 2-D transposed convolution is supported (input \(xs.shapeDescription))") }
+        guard let weight = try known(n, 1), case .float(let w) = weight.small, w.rank == 4 else {
+            throw ImportFailure("the weight must be a constant 4-D float tensor")
+        }
+        let group = try n.attributes.int("group", default: 1)
+        let (cin, coutPerGroup, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        guard group >= 1, cin == xs[1], cin % group == 0 else { throw ImportFailure("weight \(w.shape) does not fit input \(xs.shapeDescription) in \(group) groups") }
+        let kernel = try n.attributes.ints("kernel_shape") ?? [kh, kw]
+        guard kernel == [kh, kw] else { throw ImportFailure("kernel_shape \(kernel) disagrees with weight \(w.shape)") }
+        let strides = try n.attributes.ints("strides") ?? [1, 1]
+        let dilations = try n.attributes.ints("dilations") ?? [1, 1]
+        let outputPadding = try n.attributes.ints("output_padding") ?? [0, 0]
+        guard strides.count == 2, dilations.count == 2, outputPadding.count == 2, strides.allSatisfy({ $0 >= 1 }),
+              dilations.allSatisfy({ $0 >= 1 }) else { throw ImportFailure("strides, dilations and output_padding need 2 valid entries") }
+        var pads = try n.attributes.ints("pads") ?? [0, 0, 0, 0]
+        let autoPad = try n.attributes.string("auto_pad", default: "NOTSET")
+        if let outputShape = try n.attributes.ints("output_shape") {
+            // Total padding from the requested size; the odd cell goes at the end unless SAME_LOWER (as the ONNX
+            // backend cases of ConvTranspose expect).
+            guard outputShape.count >= 2 else { throw ImportFailure("output_shape needs H and W") }
+            let target = Array(outputShape.suffix(2))
+            for axis in 0..<2 {
+                let total = strides[axis] * ([xs[2], xs[3]][axis] - 1) + outputPadding[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - target[axis]
+                let small = total / 2
+                (pads[axis], pads[axis + 2]) = autoPad == "SAME_LOWER" ? (total - small, small) : (small, total - small)
+            }
+        } else if autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER" {
+            for axis in 0..<2 {
+                let total = max(0, (kernel[axis] - 1) * dilations[axis] + 1 + outputPadding[axis] - strides[axis])
+                let small = total / 2
+                (pads[axis], pads[axis + 2]) = autoPad == "SAME_LOWER" ? (total - small, small) : (small, total - small)
+            }
+        } else if autoPad == "VALID" {
+            pads = [0, 0, 0, 0]
+        }
+        guard pads.count == 4 else { throw ImportFailure("pads \(pads) must have 4 entries") }
+        let convPads = (0..<4).map { (i: Int) -> Int in
+            let reach: Int = dilations[i % 2] * (kernel[i % 2] - 1)
+            let extra: Int = i >= 2 ? outputPadding[i % 2] : 0
+            return reach - pads[i] + extra
+        }
+        guard convPads.allSatisfy({ $0 >= 0 }) else {
+            throw ImportFailure("pads \(pads) larger than the kernel's reach are not supported")
+        }
+        // [Cin, Cout/g, kH, kW] → [Cout, Cin/g, kH, kW], flipped in H and W.
+        let cinPerGroup = cin / group, cout = coutPerGroup * group
+        var flipped = [Float](repeating: 0, count: w.count)
+        for g in 0..<group { for i in 0..<cinPerGroup { for o in 0..<coutPerGroup { for y in 0..<kh { for x0 in 0..<kw {
+            let source = (((g * cinPerGroup + i) * coutPerGroup + o) * kh + y) * kw + x0
+            let target = (((g * coutPerGroup + o) * cinPerGroup + i) * kh + (kh - 1 - y)) * kw + (kw - 1 - x0)
+            flipped[target] = w.scalars[source]
+        } } } } }
+        let weightID = graph.addConstant(name: "\(n.label)/conv_weight", Tensor(shape: [cout, cinPerGroup, kh, kw], scalars: flipped))
+        let spread = strides == [1, 1] ? x : try emit(n, .insertZeros(strideH: strides[0], strideW: strides[1]), [x], step: "insert_zeros")
+        var inputs = [spread, weightID]
+        if n.has(2) { inputs.append(try tensor(n, 2)) }
+        try emit(n, .conv(ConvAttributes(strides: [1, 1], pads: convPads, dilations: dilations, group: group)), inputs)
     }
 
     /// Explicit pads [top, left, bottom, right] from `pads` or `auto_pad`.
@@ -490,14 +556,15 @@ extension Importer {
         }
     }
 
-    /// Resize (and the older Upsample) by whole factors with nearest neighbours, where every output pixel copies
-    /// the input pixel it falls in (the coordinate and rounding modes PyTorch and most exporters write).
+    /// Resize (and the older Upsample): nearest neighbours by whole factors, where every output pixel copies the
+    /// input pixel it falls in (the coordinate and rounding modes PyTorch and most exporters write), or bilinear to
+    /// any size with the half_pixel, pytorch_half_pixel, align_corners or asymmetric coordinates.
     mutating func resize(_ n: NodeContext) throws {
         let x = try tensor(n, 0)
         let xs = shape(x)
         guard xs.count == 4 else { throw ImportFailure("only 4-D (image) inputs are supported, got \(xs.shapeDescription)") }
         let mode = try n.attributes.string("mode", default: "nearest")
-        guard mode == "nearest" else { throw ImportFailure("mode '\(mode)' is not supported yet (only nearest)") }
+        guard mode == "nearest" || mode == "linear" else { throw ImportFailure("mode '\(mode)' is not supported (nearest and linear are)") }
         var scales: [Float]?
         var sizes: [Int]?
         if n.proto.opType == "Upsample" {
@@ -509,22 +576,42 @@ extension Importer {
             if scales?.isEmpty ?? true { scales = nil }
             sizes = n.has(3) ? try constantInts(n, 3) : nil
         }
-        let factors: [Int]
+        // Output H and W (ONNX: floor(input · scale)).
+        let output: [Int]
         if let scales, scales.count == 4 {
-            guard scales[0] == 1, scales[1] == 1, scales[2...].allSatisfy({ $0 >= 1 && $0 == $0.rounded() }) else {
-                throw ImportFailure("scales \(scales) are not whole upsampling factors of H and W")
+            guard scales[0] == 1, scales[1] == 1, scales[2] > 0, scales[3] > 0 else { throw ImportFailure("scales \(scales) must keep N and C") }
+            output = [Int((Float(xs[2]) * scales[2]).rounded(.down)), Int((Float(xs[3]) * scales[3]).rounded(.down))]
+            // Coordinates map through the given scale; Kiln's resize maps through output / input, the same only when
+            // the scale is exact.
+            guard Float(output[0]) / Float(xs[2]) == scales[2], Float(output[1]) / Float(xs[3]) == scales[3] else {
+                throw ImportFailure("scales \(scales) do not give whole output sizes from \(xs.shapeDescription); not supported")
             }
-            factors = [Int(scales[2]), Int(scales[3])]
         } else if let sizes, sizes.count == 4 {
-            guard sizes[1] == xs[1], sizes[2] % xs[2] == 0, sizes[3] % xs[3] == 0 else {
-                throw ImportFailure("sizes \(sizes) are not whole multiples of the input \(xs.shapeDescription)")
-            }
-            factors = [sizes[2] / xs[2], sizes[3] / xs[3]]
+            guard sizes[1] == xs[1] else { throw ImportFailure("sizes \(sizes) must keep C") }
+            output = [sizes[2], sizes[3]]
         } else {
             throw ImportFailure("needs 4 scales or 4 sizes known at import")
         }
-        if n.proto.opType == "Resize" && opset >= 11 {
-            let coordinates = try n.attributes.string("coordinate_transformation_mode", default: "half_pixel")
+        guard output.allSatisfy({ $0 >= 1 }) else { throw ImportFailure("resize to \(output) is empty") }
+        if output == [xs[2], xs[3]] {
+            alias(n, to: x)
+            return
+        }
+        let modern = n.proto.opType == "Resize" && opset >= 11
+        let coordinates = modern ? try n.attributes.string("coordinate_transformation_mode", default: "half_pixel") : "asymmetric"
+        if mode == "linear" {
+            guard try n.attributes.int("antialias", default: 0) == 0 else { throw ImportFailure("antialiased resize is not supported") }
+            guard let mapping = ResizeCoordinates(rawValue: coordinates) else {
+                throw ImportFailure("linear resize with coordinate_transformation_mode '\(coordinates)' is not supported")
+            }
+            try emit(n, .resizeLinear(height: output[0], width: output[1], coordinates: mapping), [x])
+            return
+        }
+        guard output[0] % xs[2] == 0, output[1] % xs[3] == 0 else {
+            throw ImportFailure("nearest resize from \(xs[2])×\(xs[3]) to \(output[0])×\(output[1]) is not by whole factors; not supported")
+        }
+        let factors = [output[0] / xs[2], output[1] / xs[3]]
+        if modern {
             let rounding = try n.attributes.string("nearest_mode", default: "round_prefer_floor")
             let replicates: Bool
             switch coordinates {
@@ -532,13 +619,9 @@ extension Importer {
             case "half_pixel", "pytorch_half_pixel": replicates = rounding != "ceil"
             default: replicates = false
             }
-            guard replicates || factors == [1, 1] else {
+            guard replicates else {
                 throw ImportFailure("nearest resize with coordinate_transformation_mode '\(coordinates)' and nearest_mode '\(rounding)' does not copy whole pixels; not supported")
             }
-        }
-        if factors == [1, 1] {
-            alias(n, to: x)
-            return
         }
         try emit(n, .upsampleNearest(scaleH: factors[0], scaleW: factors[1]), [x])
     }

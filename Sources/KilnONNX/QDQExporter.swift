@@ -119,6 +119,28 @@ public enum QDQExporter {
                 let scales = initializer("\(label)_scales", dims: [4], floats: [1, 1, Float(sh), Float(sw)])
                 node("Resize", [inputs[0], "", scales], [result], name: label,
                      strings: ["mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"])
+            case .resizeLinear(let r):
+                let input = student.activations[layer.inputs[0]].shape
+                result = "\(label)_resize"
+                let scales = initializer("\(label)_scales", dims: [4], floats: [1, 1, Float(r.rows.count) / Float(input[2]),
+                                                                                  Float(r.columns.count) / Float(input[3])])
+                node("Resize", [inputs[0], "", scales], [result], name: label,
+                     strings: ["mode": "linear", "coordinate_transformation_mode": r.coordinates])
+            case .insertZeros(let sh, let sw):
+                // [N, C, H, W] → [N, C, H, 1, W, 1] → zero-padded to [N, C, H, sh, W, sw] → [N, C, H·sh, W·sw] → cropped.
+                let shape = student.activations[layer.inputs[0]].shape
+                let (c, h, w) = (shape[1], shape[2], shape[3])
+                let split = initializer("\(label)_split", dims: [6], int64: [0, Int64(c), Int64(h), 1, Int64(w), 1])
+                node("Reshape", [inputs[0], split], ["\(label)_split"], name: "\(label)_reshape_in")
+                let pads = initializer("\(label)_pads", dims: [12], int64: [0, 0, 0, 0, 0, 0, 0, 0, 0, Int64(sh - 1), 0, Int64(sw - 1)])
+                node("Pad", ["\(label)_split", pads], ["\(label)_padded"], name: "\(label)_pad")
+                let joined = initializer("\(label)_joined", dims: [4], int64: [0, Int64(c), Int64(h * sh), Int64(w * sw)])
+                node("Reshape", ["\(label)_padded", joined], ["\(label)_spread"], name: "\(label)_reshape_out")
+                let starts = initializer("\(label)_starts", dims: [2], int64: [0, 0])
+                let ends = initializer("\(label)_ends", dims: [2], int64: [Int64((h - 1) * sh + 1), Int64((w - 1) * sw + 1)])
+                let axes = initializer("\(label)_axes", dims: [2], int64: [2, 3])
+                result = "\(label)_insert_zeros"
+                node("Slice", ["\(label)_spread", starts, ends, axes], [result], name: label)
             case .permuteChannels(let permutation):
                 result = "\(label)_shuffle"
                 let indices = initializer("\(label)_indices", dims: [permutation.count], int64: permutation.map { Int64($0) })

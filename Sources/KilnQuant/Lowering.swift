@@ -42,11 +42,15 @@ struct PlannedLayer {
         case permuteChannels([Int])
         /// Nearest-neighbour upsampling by whole factors.
         case upsampleNearest(Int, Int)
+        /// Zeros between pixels (a transposed convolution's first half).
+        case insertZeros(Int, Int)
+        /// Bilinear resize.
+        case resizeLinear(height: Int, width: Int, coordinates: ResizeCoordinates)
 
         /// Max pooling and layout ops keep their input's quantization (their output is no quantization point).
         var keepsInputQuantization: Bool {
             switch self {
-            case .maxPool, .reshape, .sliceChannels, .permuteChannels, .upsampleNearest: return true
+            case .maxPool, .reshape, .sliceChannels, .permuteChannels, .upsampleNearest, .insertZeros, .resizeLinear: return true
             default: return false
             }
         }
@@ -196,6 +200,11 @@ struct Lowering {
                                          inputs: [node.inputs[0]], output: graph.nodes[nodes[1]].output, nodes: nodes))
                 case .upsampleNearest(let sh, let sw):
                     planned.append(layer(.upsampleNearest(sh, sw), inputs: [node.inputs[0]], output: node.output))
+                case .insertZeros(let sh, let sw):
+                    planned.append(layer(.insertZeros(sh, sw), inputs: [node.inputs[0]], output: node.output))
+                case .resizeLinear(let height, let width, let coordinates):
+                    planned.append(layer(.resizeLinear(height: height, width: width, coordinates: coordinates), inputs: [node.inputs[0]],
+                                         output: node.output))
                 case .slice(let a):
                     let xs = graph[node.inputs[0]].shape
                     guard xs.count == 4 || xs.count == 2, a.steps.allSatisfy({ $0 == 1 }),
@@ -322,6 +331,13 @@ struct Lowering {
             case .sliceChannels(let start, let count): op = .sliceChannels(start: start, count: count)
             case .permuteChannels(let permutation): op = .permuteChannels(permutation)
             case .upsampleNearest(let sh, let sw): op = .upsampleNearest(scaleH: sh, scaleW: sw)
+            case .insertZeros(let sh, let sw): op = .insertZeros(strideH: sh, strideW: sw)
+            case .resizeLinear(let height, let width, let coordinates):
+                let input = activations[xs[0]].shape
+                func taps(_ output: Int, _ size: Int) -> [ResizeTap] {
+                    (0..<output).map { let t = coordinates.linearTap($0, input: size, output: output); return ResizeTap(first: t.first, second: t.second, fraction: t.fraction) }
+                }
+                op = .resizeLinear(LinearResize(coordinates: coordinates.rawValue, rows: taps(height, input[2]), columns: taps(width, input[3])))
             }
             let shape: [Int]
             if case .reshape(let target) = planned.kind { shape = target } else { shape = graph[planned.output].shape }

@@ -182,6 +182,37 @@ extension KilnContext {
                                                   Int32(image.c), Int32(sh), Int32(sw), Int32(oy), destination + task * rowBytes)
                     }
                 }
+            case .resizeLinear(let r):
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch), out = outImage
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                let first = r.columns.map { Int32($0.first) }, second = r.columns.map { Int32($0.second) }
+                let fractions = r.columns.map(\.fraction)
+                first.withUnsafeBufferPointer { x0 in
+                    second.withUnsafeBufferPointer { x1 in
+                        fractions.withUnsafeBufferPointer { fx in
+                            parallelFor(batch * out.h) { begin, end, _ in
+                                for task in begin..<end {
+                                    let b = task / out.h, tap = r.rows[task % out.h]
+                                    kiln_qu8_resize_linear_row(source + b * image.h * image.w * image.c, Int32(image.w), Int32(image.c),
+                                                               Int32(tap.first), Int32(tap.second), tap.fraction, x0.baseAddress!,
+                                                               x1.baseAddress!, fx.baseAddress!, Int32(out.w), outInfo.maxLevel,
+                                                               destination + task * out.w * out.c)
+                                }
+                            }
+                        }
+                    }
+                }
+            case .insertZeros(let sh, let sw):
+                let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch), out = outImage
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                let zero = UInt8(truncatingIfNeeded: inInfo[0].quantization.zeroPoint)
+                parallelFor(batch * out.h) { begin, end, _ in
+                    for task in begin..<end {
+                        let b = task / out.h, oy = task % out.h
+                        kiln_qu8_insert_zeros(source + b * image.h * image.w * image.c, Int32(image.w), Int32(image.c), Int32(sh),
+                                              Int32(sw), zero, Int32(oy), Int32(out.w), destination + task * out.w * out.c)
+                    }
+                }
             case .permuteChannels(let permutation):
                 let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1)
                 let indices = permutation.map { Int32($0) }
@@ -319,36 +350,29 @@ extension KilnContext {
                     }
                 }
             }
-        case .depthwise3x3:
-            let dw = compiled.depthwise!, l = conv.layer
-            let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
-            parallelFor(batch * out.h) { begin, end, _ in
-                var local = rq
-                for task in begin..<end {
-                    let b = task / out.h, oy = task % out.h
-                    let row = (b * out.h + oy) * out.w * m
-                    local.residual = residual.map { UnsafePointer($0 + row) }
-                    dw(input + b * image.h * image.w * image.c, Int32(image.h), Int32(image.w), Int32(m), Int32(oy),
-                       Int32(out.w), Int32(l.strides[0]), Int32(l.pads[0]), Int32(l.pads[1]), zero, weights,
-                       output + row, &local)
-                    if let table { compiled.lookup!(out.w * m, output + row, table, output + row) }
-                }
-            }
-        case .depthwise:
-            let dw = compiled.generalDepthwise!, l = conv.layer
+        case .depthwise3x3, .depthwise:
+            // One output row per task: the 3×3 kernel or the one for any kernel size, then any fused lookup.
+            let l = conv.layer
             let zero = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
             var geometry = kiln_dwconv_geometry(h: Int32(image.h), w: Int32(image.w), c: Int32(m), kh: Int32(l.kernel[0]),
                                                 kw: Int32(l.kernel[1]), stride_h: Int32(l.strides[0]), stride_w: Int32(l.strides[1]),
                                                 pad_top: Int32(l.pads[0]), pad_left: Int32(l.pads[1]),
                                                 dilation_h: Int32(l.dilations[0]), dilation_w: Int32(l.dilations[1]), ow: Int32(out.w))
+            let threeByThree = conv.kind == .depthwise3x3 ? compiled.depthwise : nil
+            let anySize = compiled.generalDepthwise!
             withUnsafePointer(to: &geometry) { geometry in
                 parallelFor(batch * out.h) { begin, end, _ in
                     var local = rq
                     for task in begin..<end {
                         let b = task / out.h, oy = task % out.h
-                        let row = (b * out.h + oy) * out.w * m
+                        let row = (b * out.h + oy) * out.w * m, image0 = input + b * image.h * image.w * image.c
                         local.residual = residual.map { UnsafePointer($0 + row) }
-                        dw(input + b * image.h * image.w * image.c, geometry, Int32(oy), zero, weights, output + row, &local)
+                        if let threeByThree {
+                            threeByThree(image0, Int32(image.h), Int32(image.w), Int32(m), Int32(oy), Int32(out.w),
+                                         Int32(l.strides[0]), Int32(l.pads[0]), Int32(l.pads[1]), zero, weights, output + row, &local)
+                        } else {
+                            anySize(image0, geometry, Int32(oy), zero, weights, output + row, &local)
+                        }
                         if let table { compiled.lookup!(out.w * m, output + row, table, output + row) }
                     }
                 }

@@ -129,6 +129,21 @@ public enum KilnFile {
             w.u8(13)
             w.u32(UInt32(start))
             w.u32(UInt32(count))
+        case .resizeLinear(let r):
+            w.u8(17)
+            w.string(r.coordinates)
+            for taps in [r.rows, r.columns] {
+                w.u32(UInt32(taps.count))
+                for tap in taps {
+                    w.u32(UInt32(tap.first))
+                    w.u32(UInt32(tap.second))
+                    w.f32(tap.fraction)
+                }
+            }
+        case .insertZeros(let sh, let sw):
+            w.u8(16)
+            w.u32(UInt32(sh))
+            w.u32(UInt32(sw))
         case .upsampleNearest(let sh, let sw):
             w.u8(15)
             w.u32(UInt32(sh))
@@ -273,6 +288,15 @@ public enum KilnFile {
             return .lookup(LookupTable(function: function, table: table))
         case 12: return .mul
         case 15: return .upsampleNearest(scaleH: Int(try r.u32()), scaleW: Int(try r.u32()))
+        case 16: return .insertZeros(strideH: Int(try r.u32()), strideW: Int(try r.u32()))
+        case 17:
+            let coordinates = try r.string()
+            let taps = try (0..<2).map { _ in
+                try (0..<r.count(limit: 1 << 16, "resize taps")).map { _ in
+                    ResizeTap(first: Int(try r.u32()), second: Int(try r.u32()), fraction: try r.f32())
+                }
+            }
+            return .resizeLinear(LinearResize(coordinates: coordinates, rows: taps[0], columns: taps[1]))
         case 13: return .sliceChannels(start: Int(try r.u32()), count: Int(try r.u32()))
         case 14: return .permuteChannels(try params.read(&r, size: 4) { Int(UInt32(littleEndianFrom: $0, at: $0.startIndex)) })
         default: throw r.error("unknown layer op \(tag)")

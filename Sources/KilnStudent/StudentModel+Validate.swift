@@ -78,7 +78,7 @@ extension StudentModel {
                     guard let highest = l.table[0...Int(inputs[0].maxLevel)].max(), Int32(highest) <= top else {
                         throw KilnFormatError("lookup table entries exceed the output's \(activations[layer.output].bits)-bit levels")
                     }
-                case .reshape, .sliceChannels, .permuteChannels, .upsampleNearest:
+                case .reshape, .sliceChannels, .permuteChannels, .upsampleNearest, .insertZeros, .resizeLinear:
                     guard inputs[0].quantization == activations[layer.output].quantization, inputs[0].bits == activations[layer.output].bits else {
                         throw KilnFormatError("a \(layer.op.displayName) layer must keep its input's quantization")
                     }
@@ -198,6 +198,23 @@ extension LayerOp {
                 throw KilnFormatError("upsampling factors \(sh)×\(sw) out of range")
             }
             return [s[0][0], s[0][1], s[0][2] * sh, s[0][3] * sw]
+        case .resizeLinear(let r):
+            guard s.count == 1 else { throw KilnFormatError("takes one input") }
+            try image(s[0])
+            for (taps, size) in [(r.rows, s[0][2]), (r.columns, s[0][3])] {
+                guard !taps.isEmpty, taps.allSatisfy({ (0..<size).contains($0.first) && (0..<size).contains($0.second)
+                                                       && $0.fraction >= 0 && $0.fraction <= 1 }) else {
+                    throw KilnFormatError("resize taps outside the input's \(size) cells or with weights outside 0...1")
+                }
+            }
+            return [s[0][0], s[0][1], r.rows.count, r.columns.count]
+        case .insertZeros(let sh, let sw):
+            guard s.count == 1 else { throw KilnFormatError("takes one input") }
+            try image(s[0])
+            guard (1...64).contains(sh), (1...64).contains(sw), s[0][2] * sh <= 1 << 16, s[0][3] * sw <= 1 << 16 else {
+                throw KilnFormatError("strides \(sh)×\(sw) out of range")
+            }
+            return [s[0][0], s[0][1], (s[0][2] - 1) * sh + 1, (s[0][3] - 1) * sw + 1]
         case .permuteChannels(let permutation):
             guard s.count == 1, s[0].count == 4 || s[0].count == 2 else { throw KilnFormatError("takes one 4-D or 2-D input") }
             guard permutation.count == s[0][1], Set(permutation) == Set(0..<s[0][1]) else {

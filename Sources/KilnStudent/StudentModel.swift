@@ -136,6 +136,38 @@ public struct LookupTable: Hashable, Sendable {
     }
 }
 
+/// One output row or column of a bilinear resize: the two input cells it interpolates and the second one's weight.
+public struct ResizeTap: Hashable, Sendable {
+    /// The input cells (equal at the border).
+    public var first, second: Int
+    /// Weight of `second` (0 ... 1); `first` weighs 1 − fraction.
+    public var fraction: Float
+
+    /// Creates a tap.
+    public init(first: Int, second: Int, fraction: Float) {
+        self.first = first
+        self.second = second
+        self.fraction = fraction
+    }
+}
+
+/// A bilinear resize as its taps: output level = rint((1 − fy)·((1 − fx)·a + fx·b) + fy·((1 − fx)·c + fx·d)) of
+/// the four input levels, in float32 in that order (same quantization in and out).
+public struct LinearResize: Hashable, Sendable {
+    /// The ONNX coordinate_transformation_mode the taps were computed with (for export).
+    public var coordinates: String
+    /// One tap per output row and per output column.
+    public var rows: [ResizeTap]
+    public var columns: [ResizeTap]
+
+    /// Creates a resize description.
+    public init(coordinates: String, rows: [ResizeTap], columns: [ResizeTap]) {
+        self.coordinates = coordinates
+        self.rows = rows
+        self.columns = columns
+    }
+}
+
 /// What a student layer computes.
 public enum LayerOp: Hashable, Sendable {
     /// float32 input (NCHW) → uint8 (NHWC), with the output tensor's quantization.
@@ -169,6 +201,11 @@ public enum LayerOp: Hashable, Sendable {
     case permuteChannels([Int])
     /// Nearest-neighbour upsampling of a 4-D tensor by whole factors (same quantization as the input).
     case upsampleNearest(scaleH: Int, scaleW: Int)
+    /// A 4-D tensor spread to [N, C, (H−1)·sh + 1, (W−1)·sw + 1] with the zero point between its pixels (the first
+    /// half of a transposed convolution; same quantization as the input).
+    case insertZeros(strideH: Int, strideW: Int)
+    /// Bilinear resize of a 4-D tensor (same quantization as the input).
+    case resizeLinear(LinearResize)
 }
 
 /// One layer of a student: an op over activations, by index into `StudentModel.activations`.
@@ -260,6 +297,8 @@ extension LayerOp {
         case .sliceChannels: return "SliceChannels"
         case .permuteChannels: return "ChannelShuffle"
         case .upsampleNearest: return "UpsampleNearest"
+        case .insertZeros: return "InsertZeros"
+        case .resizeLinear: return "ResizeLinear"
         }
     }
 }

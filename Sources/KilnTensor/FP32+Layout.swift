@@ -135,6 +135,75 @@ extension FP32 {
         return Tensor(shape: [x.shape[0], x.shape[1], oh, ow], scalars: out)
     }
 
+    /// Bilinear resize of x [N, C, H, W] to [N, C, height, width] (`ResizeCoordinates.linearTap` on each axis).
+    public static func resizeLinear(_ x: Tensor, height: Int, width: Int, coordinates: ResizeCoordinates) -> Tensor {
+        let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
+        let rows = (0..<height).map { coordinates.linearTap($0, input: h, output: height) }
+        let columns = (0..<width).map { coordinates.linearTap($0, input: w, output: width) }
+        var out = [Float](repeating: 0, count: planes * height * width)
+        for plane in 0..<planes {
+            let base = plane * h * w
+            for (oy, r) in rows.enumerated() {
+                for (ox, c) in columns.enumerated() {
+                    let a = x.scalars[base + r.first * w + c.first], b = x.scalars[base + r.first * w + c.second]
+                    let d = x.scalars[base + r.second * w + c.first], e = x.scalars[base + r.second * w + c.second]
+                    let top = (1 - c.fraction) * a + c.fraction * b, bottom = (1 - c.fraction) * d + c.fraction * e
+                    out[(plane * height + oy) * width + ox] = (1 - r.fraction) * top + r.fraction * bottom
+                }
+            }
+        }
+        return Tensor(shape: [x.shape[0], x.shape[1], height, width], scalars: out)
+    }
+
+    /// Gradient of `resizeLinear`: each output cell's gradient goes back to its four input cells by their weights.
+    public static func resizeLinearBackward(_ gradient: Tensor, inputShape: [Int], coordinates: ResizeCoordinates) -> Tensor {
+        let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
+        let (height, width) = (gradient.shape[2], gradient.shape[3])
+        let rows = (0..<height).map { coordinates.linearTap($0, input: h, output: height) }
+        let columns = (0..<width).map { coordinates.linearTap($0, input: w, output: width) }
+        var dx = [Float](repeating: 0, count: inputShape.elementCount)
+        for plane in 0..<planes {
+            let base = plane * h * w
+            for (oy, r) in rows.enumerated() {
+                for (ox, c) in columns.enumerated() {
+                    let g = gradient.scalars[(plane * height + oy) * width + ox]
+                    dx[base + r.first * w + c.first] += (1 - r.fraction) * (1 - c.fraction) * g
+                    dx[base + r.first * w + c.second] += (1 - r.fraction) * c.fraction * g
+                    dx[base + r.second * w + c.first] += r.fraction * (1 - c.fraction) * g
+                    dx[base + r.second * w + c.second] += r.fraction * c.fraction * g
+                }
+            }
+        }
+        return Tensor(shape: inputShape, scalars: dx)
+    }
+
+    /// x [N, C, H, W] spread to [N, C, (H−1)·sh + 1, (W−1)·sw + 1], zeros between its pixels (backward: the strided
+    /// subsample, `insertZerosBackward`).
+    public static func insertZeros(_ x: Tensor, strideH: Int, strideW: Int) -> Tensor {
+        let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
+        let (oh, ow) = ((h - 1) * strideH + 1, (w - 1) * strideW + 1)
+        var out = [Float](repeating: 0, count: planes * oh * ow)
+        for plane in 0..<planes {
+            for y in 0..<h {
+                for x0 in 0..<w { out[(plane * oh + y * strideH) * ow + x0 * strideW] = x.scalars[(plane * h + y) * w + x0] }
+            }
+        }
+        return Tensor(shape: [x.shape[0], x.shape[1], oh, ow], scalars: out)
+    }
+
+    /// Gradient of `insertZeros`: the gradient at the cells that hold input pixels.
+    public static func insertZerosBackward(_ gradient: Tensor, inputShape: [Int], strideH: Int, strideW: Int) -> Tensor {
+        let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
+        let (oh, ow) = (gradient.shape[2], gradient.shape[3])
+        var dx = [Float](repeating: 0, count: inputShape.elementCount)
+        for plane in 0..<planes {
+            for y in 0..<h {
+                for x0 in 0..<w { dx[(plane * h + y) * w + x0] = gradient.scalars[(plane * oh + y * strideH) * ow + x0 * strideW] }
+            }
+        }
+        return Tensor(shape: inputShape, scalars: dx)
+    }
+
     /// Sizes before, along and after `axis`.
     static func split(_ shape: [Int], at axis: Int) -> (Int, Int, Int) {
         (shape[..<axis].reduce(1, *), shape[axis], shape[(axis + 1)...].reduce(1, *))

@@ -151,6 +151,8 @@ public final class Interpreter: Sendable {
                                                       indicesShape: indices.shape)
             return Tensor(shape: shape, scalars: values)
         case .upsampleNearest(let sh, let sw): return FP32.upsampleNearest(x[0], scaleH: sh, scaleW: sw)
+        case .insertZeros(let sh, let sw): return FP32.insertZeros(x[0], strideH: sh, strideW: sw)
+        case .resizeLinear(let h, let w, let coordinates): return FP32.resizeLinear(x[0], height: h, width: w, coordinates: coordinates)
         }
     }
 }

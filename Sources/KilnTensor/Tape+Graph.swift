@@ -95,6 +95,8 @@ extension Tape {
         case .slice(let a): return slice(x[0], a)
         case .gather(let axis, let indices): return gather(x[0], axis: axis, indices: indices)
         case .upsampleNearest(let sh, let sw): return upsampleNearest(x[0], scaleH: sh, scaleW: sw)
+        case .insertZeros(let sh, let sw): return insertZeros(x[0], strideH: sh, strideW: sw)
+        case .resizeLinear(let h, let w, let coordinates): return resizeLinear(x[0], height: h, width: w, coordinates: coordinates)
         }
     }
 }

@@ -302,6 +302,22 @@ extension Tape {
         return record(FP32.pad(x.value, a), inputs: [x]) { dy, _ in [FP32.padBackward(dy, inputShape: shape, a)] }
     }
 
+    /// Bilinear resize.
+    public func resizeLinear(_ x: Variable, height: Int, width: Int, coordinates: ResizeCoordinates) -> Variable {
+        let shape = x.shape
+        return record(FP32.resizeLinear(x.value, height: height, width: width, coordinates: coordinates), inputs: [x]) { dy, _ in
+            [FP32.resizeLinearBackward(dy, inputShape: shape, coordinates: coordinates)]
+        }
+    }
+
+    /// Zeros inserted between pixels (the first half of a transposed convolution).
+    public func insertZeros(_ x: Variable, strideH: Int, strideW: Int) -> Variable {
+        let shape = x.shape
+        return record(FP32.insertZeros(x.value, strideH: strideH, strideW: strideW), inputs: [x]) { dy, _ in
+            [FP32.insertZerosBackward(dy, inputShape: shape, strideH: strideH, strideW: strideW)]
+        }
+    }
+
     /// Nearest-neighbour upsampling by integer factors.
     public func upsampleNearest(_ x: Variable, scaleH: Int, scaleW: Int) -> Variable {
         let shape = x.shape

@@ -152,7 +152,7 @@ struct CLITests {
         let missing = CLI.fixtures.appendingPathComponent("missing_initializer.onnx").path
         try CLI.expectFailure(["inspect", missing], [missing, "node 'conv1' (Conv): reads 'w'"])
         let unsupported = CLI.fixtures.appendingPathComponent("unsupported_ops.onnx").path
-        try CLI.expectFailure(["inspect", unsupported], ["unsupported op types: Erf (2 nodes: 'erf1', 'erf2'); LSTM (1 node: 'lstm')"])
+        try CLI.expectFailure(["inspect", unsupported], ["unsupported op types: Hardmax (2 nodes: 'hardmax1', 'hardmax2'); LSTM (1 node: 'lstm')"])
     }
 
     @Test("bad .npy inputs: wrong shape, wrong dtype, broken header")

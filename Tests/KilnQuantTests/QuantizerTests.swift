@@ -3,6 +3,7 @@ import KilnGraph
 import KilnONNX
 @testable import KilnQuant
 import KilnRuntime
+import KilnStudent
 import KilnTensor
 import KilnTestSupport
 import Testing
@@ -103,6 +104,17 @@ struct QuantizerTests {
         }
     }
 
+    /// The student's outputs (every output, joined) from the reference kernels, after checking that every C kernel
+    /// tier this CPU runs gives the same bytes.
+    static func outputsOnEveryTier(_ student: StudentModel, _ input: [Float], _ label: String = "") throws -> [Float] {
+        let reference = try KilnModel(student, options: KilnModel.Options(threads: 1, kernels: .reference)).predictOutputs(input).flatMap { $0 }
+        for kernels in KernelChoice.all where kernels.isSupported {
+            let fast = try KilnModel(student, options: KilnModel.Options(threads: 2, kernels: kernels)).predictOutputs(input)
+            #expect(fast.flatMap { $0 } == reference, "\(label) \(kernels) kernels differ from the reference")
+        }
+        return reference
+    }
+
     /// A conv stack with every pointwise activation the student runs as a lookup table, standalone and after convs
     /// (where the runtime folds the table into the conv's epilogue), and after a residual add.
     static func activationGraph(_ activations: [Activation]) throws -> Graph {
@@ -150,11 +162,7 @@ struct QuantizerTests {
         #expect(tables == activations.filter { $0 != .relu }.map { Op.activation($0).name } + ["Tanh"], "\(tables)")
         // The file keeps the tables.
         #expect(try KilnFile.decode(KilnFile.encode(result.student)) == result.student)
-        let reference = try KilnModel(result.student, options: KilnModel.Options(threads: 1, kernels: .reference)).predict(data.scalars)
-        for kernels in KernelChoice.all where kernels.isSupported {
-            let fast = try KilnModel(result.student, options: KilnModel.Options(threads: 2, kernels: kernels)).predict(data.scalars)
-            #expect(fast == reference, "\(kernels) kernels differ from the reference")
-        }
+        let reference = try QuantizerTests.outputsOnEveryTier(result.student, data.scalars)
         let fp32 = try Interpreter(graph).run([data])[0].scalars
         let dot = zip(fp32, reference).reduce(0) { $0 + Double($1.0) * Double($1.1) }
         let cosine = dot / (sqrt(fp32.reduce(0) { $0 + Double($1) * Double($1) }) * sqrt(reference.reduce(0) { $0 + Double($1) * Double($1) }))
@@ -198,11 +206,7 @@ struct QuantizerTests {
         let ops = result.student.layers.map(\.op.displayName)
         #expect(ops.filter { $0 == "DepthwiseConv" }.count == 3 && ops.contains("Mul") && ops.contains("Concat"), "\(ops)")
         #expect(try KilnFile.decode(KilnFile.encode(result.student)) == result.student)
-        let reference = try KilnModel(result.student, options: KilnModel.Options(threads: 1, kernels: .reference)).predict(data.scalars)
-        for kernels in KernelChoice.all where kernels.isSupported {
-            let fast = try KilnModel(result.student, options: KilnModel.Options(threads: 2, kernels: kernels)).predict(data.scalars)
-            #expect(fast == reference, "\(kernels) kernels differ from the reference")
-        }
+        let reference = try QuantizerTests.outputsOnEveryTier(result.student, data.scalars)
         let fp32 = try Interpreter(graph).run([data])[0].scalars
         let worst = zip(fp32, reference).map { abs($0 - $1) }.max()!, largest = fp32.map(abs).max()!
         #expect(worst < 0.05 * largest, "student differs from fp32 by \(worst) (largest |output| \(largest))")

@@ -158,13 +158,17 @@ struct GradientTests {
         #expect(check.run([x]) { tape, v in tape.gather(v[0], axis: 2, indices: IntTensor(shape: [3], values: [3, 0, 3])) }.isEmpty)
     }
 
-    @Test("padding (constant, reflect, edge) and nearest upsampling", arguments: [PadAttributes.Mode.constant, .reflect, .edge])
+    @Test("padding (constant, reflect, edge), nearest upsampling, zero insertion and bilinear resize", arguments: [PadAttributes.Mode.constant, .reflect, .edge])
     func padding(_ mode: PadAttributes.Mode) {
         let x = awayFromKinks([1, 2, 4, 5], seed: 3)
         let a = PadAttributes(pads: [0, 0, 1, 2, 0, 0, 2, 1], mode: mode, value: 0.5)
         let problems = check.run([x]) { tape, v in tape.pad(v[0], a) }
         #expect(problems.isEmpty, "\(mode): \(problems.prefix(5))")
         #expect(check.run([x]) { tape, v in tape.upsampleNearest(v[0], scaleH: 2, scaleW: 2) }.isEmpty)
+        #expect(check.run([x]) { tape, v in tape.insertZeros(v[0], strideH: 2, strideW: 3) }.isEmpty)
+        for coordinates in ResizeCoordinates.allCases {
+            #expect(check.run([x]) { tape, v in tape.resizeLinear(v[0], height: 7, width: 3, coordinates: coordinates) }.isEmpty, "\(coordinates)")
+        }
     }
 
     @Test("softmax, means, variances, sums, square roots")

@@ -119,6 +119,16 @@ void kiln_qu8_copy_channels(const uint8_t *x, int ldx, int pixels, int cx, const
 /// whole factors: every output pixel copies the input pixel it falls in.
 void kiln_qu8_upsample_nearest(const uint8_t *x, int h, int w, int c, int scale_h, int scale_w, int oy, uint8_t *y);
 
+/// Output row `oy` (ow = (w−1)·stride_w + 1 pixels of c bytes) of an NHWC u8 image [h][w][c] spread with `zero`
+/// between its pixels: input pixel (iy, ix) lands at (iy·stride_h, ix·stride_w).
+void kiln_qu8_insert_zeros(const uint8_t *x, int w, int c, int stride_h, int stride_w, uint8_t zero, int oy, int ow, uint8_t *y);
+
+/// One output row of a bilinear resize of an NHWC u8 image [h][w][c] on its levels: input rows y0 and y1 (weight fy
+/// for y1), columns x0[ox] and x1[ox] (weight fx[ox] for x1) per output pixel; level =
+/// rint((1 − fy)·((1 − fx)·a + fx·b) + fy·((1 − fx)·c + fx·d)) in float32 in that order, clamped to 0 ... max_level.
+void kiln_qu8_resize_linear_row(const uint8_t *x, int w, int c, int y0, int y1, float fy, const int32_t *x0, const int32_t *x1,
+                                const float *fx, int ow, int32_t max_level, uint8_t *y);
+
 /// Channel permutation of `pixels` rows of `c` bytes: y[p][j] = x[p][permutation[j]].
 void kiln_qu8_permute_channels(const uint8_t *x, int pixels, int c, const int32_t *permutation, uint8_t *y);
 
