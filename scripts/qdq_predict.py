@@ -2,8 +2,11 @@
 """Runs a QDQ ONNX student in onnxruntime on the Fashion-MNIST test images and writes its argmax per image.
 
     python3 scripts/qdq_predict.py STUDENT.qdq.onnx OUT.npy [--mean M --std S] [--limit N] [--threads T]
+    python3 scripts/qdq_predict.py STUDENT.qdq.onnx OUT.npy --inputs X.npy
 
-Used by the test suite to check that onnxruntime and KilnRuntime agree on a student. Mean and std default to the
+Used by the test suite to check that onnxruntime and KilnRuntime agree on a student. With --inputs, runs the model
+on the given float32 batch (one sample at a time: exports of fixed-batch models take batch 1) and writes every
+output flattened per sample and joined, [N, total] float32, instead of Fashion-MNIST argmaxes. Mean and std default to the
 model's kiln.input_mean / kiln.input_std metadata. Needs the PyPI packages numpy and onnxruntime.
 
 onnxruntime runs in its exact int8 mode (session option session.x64quantprecision=1): on x86 CPUs without VNNI its
@@ -29,6 +32,7 @@ def main():
     parser.add_argument("--std", type=float)
     parser.add_argument("--limit", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--inputs", help="a float32 .npy batch to run instead of the Fashion-MNIST test images")
     parser.add_argument("--default-precision", action="store_true",
                         help="onnxruntime's default int8 mode (inexact on x86 without VNNI) instead of its exact one")
     args = parser.parse_args()
@@ -37,6 +41,12 @@ def main():
     if not args.default_precision:
         options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    if args.inputs:
+        x = np.load(args.inputs).astype(np.float32)
+        name = session.get_inputs()[0].name
+        rows = [np.concatenate([o.reshape(-1) for o in session.run(None, {name: x[i:i + 1]})]) for i in range(len(x))]
+        np.save(args.output, np.stack(rows).astype(np.float32))
+        return
     metadata = session.get_modelmeta().custom_metadata_map
     mean = args.mean if args.mean is not None else float(metadata.get("kiln.input_mean", 0))
     std = args.std if args.std is not None else float(metadata.get("kiln.input_std", 1))

@@ -130,11 +130,11 @@ public enum QDQExporter {
                 // [N, C, H, W] → [N, C, H, 1, W, 1] → zero-padded to [N, C, H, sh, W, sw] → [N, C, H·sh, W·sw] → cropped.
                 let shape = student.activations[layer.inputs[0]].shape
                 let (c, h, w) = (shape[1], shape[2], shape[3])
-                let split = initializer("\(label)_split", dims: [6], int64: [0, Int64(c), Int64(h), 1, Int64(w), 1])
+                let split = initializer("\(label)_split_shape", dims: [6], int64: [0, Int64(c), Int64(h), 1, Int64(w), 1])
                 node("Reshape", [inputs[0], split], ["\(label)_split"], name: "\(label)_reshape_in")
                 let pads = initializer("\(label)_pads", dims: [12], int64: [0, 0, 0, 0, 0, 0, 0, 0, 0, Int64(sh - 1), 0, Int64(sw - 1)])
                 node("Pad", ["\(label)_split", pads], ["\(label)_padded"], name: "\(label)_pad")
-                let joined = initializer("\(label)_joined", dims: [4], int64: [0, Int64(c), Int64(h * sh), Int64(w * sw)])
+                let joined = initializer("\(label)_joined_shape", dims: [4], int64: [0, Int64(c), Int64(h * sh), Int64(w * sw)])
                 node("Reshape", ["\(label)_padded", joined], ["\(label)_spread"], name: "\(label)_reshape_out")
                 let starts = initializer("\(label)_starts", dims: [2], int64: [0, 0])
                 let ends = initializer("\(label)_ends", dims: [2], int64: [Int64((h - 1) * sh + 1), Int64((w - 1) * sw + 1)])

@@ -25,6 +25,11 @@ struct EdgeZooTests {
 
     static var models: [String] { Repository.edge.keys.sorted() }
 
+    static func cosine(_ a: [Float], _ b: [Float]) -> Double {
+        let dot = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        return dot / (sqrt(a.reduce(0.0) { $0 + Double($1) * Double($1) }) * sqrt(b.reduce(0.0) { $0 + Double($1) * Double($1) }))
+    }
+
     /// Random pixels in [0, 1] normalized with ImageNet's statistics (the domain the students are told).
     static func images(_ count: Int, shape: [Int], seed: UInt64) -> Tensor {
         let mean: [Float] = [0.485, 0.456, 0.406], std: [Float] = [0.229, 0.224, 0.225]
@@ -69,10 +74,32 @@ struct EdgeZooTests {
         let x = EdgeZooTests.images(4, shape: record.input_shape, seed: 2)
         let teacher = try Interpreter(graph).run([x]).flatMap(\.scalars)
         let reference = try QuantizerTests.outputsOnEveryTier(result.student, x.scalars, name)
-        let dot = zip(teacher, reference).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        let norms = sqrt(teacher.reduce(0.0) { $0 + Double($1) * Double($1) }) * sqrt(reference.reduce(0.0) { $0 + Double($1) * Double($1) })
-        let cosine = dot / norms
-        print(String(format: "%@: W8A8 student cosine %.4f against fp32 (%d layers)", name, cosine, result.student.layers.count))
+        let cosine = EdgeZooTests.cosine(teacher, reference)
+        // onnxruntime (exact int8 mode) on the QDQ export computes the same student.
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-edge-\(name)-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (qdq, inputs, outputs) = (folder.appendingPathComponent("student.qdq.onnx"), folder.appendingPathComponent("x.npy"),
+                                      folder.appendingPathComponent("y.npy"))
+        try QDQExporter.export(result.student).write(to: qdq)
+        try NPY.write(x, to: inputs.path)
+        let run = try Processes.run(command: "python3", [Repository.path("scripts/qdq_predict.py"), qdq.path, outputs.path,
+                                                         "--inputs", inputs.path])
+        #expect(run.status == 0, "\(name): \(run.stderr)")
+        let exported = try NPY.readTensor(outputs.path).scalars
+        // The script joins outputs per sample; the runtime's come output by output.
+        let perOutput = try KilnModel(result.student, options: KilnModel.Options(threads: 1, kernels: .reference)).predictOutputs(x.scalars)
+        let samples = x.shape[0]
+        let perSample = (0..<samples).flatMap { n in
+            perOutput.flatMap { output -> ArraySlice<Float> in
+                let size = output.count / samples
+                return output[(n * size)..<((n + 1) * size)]
+            }
+        }
+        let agreement = EdgeZooTests.cosine(exported, perSample)
+        print(String(format: "%@: W8A8 student cosine %.4f against fp32, onnxruntime on its QDQ export %.6f (%d layers)", name,
+                     cosine, agreement, result.student.layers.count))
         #expect(cosine >= EdgeZooTests.minimumCosine[name] ?? 0.99, "\(name): cosine \(cosine)")
+        #expect(agreement >= 0.9995, "\(name): onnxruntime on the QDQ export: cosine \(agreement) against KilnRuntime")
     }
 }
