@@ -161,43 +161,85 @@ static const dwconv_shape dwconv_shapes[] = {
     {14, 14, 144, 2, 0, 0}, {2, 2, 200, 1, 1, 1},
 };
 
+/// One depthwise case: an image, weights, zero point, optional residual and requantization for a geometry.
+typedef struct {
+    kiln_dwconv_geometry g;
+    int oh;
+    size_t out_bytes;
+    uint8_t *x, *residual;
+    int8_t *weights;
+    uint8_t input_zero;
+    requant_params params;
+} dwconv_case;
+
+static dwconv_case make_dwconv_case(rng *g, kiln_dwconv_geometry geometry, int oh, int residual) {
+    dwconv_case c = {geometry, oh, (size_t)geometry.ow * geometry.c, NULL, NULL, NULL, 0, {0}};
+    size_t in_bytes = (size_t)geometry.h * geometry.w * geometry.c, taps = (size_t)geometry.kh * geometry.kw;
+    c.x = malloc(in_bytes);
+    for (size_t i = 0; i < in_bytes; i++) c.x[i] = (uint8_t)uniform(g, 0, 255);
+    c.weights = malloc(taps * geometry.c);
+    for (size_t i = 0; i < taps * geometry.c; i++) c.weights[i] = (int8_t)uniform(g, -127, 127);
+    c.input_zero = (uint8_t)uniform(g, 0, 200);
+    if (residual) {
+        c.residual = malloc(c.out_bytes);
+        for (size_t i = 0; i < c.out_bytes; i++) c.residual[i] = (uint8_t)uniform(g, 0, 255);
+    }
+    c.params = make_requant(g, geometry.c, c.residual, (size_t)geometry.c);
+    return c;
+}
+
+static void free_dwconv_case(dwconv_case *c) {
+    free(c->x);
+    free(c->weights);
+    free(c->residual);
+    free_requant(&c->params);
+}
+
+/// Runs one output row of a depthwise kernel of either family on a case.
+typedef void (*dwconv_row_runner)(void (*kernel)(void), const dwconv_case *c, int row, uint8_t *out);
+
+static void run_dwconv3x3_row(void (*kernel)(void), const dwconv_case *c, int row, uint8_t *out) {
+    ((kiln_qu8s8_dwconv3x3_fn)kernel)(c->x, c->g.h, c->g.w, c->g.c, row, c->g.ow, c->g.stride_h, c->g.pad_top, c->g.pad_left,
+                                      c->input_zero, c->weights, out, &c->params.rq);
+}
+
+static void run_dwconv_row(void (*kernel)(void), const dwconv_case *c, int row, uint8_t *out) {
+    ((kiln_qu8s8_dwconv_fn)kernel)(c->x, &c->g, row, c->input_zero, c->weights, out, &c->params.rq);
+}
+
+/// Compares every output row (and 64 bytes after it) of `kernel` and `reference`; returns the first differing byte
+/// (−1 if none) and its row in `row`.
+static long compare_dwconv_rows(const dwconv_case *c, dwconv_row_runner run, void (*kernel)(void), void (*reference)(void),
+                                int *row) {
+    uint8_t *got = malloc(c->out_bytes + 64), *want = malloc(c->out_bytes + 64);
+    long at = -1;
+    for (*row = 0; *row < c->oh && at < 0; (*row)++) {
+        memset(got, 0xA5, c->out_bytes + 64);
+        memset(want, 0xA5, c->out_bytes + 64);
+        run(kernel, c, *row, got);
+        run(reference, c, *row, want);
+        at = first_difference(got, want, c->out_bytes + 64);
+    }
+    (*row)--;
+    free(got);
+    free(want);
+    return at;
+}
+
 static int check_dwconv(kiln_qu8s8_dwconv3x3_fn kernel, kiln_qu8s8_dwconv3x3_fn reference, char *message, size_t size) {
     rng g = {0x64776333};
     int count = (int)(sizeof(dwconv_shapes) / sizeof(dwconv_shapes[0]));
     for (int s = 0; s < count; s++) {
         dwconv_shape shape = dwconv_shapes[s];
         int oh = (shape.h + 2 * shape.pad - 3) / shape.stride + 1, ow = (shape.w + 2 * shape.pad - 3) / shape.stride + 1;
-        size_t in_bytes = (size_t)shape.h * shape.w * shape.c, out_bytes = (size_t)ow * shape.c;
-        uint8_t *x = malloc(in_bytes);
-        for (size_t i = 0; i < in_bytes; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
-        int8_t *weights = malloc((size_t)9 * shape.c);
-        for (int i = 0; i < 9 * shape.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
-        uint8_t input_zero = (uint8_t)uniform(&g, 0, 200);
-        uint8_t *residual = NULL;
-        if (shape.residual) {
-            residual = malloc(out_bytes);
-            for (size_t i = 0; i < out_bytes; i++) residual[i] = (uint8_t)uniform(&g, 0, 255);
-        }
-        requant_params params = make_requant(&g, shape.c, residual, (size_t)shape.c);
-        uint8_t *got = malloc(out_bytes + 64), *want = malloc(out_bytes + 64);
-        long at = -1;
+        kiln_dwconv_geometry geometry = {shape.h, shape.w, shape.c, 3, 3, shape.stride, shape.stride, shape.pad, shape.pad, 1, 1, ow};
+        dwconv_case c = make_dwconv_case(&g, geometry, oh, shape.residual);
         int row = 0;
-        for (row = 0; row < oh && at < 0; row++) {
-            memset(got, 0xA5, out_bytes + 64);
-            memset(want, 0xA5, out_bytes + 64);
-            kernel(x, shape.h, shape.w, shape.c, row, ow, shape.stride, shape.pad, shape.pad, input_zero, weights, got, &params.rq);
-            reference(x, shape.h, shape.w, shape.c, row, ow, shape.stride, shape.pad, shape.pad, input_zero, weights, want, &params.rq);
-            at = first_difference(got, want, out_bytes + 64);
-        }
-        free(x);
-        free(weights);
-        free(residual);
-        free(got);
-        free(want);
-        free_requant(&params);
+        long at = compare_dwconv_rows(&c, run_dwconv3x3_row, (void (*)(void))kernel, (void (*)(void))reference, &row);
+        free_dwconv_case(&c);
         if (at >= 0) {
             snprintf(message, size, "h %d w %d c %d stride %d pad %d%s: row %d byte %ld (pixel %ld, channel %ld) differs",
-                     shape.h, shape.w, shape.c, shape.stride, shape.pad, shape.residual ? " residual" : "", row - 1, at,
+                     shape.h, shape.w, shape.c, shape.stride, shape.pad, shape.residual ? " residual" : "", row, at,
                      at / shape.c, at % shape.c);
             return -1;
         }
@@ -226,39 +268,14 @@ static int check_dwconv_general(kiln_qu8s8_dwconv_fn kernel, kiln_qu8s8_dwconv_f
         int ow = (shape.w + shape.pad_left + shape.pad_right - span_w) / shape.stride_w + 1;
         kiln_dwconv_geometry geometry = {shape.h, shape.w, shape.c, shape.kh, shape.kw, shape.stride_h, shape.stride_w,
                                          shape.pad_top, shape.pad_left, shape.dilation, shape.dilation, ow};
-        size_t in_bytes = (size_t)shape.h * shape.w * shape.c, out_bytes = (size_t)ow * shape.c;
-        int taps = shape.kh * shape.kw;
-        uint8_t *x = malloc(in_bytes);
-        for (size_t i = 0; i < in_bytes; i++) x[i] = (uint8_t)uniform(&g, 0, 255);
-        int8_t *weights = malloc((size_t)taps * shape.c);
-        for (int i = 0; i < taps * shape.c; i++) weights[i] = (int8_t)uniform(&g, -127, 127);
-        uint8_t input_zero = (uint8_t)uniform(&g, 0, 200);
-        uint8_t *residual = NULL;
-        if (shape.residual) {
-            residual = malloc(out_bytes);
-            for (size_t i = 0; i < out_bytes; i++) residual[i] = (uint8_t)uniform(&g, 0, 255);
-        }
-        requant_params params = make_requant(&g, shape.c, residual, (size_t)shape.c);
-        uint8_t *got = malloc(out_bytes + 64), *want = malloc(out_bytes + 64);
-        long at = -1;
+        dwconv_case c = make_dwconv_case(&g, geometry, oh, shape.residual);
         int row = 0;
-        for (row = 0; row < oh && at < 0; row++) {
-            memset(got, 0xA5, out_bytes + 64);
-            memset(want, 0xA5, out_bytes + 64);
-            kernel(x, &geometry, row, input_zero, weights, got, &params.rq);
-            reference(x, &geometry, row, input_zero, weights, want, &params.rq);
-            at = first_difference(got, want, out_bytes + 64);
-        }
-        free(x);
-        free(weights);
-        free(residual);
-        free(got);
-        free(want);
-        free_requant(&params);
+        long at = compare_dwconv_rows(&c, run_dwconv_row, (void (*)(void))kernel, (void (*)(void))reference, &row);
+        free_dwconv_case(&c);
         if (at >= 0) {
             snprintf(message, size, "h %d w %d c %d kernel %dx%d stride %d,%d dilation %d%s: row %d byte %ld differs", shape.h,
                      shape.w, shape.c, shape.kh, shape.kw, shape.stride_h, shape.stride_w, shape.dilation,
-                     shape.residual ? " residual" : "", row - 1, at);
+                     shape.residual ? " residual" : "", row, at);
             return -1;
         }
     }

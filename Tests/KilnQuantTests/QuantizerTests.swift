@@ -8,6 +8,18 @@ import KilnTensor
 import KilnTestSupport
 import Testing
 
+/// Reproducible test values in [−scale, scale] (steps of scale/1000) from a 64-bit LCG.
+struct SeededValues {
+    var state: UInt64
+
+    mutating func next(_ count: Int, scale: Float = 1) -> [Float] {
+        (0..<count).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1
+            return (Float(Int(state >> 40) % 2001) / 1000 - 1) * scale
+        }
+    }
+}
+
 @Suite("quantizer")
 struct QuantizerTests {
     @Test("folding BatchNorm and padding into convs keeps the fp32 outputs", arguments: ["resnet20.onnx", "efficientnet_lite0.onnx"])
@@ -50,13 +62,8 @@ struct QuantizerTests {
     func convMatchesFloat() throws {
         var graph = Graph(name: "conv")
         let x = graph.addInput(name: "x", shape: [batchDimension, 3, 9, 9])
-        var state: UInt64 = 3
-        func random(_ count: Int) -> [Float] {
-            (0..<count).map { _ in
-                state = state &* 6_364_136_223_846_793_005 &+ 1
-                return Float(Int(state >> 40) % 2001) / 1000 - 1
-            }
-        }
+        var values = SeededValues(state: 3)
+        func random(_ count: Int) -> [Float] { values.next(count) }
         let w = graph.addConstant(name: "w", Tensor(shape: [5, 3, 3, 3], scalars: random(135)))
         let b = graph.addConstant(name: "b", Tensor(shape: [5], scalars: random(5)))
         let y = try graph.addNode(name: "conv", op: .conv(ConvAttributes(strides: [2, 1], pads: [1, 0, 1, 2])), inputs: [x, w, b])
@@ -119,13 +126,8 @@ struct QuantizerTests {
     /// (where the runtime folds the table into the conv's epilogue), and after a residual add.
     static func activationGraph(_ activations: [Activation]) throws -> Graph {
         var graph = Graph(name: "activations")
-        var state: UInt64 = 11
-        func random(_ count: Int, _ scale: Float) -> [Float] {
-            (0..<count).map { _ in
-                state = state &* 6_364_136_223_846_793_005 &+ 1
-                return (Float(Int(state >> 40) % 2001) / 1000 - 1) * scale
-            }
-        }
+        var values = SeededValues(state: 11)
+        func random(_ count: Int, _ scale: Float) -> [Float] { values.next(count, scale: scale) }
         var y = graph.addInput(name: "x", shape: [batchDimension, 3, 8, 8])
         var channels = 3
         for (index, f) in activations.enumerated() {
@@ -147,11 +149,8 @@ struct QuantizerTests {
         let activations: [Activation] = [.silu, .hardSwish, .sigmoid, .gelu, .leakyRelu(alpha: 0.1), .hardSigmoid(alpha: 0.2, beta: 0.5),
                                          .elu(alpha: 1), .softplus, .relu, .tanh]
         let graph = try QuantizerTests.activationGraph(activations)
-        var state: UInt64 = 5
-        let data = Tensor(shape: [32, 3, 8, 8], scalars: (0..<(32 * 192)).map { _ in
-            state = state &* 6_364_136_223_846_793_005 &+ 1
-            return Float(Int(state >> 40) % 2001) / 1000 - 1
-        })
+        var values = SeededValues(state: 5)
+        let data = Tensor(shape: [32, 3, 8, 8], scalars: values.next(32 * 192))
         #expect(try Quantizer.unloweredNodes(graph).isEmpty)
         let result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: .minmax))
         let tables = result.student.layers.compactMap { layer -> String? in
@@ -173,13 +172,8 @@ struct QuantizerTests {
     @Test("depthwise of any kernel size, squeeze-and-excite gates and channel concatenation: C kernels equal the reference")
     func edgeBlocks() throws {
         var graph = Graph(name: "edge blocks")
-        var state: UInt64 = 17
-        func random(_ count: Int, _ scale: Float) -> [Float] {
-            (0..<count).map { _ in
-                state = state &* 6_364_136_223_846_793_005 &+ 1
-                return (Float(Int(state >> 40) % 2001) / 1000 - 1) * scale
-            }
-        }
+        var values = SeededValues(state: 17)
+        func random(_ count: Int, _ scale: Float) -> [Float] { values.next(count, scale: scale) }
         func conv(_ name: String, _ x: ValueID, _ cout: Int, _ cin: Int, _ k: Int, _ a: ConvAttributes) throws -> ValueID {
             let w = graph.addConstant(name: "\(name).w", Tensor(shape: [cout, cin / a.group, k, k], scalars: random(cout * cin / a.group * k * k, 0.5)))
             let b = graph.addConstant(name: "\(name).b", Tensor(shape: [cout], scalars: random(cout, 0.2)))
