@@ -97,12 +97,16 @@ final class CompiledConv: @unchecked Sendable {
         case depthwise3x3
         /// Depthwise of any other kernel size, stride, dilation and padding.
         case depthwise
+        /// A grouped convolution (RegNet, ResNeXt): one indirect GEMM per group, each reading its group's channels.
+        case grouped
     }
 
     let kind: Kind
     let layer: ConvLayer
     /// Input segments per GEMM row (kH·kW taps; 1 for im2col) and bytes of each (rounded up to 4).
     let taps: Int, kc: Int
+    /// Bytes of one group's packed weights (grouped convolutions).
+    let groupStride: Int
     /// Packed GEMM weights, or [9][C] depthwise weights.
     let weights: UnsafeMutablePointer<Int8>
     let bias: UnsafeMutablePointer<Int32>
@@ -141,13 +145,16 @@ final class CompiledConv: @unchecked Sendable {
         } else if layer.group == cin && m == cin {
             kind = .depthwise
         } else {
-            return nil
+            kind = .grouped
         }
+        let (cg, mg) = (cin / layer.group, m / layer.group)
         switch kind {
+        case .grouped: (taps, kc) = (kernelTaps, (cg + 3) / 4 * 4)
         case .indirect: (taps, kc) = (kernelTaps, (cin + 3) / 4 * 4)
         case .im2col: (taps, kc) = (1, (kernelTaps * cin + 3) / 4 * 4)
         case .depthwise3x3, .depthwise: (taps, kc) = (kernelTaps, cin)
         }
+        groupStride = kind == .grouped ? kiln_qs8_packed_size(Int32(mg), Int32(taps * kc)) : 0
         bias = .allocate(capacity: m)
         bias.initialize(from: layer.bias, count: m)
         multipliers = .allocate(capacity: m)
@@ -156,6 +163,16 @@ final class CompiledConv: @unchecked Sendable {
             // [C][tap] → [tap][C]
             weights = .allocate(capacity: kernelTaps * m)
             for c in 0..<m { for tap in 0..<kernelTaps { weights[tap * m + c] = layer.weights[c * kernelTaps + tap] } }
+        } else if kind == .grouped {
+            // Per group: [Mg][tap][Cg] → [Mg][tap][Cg rounded up to 4], zero-padded, packed; groups one after another.
+            weights = .allocate(capacity: groupStride * layer.group)
+            for g in 0..<layer.group {
+                var padded = [Int8](repeating: 0, count: mg * taps * kc)
+                for o in 0..<mg { for tap in 0..<taps { for c in 0..<cg {
+                    padded[(o * taps + tap) * kc + c] = layer.weights[((g * mg + o) * taps + tap) * cg + c]
+                } } }
+                padded.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(mg), Int32(taps * kc), weights + g * groupStride) }
+            }
         } else if kind == .im2col {
             // [M][tap][C] is already [M][K] with K = taps · C; packing pads K to a multiple of 4.
             let k = kernelTaps * cin
@@ -297,7 +314,7 @@ struct CompiledModel: @unchecked Sendable {
         self.skipped = skipped
         self.pooledHeads = pooledHeads
         maxTaps = convs.compactMap { $0?.taps }.max() ?? 0
-        maxRowBytes = convs.compactMap { $0?.kind == .indirect ? $0?.kc : nil }.max() ?? 0
+        maxRowBytes = convs.compactMap { $0?.kind == .indirect || $0?.kind == .grouped ? $0?.kc : nil }.max() ?? 0
         maxIm2colBytes = convs.compactMap { $0?.kind == .im2col ? $0?.kc : nil }.max() ?? 0
     }
 }

@@ -350,6 +350,35 @@ extension KilnContext {
                     }
                 }
             }
+        case .grouped:
+            // Per tile of output pixels, one GEMM per group: its input pointers start at the group's first channel
+            // (padding taps read the zero row), its outputs, bias and multipliers at the group's first column.
+            let l = conv.layer, taps = conv.taps, tile = MemoryPlan.tileRows
+            let (cg, mg) = (image.c / l.group, m / l.group)
+            let pixels = out.h * out.w, tilesPerImage = (pixels + tile - 1) / tile
+            zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
+            let (gemm, zeroRow) = (compiled.gemm!, UnsafePointer(zeros))
+            parallelFor(batch * tilesPerImage) { begin, end, worker in
+                let rows = pointers + worker * tile * maxTaps
+                var local = rq
+                for task in begin..<end {
+                    let b = task / tilesPerImage, first = (task % tilesPerImage) * tile
+                    let count = min(tile, pixels - first), row0 = b * pixels + first
+                    let base = UnsafePointer(input + b * image.h * image.w * image.c)
+                    for g in 0..<l.group {
+                        kiln_qu8_conv_indirection(base + g * cg, Int32(image.h), Int32(image.w), Int32(image.c), Int32(l.kernel[0]),
+                                                  Int32(l.kernel[1]), Int32(l.strides[0]), Int32(l.strides[1]), Int32(l.pads[0]),
+                                                  Int32(l.pads[1]), Int32(l.dilations[0]), Int32(l.dilations[1]), Int32(out.w),
+                                                  Int32(first), Int32(count), zeroRow, rows)
+                        local.bias = UnsafePointer(conv.bias + g * mg)
+                        local.multiplier = UnsafePointer(conv.multipliers + g * mg)
+                        local.residual = residual.map { UnsafePointer($0 + row0 * m + g * mg) }
+                        gemm(Int32(count), Int32(mg), Int32(conv.kc), Int32(taps), rows, weights + g * conv.groupStride,
+                             output + row0 * m + g * mg, m, &local)
+                    }
+                    if let table { compiled.lookup!(count * m, output + row0 * m, table, output + row0 * m) }
+                }
+            }
         case .depthwise3x3, .depthwise:
             // One output row per task: the 3×3 kernel or the one for any kernel size, then any fused lookup.
             let l = conv.layer

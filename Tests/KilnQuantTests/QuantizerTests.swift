@@ -169,7 +169,7 @@ struct QuantizerTests {
         #expect(cosine > 0.99)
     }
 
-    @Test("depthwise of any kernel size, squeeze-and-excite gates and channel concatenation: C kernels equal the reference")
+    @Test("depthwise of any kernel size, grouped convolution, squeeze-and-excite gates and channel concatenation: C kernels equal the reference")
     func edgeBlocks() throws {
         var graph = Graph(name: "edge blocks")
         var values = SeededValues(state: 17)
@@ -192,13 +192,18 @@ struct QuantizerTests {
         let gate = try graph.addNode(name: "se.gate", op: .activation(.hardSigmoid(alpha: 1.0 / 6, beta: 0.5)),
                                      inputs: [try conv("se.expand", reduced, 24, 8, 1, ConvAttributes())])
         let excited = try graph.addNode(name: "se.mul", op: .binary(.mul), inputs: [gate, dilated])
-        let other = try conv("branch", dw5, 16, 24, 3, ConvAttributes(pads: [1, 1, 1, 1]))
+        // A grouped convolution with a residual add and a fused ReLU after it (the runtime folds both into its GEMMs).
+        let grouped = try conv("grouped", dw5, 24, 24, 3, ConvAttributes(pads: [1, 1, 1, 1], group: 4))
+        let summed = try graph.addNode(name: "grouped.add", op: .binary(.add), inputs: [grouped, dw5])
+        let rectified = try graph.addNode(name: "grouped.relu", op: .activation(.relu), inputs: [summed])
+        let other = try conv("branch", rectified, 16, 24, 3, ConvAttributes(pads: [1, 1, 1, 1]))
         let joined = try graph.addNode(name: "concat", op: .concat(axis: 1), inputs: [excited, other])
         graph.outputs = [try graph.addNode(name: "pool", op: .globalAveragePool, inputs: [joined])]
         let data = Tensor(shape: [8, 3, 15, 15], scalars: random(8 * 3 * 225, 1))
         let result = try Quantizer.quantize(graph, calibration: data, options: QuantizeOptions(range: .minmax))
         let ops = result.student.layers.map(\.op.displayName)
-        #expect(ops.filter { $0 == "DepthwiseConv" }.count == 3 && ops.contains("Mul") && ops.contains("Concat"), "\(ops)")
+        #expect(ops.filter { $0 == "DepthwiseConv" }.count == 3 && ops.contains("GroupConv") && ops.contains("Mul") && ops.contains("Concat"),
+                "\(ops)")
         #expect(try KilnFile.decode(KilnFile.encode(result.student)) == result.student)
         let reference = try QuantizerTests.outputsOnEveryTier(result.student, data.scalars)
         let fp32 = try Interpreter(graph).run([data])[0].scalars
