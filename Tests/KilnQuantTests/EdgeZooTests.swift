@@ -100,6 +100,8 @@ struct EdgeZooTests {
         print(String(format: "%@: W8A8 student cosine %.4f against fp32, onnxruntime on its QDQ export %.6f (%d layers)", name,
                      cosine, agreement, result.student.layers.count))
         #expect(cosine >= EdgeZooTests.minimumCosine[name] ?? 0.99, "\(name): cosine \(cosine)")
-        #expect(agreement >= 0.9995, "\(name): onnxruntime on the QDQ export: cosine \(agreement) against KilnRuntime")
+        // Measured ≥ 0.99973 (MnasNet; where onnxruntime requantizes in float it can round a tie the other way); the bar
+        // leaves room for its other CPU paths.
+        #expect(agreement >= 0.999, "\(name): onnxruntime on the QDQ export: cosine \(agreement) against KilnRuntime")
     }
 }
