@@ -173,6 +173,8 @@ public enum Activation: Hashable, Sendable {
     case softplus
     /// The error function (GELU's exported form uses it).
     case erf
+    /// The square root (LayerNormalization's decomposition uses it).
+    case squareRoot
 
     /// ReLU6, the clamp of MobileNets.
     public static let relu6 = Activation.clip(min: 0, max: 6)
@@ -193,6 +195,7 @@ public enum Activation: Hashable, Sendable {
         case .elu(let alpha): return x > 0 ? x : alpha * (exponential(x) - 1)
         case .softplus: return KilnGraph.softplus(x)
         case .erf: return errorFunction(x)
+        case .squareRoot: return x.squareRoot()
         }
     }
 }
@@ -233,6 +236,7 @@ extension Op {
             case .elu: return "Elu"
             case .softplus: return "Softplus"
             case .erf: return "Erf"
+            case .squareRoot: return "Sqrt"
             }
         case .binary(let b): return b.rawValue.prefix(1).uppercased() + b.rawValue.dropFirst()
         case .maxPool: return "MaxPool"

@@ -22,6 +22,8 @@ extension Importer {
         "Elu": { try $0.activation($1, .elu(alpha: try $1.attributes.float("alpha", default: 1))) },
         "Softplus": { try $0.activation($1, .softplus) },
         "Erf": { try $0.activation($1, .erf) },
+        "Sqrt": { try $0.activation($1, .squareRoot) },
+        "LayerNormalization": { try $0.layerNormalization($1) },
         "Gelu": {
             let approximation = try $1.attributes.string("approximate", default: "none")
             guard approximation == "none" else { throw ImportFailure("Gelu with approximate='\(approximation)' is not supported (only the exact form)") }
@@ -249,6 +251,37 @@ extension Importer {
         let x = try tensor(n, 0)
         guard shape(x).count == 4 else { throw ImportFailure("only 4-D inputs [N, C, H, W] are supported") }
         try emit(n, .globalAveragePool, [x])
+    }
+
+    /// LayerNormalization as what it computes, in IR ops: the mean and variance over the axes from `axis` on, then
+    /// (x − mean) / √(variance + ε) · scale + bias (and, when read, the mean and 1 / √(variance + ε)).
+    mutating func layerNormalization(_ n: NodeContext) throws {
+        let x = try tensor(n, 0), scale = try tensor(n, 1)
+        let rank = shape(x).count
+        let raw = try n.attributes.int("axis", default: -1)
+        let axis = raw < 0 ? raw + rank : raw
+        guard (1..<rank).contains(axis) else { throw ImportFailure("axis \(raw) must be a non-batch axis of rank \(rank)") }
+        let axes = Array(axis..<rank)
+        let epsilon = graph.addConstant(name: "\(n.label)/epsilon", Tensor(shape: [], scalars: [try n.attributes.float("epsilon", default: 1e-5)]))
+        let mean = try emit(n, .reduceMean(axes: axes, keepDims: true), [x], step: "mean")
+        let centred = try emit(n, .binary(.sub), [x, mean], step: "centred")
+        let squared = try emit(n, .binary(.mul), [centred, centred], step: "squared")
+        let variance = try emit(n, .reduceMean(axes: axes, keepDims: true), [squared], step: "variance")
+        let shifted = try emit(n, .binary(.add), [variance, epsilon], step: "variance_epsilon")
+        let deviation = try emit(n, .activation(.squareRoot), [shifted], step: "deviation")
+        let normalized = try emit(n, .binary(.div), [centred, deviation], step: "normalized")
+        // The optional outputs: the mean and 1 / √(variance + ε), with the normalized axes kept as size 1.
+        if n.proto.output.count > 1, !n.proto.output[1].isEmpty { values[n.proto.output[1]] = .runtime(mean) }
+        if n.proto.output.count > 2, !n.proto.output[2].isEmpty {
+            let one = graph.addConstant(name: "\(n.label)/one", Tensor(shape: [], scalars: [1]))
+            values[n.proto.output[2]] = .runtime(try emit(n, .binary(.div), [one, deviation], step: "inverse_deviation"))
+        }
+        if n.has(2) {
+            let scaled = try emit(n, .binary(.mul), [normalized, scale], step: "scaled")
+            try emit(n, .binary(.add), [scaled, try tensor(n, 2)])
+        } else {
+            try emit(n, .binary(.mul), [normalized, scale])
+        }
     }
 
     mutating func reduceMean(_ n: NodeContext) throws {

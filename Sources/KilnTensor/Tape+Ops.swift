@@ -168,6 +168,8 @@ extension Tape {
                             for i in indices { d[i] *= 1 / (1 + exponential(-input[i])) }
                         case .erf:
                             for i in indices { d[i] *= 1.1283791670955126 * exponential(-input[i] * input[i]) }
+                        case .squareRoot:
+                            for i in indices { d[i] *= 0.5 / output[i] }
                         }
                         }
                     }

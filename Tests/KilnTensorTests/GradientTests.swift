@@ -111,9 +111,12 @@ struct GradientTests {
         (Activation.relu, [Float(0)]), (.relu6, [0, 6]), (.clip(min: -1, max: 1.5), [-1, 1.5]),
         (.leakyRelu(alpha: 0.1), [0]), (.tanh, []), (.sigmoid, []), (.hardSigmoid(alpha: 0.2, beta: 0.5), [-2.5, 2.5]),
         (.hardSwish, [-3, 3]), (.silu, []), (.gelu, []), (.elu(alpha: 0.7), [0]), (.softplus, []), (.erf, []),
+        (.squareRoot, []),
     ])
     func activations(_ f: Activation, _ kinks: [Float]) {
-        let x = awayFromKinks([3, 5, 7], seed: 9, range: 7, kinks: kinks, gap: 0.05)
+        let drawn = awayFromKinks([3, 5, 7], seed: 9, range: 7, kinks: kinks, gap: 0.05)
+        // The square root is defined on positive inputs only.
+        let x = f == .squareRoot ? Tensor(shape: drawn.shape, scalars: drawn.scalars.map { abs($0) + 0.5 }) : drawn
         let problems = check.run([x]) { tape, v in tape.activation(v[0], f) }
         #expect(problems.isEmpty, "\(f): \(problems.prefix(5))")
     }
