@@ -212,6 +212,10 @@ struct CompiledModel: @unchecked Sendable {
     /// Concatenations along channels (axis 1 of a 4-D or 2-D tensor, contiguous in NHWC): per input, the table from
     /// its levels to the output's, or nil where the quantizations are equal and bytes are copied as they are.
     let concatTables: [Int: [[UInt8]?]]
+    /// Layout ops' index tables in the C kernels' integer types, made once at load (every kernel choice runs them in C):
+    /// channel permutations, and a bilinear resize's column taps.
+    let permutations: [Int: [Int32]]
+    let resizeColumns: [Int: (first: [Int32], second: [Int32], fractions: [Float])]
     /// Layers whose work a previous layer's fused epilogue already did.
     let skipped: Set<Int>
     /// Global average pools followed by a flattening reshape ([N, C, 1, 1] → [N, C], the same bytes in NHWC): the
@@ -226,6 +230,17 @@ struct CompiledModel: @unchecked Sendable {
     /// Prepares the layers the C kernels run and empties their weight arrays in `student` (they live packed here).
     init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
+        var permutations: [Int: [Int32]] = [:]
+        var resizeColumns: [Int: (first: [Int32], second: [Int32], fractions: [Float])] = [:]
+        for (index, layer) in student.layers.enumerated() {
+            switch layer.op {
+            case .permuteChannels(let permutation): permutations[index] = permutation.map { Int32($0) }
+            case .resizeLinear(let r):
+                resizeColumns[index] = (r.columns.map { Int32($0.first) }, r.columns.map { Int32($0.second) }, r.columns.map(\.fraction))
+            default: break
+            }
+        }
+        (self.permutations, self.resizeColumns) = (permutations, resizeColumns)
         guard kernels.isa >= 0 else {
             (gemm, depthwise, generalDepthwise, quantize, lookup) = (nil, nil, nil, nil, nil)
             (convs, skipped, pooledHeads) = (student.layers.map { _ in nil }, [], [:])

@@ -185,8 +185,7 @@ extension KilnContext {
             case .resizeLinear(let r):
                 let image = ReferenceKernels.Image(inInfo[0].shape, batch: batch), out = outImage
                 let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
-                let first = r.columns.map { Int32($0.first) }, second = r.columns.map { Int32($0.second) }
-                let fractions = r.columns.map(\.fraction)
+                let (first, second, fractions) = model.compiled.resizeColumns[index]!
                 first.withUnsafeBufferPointer { x0 in
                     second.withUnsafeBufferPointer { x1 in
                         fractions.withUnsafeBufferPointer { fx in
@@ -213,10 +212,9 @@ extension KilnContext {
                                               Int32(sw), zero, Int32(oy), Int32(out.w), destination + task * out.w * out.c)
                     }
                 }
-            case .permuteChannels(let permutation):
+            case .permuteChannels:
                 let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1)
-                let indices = permutation.map { Int32($0) }
-                indices.withUnsafeBufferPointer { indices in
+                model.compiled.permutations[index]!.withUnsafeBufferPointer { indices in
                     kiln_qu8_permute_channels(bytes(layer.inputs[0]), Int32(pixels), Int32(indices.count), indices.baseAddress!,
                                               bytes(layer.output))
                 }

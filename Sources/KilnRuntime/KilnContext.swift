@@ -59,23 +59,38 @@ public final class KilnContext: @unchecked Sendable {
         guard model.outputs.count == 1 else {
             throw KilnRuntimeError(message: "predict(_:) needs one output; use predictOutputs(_:) or run(inputs:outputs:batch:)")
         }
-        return try predictOutputs(input)[0]
+        return try predictJoined(input).values
     }
 
     /// Runs a single-input model (a detector or segmenter may have several outputs); returns every output for the
     /// whole batch, in the model's output order.
     public func predictOutputs(_ input: [Float]) throws -> [[Float]] {
+        let (values, batch) = try predictJoined(input)
+        var start = 0
+        return model.outputs.map { spec in
+            defer { start += batch * spec.sampleCount }
+            return Array(values[start..<(start + batch * spec.sampleCount)])
+        }
+    }
+
+    /// Every output of a single-input model, one after another in one array (the whole result when there is one).
+    func predictJoined(_ input: [Float]) throws -> (values: [Float], batch: Int) {
         guard model.inputs.count == 1 else {
-            throw KilnRuntimeError(message: "predictOutputs(_:) needs one input; use run(inputs:outputs:batch:)")
+            throw KilnRuntimeError(message: "predict needs one input; use run(inputs:outputs:batch:)")
         }
         let batch = try batchSize(of: input.count, model.inputs[0])
-        let buffers = model.outputs.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * $0.sampleCount) }
-        defer { buffers.forEach { $0.deallocate() } }
-        for buffer in buffers { buffer.initialize(repeating: 0) }
+        var values = [Float](repeating: 0, count: model.outputs.reduce(0) { $0 + batch * $1.sampleCount })
         try input.withUnsafeBufferPointer { x in
-            try run(inputs: [x], outputs: buffers, batch: batch)
+            try values.withUnsafeMutableBufferPointer { all in
+                var start = 0
+                let buffers = model.outputs.map { spec -> UnsafeMutableBufferPointer<Float> in
+                    defer { start += batch * spec.sampleCount }
+                    return UnsafeMutableBufferPointer(rebasing: all[start..<(start + batch * spec.sampleCount)])
+                }
+                try run(inputs: [x], outputs: buffers, batch: batch)
+            }
         }
-        return buffers.map { Array($0) }
+        return (values, batch)
     }
 
     /// Runs the model on caller-owned buffers (one per input and output, `batch` samples each) without

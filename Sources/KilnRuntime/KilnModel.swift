@@ -104,15 +104,18 @@ public final class KilnModel: Sendable {
     /// Runs a single-input, single-output model on a batch; the batch size is `input.count / inputs[0].sampleCount`.
     /// Safe from any number of threads; reuses idle contexts.
     public func predict(_ input: [Float]) throws -> [Float] {
-        let context = idle.withLock { $0.popLast() } ?? KilnContext(model: self, retainingModel: false)
-        defer { idle.withLock { $0.append(context) } }
-        return try context.predict(input)
+        try withIdleContext { try $0.predict(input) }
     }
 
     /// Runs a single-input model on a batch with a pooled context; returns every output, in the model's order.
     public func predictOutputs(_ input: [Float]) throws -> [[Float]] {
+        try withIdleContext { try $0.predictOutputs(input) }
+    }
+
+    /// Calls `body` with an idle context (a new one when all are busy) and returns it to the pool afterwards.
+    func withIdleContext<T>(_ body: (KilnContext) throws -> T) rethrows -> T {
         let context = idle.withLock { $0.popLast() } ?? KilnContext(model: self, retainingModel: false)
         defer { idle.withLock { $0.append(context) } }
-        return try context.predictOutputs(input)
+        return try body(context)
     }
 }
