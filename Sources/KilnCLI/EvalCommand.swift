@@ -9,12 +9,14 @@ import KilnTensor
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Measure top-1 accuracy on labelled images, optionally against a reference model.",
+        abstract: "Measure top-1 accuracy on labelled images, and how closely every output follows a reference model.",
         discussion: """
-            Exit status 2 means an accuracy bar (--min-top1, --max-drop, --min-agreement) was missed; 1 means an \
-            error. Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
+            Exit status 2 means a bar (--min-top1, --max-drop, --min-agreement, --min-sqnr, --min-cosine) was missed; \
+            1 means an error. Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
             \(FashionMNIST.defaultDirectory)) or from --inputs X.npy (float32, the model's input layout) with \
-            --labels Y.npy (int64, int32 or uint8). Fashion-MNIST pixels are scaled to [0, 1] and normalized as \
+            --labels Y.npy (int64, int32 or uint8). Without --labels (detectors, segmenters, any output) give \
+            --reference: every output is compared with the reference's — SQNR in dB over all images and the \
+            cosine of each image's output (mean and worst). Fashion-MNIST pixels are scaled to [0, 1] and normalized as \
             --input-mean/--input-std (or --preprocess, --input-range) say, or as the model's metadata says when \
             the flags are absent.
             """)
@@ -28,10 +30,10 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Input images as float32 .npy.")
     var inputs: String?
 
-    @Option(help: "Labels as int .npy (with --inputs).")
+    @Option(help: "Labels as int .npy (with --inputs; optional with --reference).")
     var labels: String?
 
-    @Option(help: "A reference model (e.g. the teacher): report argmax agreement and mean logit cosine.")
+    @Option(help: "A reference model (e.g. the teacher): per-output SQNR and cosine; with labels also argmax agreement.")
     var reference: String?
 
     @Option(name: .customLong("min-top1"), help: "Fail (exit status 2) if top-1 is below this many percent.")
@@ -42,6 +44,12 @@ struct EvalCommand: ParsableCommand {
 
     @Option(name: .customLong("min-agreement"), help: "Fail (exit status 2) if fewer than this many percent of argmaxes agree with the reference.")
     var minAgreement: Double?
+
+    @Option(name: .customLong("min-sqnr"), help: "Fail (exit status 2) if any output's SQNR against the reference is below this many dB.")
+    var minSQNR: Double?
+
+    @Option(name: .customLong("min-cosine"), help: "Fail (exit status 2) if any output's mean cosine with the reference is below this.")
+    var minCosine: Double?
 
     @Flag(help: "With a .kiln student and its ONNX teacher as --reference: each layer's SQNR against the teacher on these images (at most the first 1,000).")
     var layers = false
@@ -64,11 +72,17 @@ struct EvalCommand: ParsableCommand {
         guard (dataset == nil) != (inputs == nil) else {
             throw ValidationError("give either --dataset fashion-mnist[=DIR] or --inputs X.npy --labels Y.npy")
         }
-        guard (inputs == nil) == (labels == nil) else { throw ValidationError("--inputs and --labels go together") }
+        if labels != nil && inputs == nil { throw ValidationError("--labels goes with --inputs") }
+        if inputs != nil && labels == nil && reference == nil {
+            throw ValidationError("--inputs without --labels needs --reference (outputs are then compared with it)")
+        }
+        if labels == nil && dataset == nil && (minTop1 != nil || maxDrop != nil || minAgreement != nil) {
+            throw ValidationError("--min-top1, --max-drop and --min-agreement need labels")
+        }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        if reference == nil && (maxDrop != nil || minAgreement != nil || layers) {
-            throw ValidationError("--max-drop, --min-agreement and --layers need --reference")
+        if reference == nil && (maxDrop != nil || minAgreement != nil || minSQNR != nil || minCosine != nil || layers) {
+            throw ValidationError("--max-drop, --min-agreement, --min-sqnr, --min-cosine and --layers need --reference")
         }
     }
 
@@ -109,10 +123,18 @@ struct EvalCommand: ParsableCommand {
         }
     }
 
-    /// The accuracy bars (--min-top1, --max-drop, --min-agreement) the result misses, each as a sentence.
+    /// The bars (--min-top1, --max-drop, --min-agreement, --min-sqnr, --min-cosine) the result misses, each as a sentence.
     func bars(_ result: Evaluation) -> [String] {
         var missed: [String] = []
-        let top1 = result.top1 * 100
+        for output in result.outputs ?? [] {
+            if let minSQNR, let sqnr = output.sqnr, sqnr < minSQNR {
+                missed.append(String(format: "output '%@' SQNR %.2f dB is below --min-sqnr %.2f", output.name, sqnr, minSQNR))
+            }
+            if let minCosine, output.meanCosine < minCosine {
+                missed.append(String(format: "output '%@' mean cosine %.6f is below --min-cosine %.6f", output.name, output.meanCosine, minCosine))
+            }
+        }
+        guard let top1 = result.top1.map({ $0 * 100 }) else { return missed }
         if let minTop1, top1 < minTop1 {
             missed.append(String(format: "top-1 %.2f%% is below --min-top1 %.2f%%", top1, minTop1))
         }
@@ -130,8 +152,8 @@ struct EvalCommand: ParsableCommand {
 struct EvalData {
     /// Number of images.
     let count: Int
-    /// Class of each image.
-    let labels: [Int]
+    /// Class of each image, when the data is labelled.
+    let labels: [Int]?
     /// How Fashion-MNIST pixels were normalized, for the report.
     let normalization: String?
     /// Images `range` as a batch tensor.
@@ -152,12 +174,14 @@ struct EvalData {
             batch = { set.tensor($0, mean: mean, std: std) }
         } else {
             let x = try NPY.readTensor(options.inputs!)
-            let y = try NPY.readLabels(options.labels!)
-            guard x.rank >= 1, x.shape[0] == y.count else {
-                throw DataFileError(file: options.labels!, "has \(y.count) labels but \(options.inputs!) holds \(x.shape.first ?? 0) images")
+            guard x.rank >= 1 else { throw DataFileError(file: options.inputs!, "holds a scalar, not a batch of inputs") }
+            let y = try options.labels.map { try NPY.readLabels($0) }
+            if let y, x.shape[0] != y.count {
+                throw DataFileError(file: options.labels!, "has \(y.count) labels but \(options.inputs!) holds \(x.shape[0]) images")
             }
-            count = min(options.limit ?? y.count, y.count)
-            labels = Array(y.prefix(count))
+            let count = min(options.limit ?? x.shape[0], x.shape[0])
+            self.count = count
+            labels = y.map { Array($0.prefix(count)) }
             normalization = nil
             let sample = x.shape.dropFirst().reduce(1, *)
             batch = { range in
@@ -168,17 +192,33 @@ struct EvalData {
     }
 }
 
-/// Top-1 and agreement figures of one evaluation.
+/// How one output of the model follows the same output of the reference over the whole set.
+struct OutputAgreement: Encodable {
+    /// The output's name.
+    var name: String
+    /// 10·log10(Σ reference² / Σ (model − reference)²) over every element of every image, in dB; nil when the
+    /// outputs are identical.
+    var sqnr: Double?
+    /// Mean over images of the cosine between the model's and the reference's output.
+    var meanCosine: Double
+    /// The lowest of those cosines.
+    var minCosine: Double
+}
+
+/// Top-1, agreement and per-output figures of one evaluation.
 struct Evaluation: Encodable {
     var model = ""
     var reference: String?
     var normalization: String?
     var count = 0
-    var correct = 0
-    var top1 = 0.0
+    /// With labels: images whose argmax is the label, and that as a fraction.
+    var correct: Int?
+    var top1: Double?
     var referenceTop1: Double?
     var agreement: Double?
     var meanCosine: Double?
+    /// With a reference: how each output follows the reference's.
+    var outputs: [OutputAgreement]?
     var seconds = 0.0
     /// Accuracy bars missed (empty when all pass or none were set).
     var failures: [String] = []
@@ -187,31 +227,62 @@ struct Evaluation: Encodable {
 
     static func run(_ model: LoadedModel, reference: LoadedModel?, data: EvalData, batch: Int) throws -> Evaluation {
         var result = Evaluation()
-        var referenceCorrect = 0, agreeing = 0
-        var cosineSum = 0.0
+        var correct = 0, referenceCorrect = 0, agreeing = 0
+        let names = model.outputNames
+        if let reference, reference.outputNames.count != names.count {
+            throw DataFileError(file: reference.path, "has \(reference.outputNames.count) output(s) but \(model.path) has \(names.count)")
+        }
+        var signal = [Double](repeating: 0, count: names.count), noise = signal
+        var cosineSums = signal, cosineMins = [Double](repeating: 1, count: names.count)
         let progress = Progress(label: "eval", total: data.count)
         for start in stride(from: 0, to: data.count, by: batch) {
             let range = start..<min(start + batch, data.count)
             let x = data.batch(range)
-            let logits = try model.predict(x)
-            let predicted = try argmax(logits, expected: range.count, file: model.path)
-            for (i, label) in zip(range, predicted) where label == data.labels[i] { result.correct += 1 }
+            let outputs = try model.predictOutputs(x)
+            let predicted = try data.labels.map { labels -> [Int] in
+                let predicted = try argmax(outputs[0], expected: range.count, file: model.path)
+                for (i, label) in zip(range, predicted) where label == labels[i] { correct += 1 }
+                return predicted
+            }
             if let reference {
-                let referenceLogits = try reference.predict(x)
-                let referencePredicted = try argmax(referenceLogits, expected: range.count, file: reference.path)
-                for (i, label) in zip(range, referencePredicted) where label == data.labels[i] { referenceCorrect += 1 }
-                agreeing += zip(predicted, referencePredicted).filter { $0 == $1 }.count
-                cosineSum += cosines(logits, referenceLogits).reduce(0, +)
+                let referenceOutputs = try reference.predictOutputs(x)
+                for (index, (a, b)) in zip(outputs, referenceOutputs).enumerated() {
+                    guard a.shape == b.shape, a.shape.first == range.count else {
+                        throw DataFileError(file: reference.path, "output '\(names[index])' is \(b.shape.shapeDescription) but \(model.path) gives \(a.shape.shapeDescription)")
+                    }
+                    for (x, y) in zip(a.scalars, b.scalars) {
+                        signal[index] += Double(y) * Double(y)
+                        noise[index] += (Double(x) - Double(y)) * (Double(x) - Double(y))
+                    }
+                    let cosines = cosines(a, b)
+                    cosineSums[index] += cosines.reduce(0, +)
+                    cosineMins[index] = min(cosineMins[index], cosines.min() ?? 1)
+                }
+                if let labels = data.labels, let predicted {
+                    let referencePredicted = try argmax(referenceOutputs[0], expected: range.count, file: reference.path)
+                    for (i, label) in zip(range, referencePredicted) where label == labels[i] { referenceCorrect += 1 }
+                    agreeing += zip(predicted, referencePredicted).filter { $0 == $1 }.count
+                }
             }
             progress.update(range.upperBound)
         }
         progress.finish()
         result.count = data.count
-        result.top1 = Double(result.correct) / Double(data.count)
+        let n = Double(data.count)
+        if data.labels != nil {
+            result.correct = correct
+            result.top1 = Double(correct) / n
+        }
         if reference != nil {
-            result.referenceTop1 = Double(referenceCorrect) / Double(data.count)
-            result.agreement = Double(agreeing) / Double(data.count)
-            result.meanCosine = cosineSum / Double(data.count)
+            result.outputs = names.indices.map { i in
+                OutputAgreement(name: names[i], sqnr: noise[i] > 0 ? 10 * log10(signal[i] / noise[i]) : nil,
+                                meanCosine: cosineSums[i] / n, minCosine: cosineMins[i])
+            }
+            if data.labels != nil {
+                result.referenceTop1 = Double(referenceCorrect) / n
+                result.agreement = Double(agreeing) / n
+                result.meanCosine = cosineSums[0] / n
+            }
         }
         return result
     }
@@ -228,9 +299,9 @@ struct Evaluation: Encodable {
         }
     }
 
-    /// Cosine similarity of each row pair of two [n, classes] tensors.
+    /// Cosine similarity of each sample pair of two [n, ...] tensors of the same shape.
     static func cosines(_ a: Tensor, _ b: Tensor) -> [Double] {
-        let classes = a.shape[1]
+        let classes = a.count / max(a.shape[0], 1)
         return (0..<a.shape[0]).map { row in
             var dot = 0.0, na = 0.0, nb = 0.0
             for j in (row * classes)..<((row + 1) * classes) {
@@ -244,11 +315,21 @@ struct Evaluation: Encodable {
     }
 
     var text: String {
-        var lines = [String(format: "top-1: %.2f%% (%d/%d)", top1 * 100, correct, count)]
+        var lines: [String] = []
+        if let top1, let correct { lines.append(String(format: "top-1: %.2f%% (%d/%d)", top1 * 100, correct, count)) }
+        else { lines.append("images: \(count) (no labels)") }
         if let normalization { lines.append("normalization: \(normalization)") }
         if let reference, let agreement, let meanCosine, let referenceTop1 {
             lines.append(String(format: "reference %@: top-1 %.2f%%, agreement %.2f%%, mean logit cosine %.6f",
                                 reference, referenceTop1 * 100, agreement * 100, meanCosine))
+        }
+        if let outputs {
+            let names = NameColumn(outputs.map(\.name) + ["output"])
+            lines.append(names.cell("output") + "   SQNR dB  mean cosine  min cosine")
+            for output in outputs {
+                let sqnr = output.sqnr.map { String(format: "%8.2f", $0) } ?? "   exact"
+                lines.append(names.cell(output.name) + "  " + sqnr + String(format: "  %11.6f  %10.6f", output.meanCosine, output.minCosine))
+            }
         }
         if let layers {
             let names = NameColumn(layers.map(\.layer))

@@ -46,6 +46,14 @@ struct LoadedModel {
         }
     }
 
+    /// The names of the model's outputs, in order.
+    var outputNames: [String] {
+        switch backend {
+        case .teacher(_, let graph, _): return graph.outputs.map { graph[$0].name }
+        case .student(let model): return model.outputs.map(\.name)
+        }
+    }
+
     /// Runs a single-input, single-output model on one batch.
     func predict(_ x: Tensor) throws -> Tensor { try predictOutputs(x)[0] }
 

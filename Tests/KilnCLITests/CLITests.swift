@@ -61,6 +61,41 @@ struct CLITests {
         #expect(abs((object?["meanCosine"] as? Double ?? 0) - 1) < 1e-9)
     }
 
+    @Test("eval --reference without labels compares every output of a two-output detector; --min-sqnr and --min-cosine gate")
+    func evalOutputsWithoutLabels() throws {
+        let teacher = CLI.root.appendingPathComponent("models/edge/tiny_yolo.onnx").path
+        let calibration = CLI.temporary("yolo-calibration.npy"), x = CLI.temporary("yolo-x.npy"), student = CLI.temporary("yolo.kiln")
+        defer { for file in [calibration, x, student] { try? FileManager.default.removeItem(atPath: file) } }
+        var random = SeededGenerator(seed: 7)
+        func images(_ n: Int) -> Tensor {
+            Tensor(shape: [n, 3, 64, 64], scalars: (0..<(n * 3 * 64 * 64)).map { _ in Float.random(in: -2...2, using: &random) })
+        }
+        try NPY.write(images(16), to: calibration)
+        try NPY.write(images(6), to: x)
+        let quantize = try CLI.run(["quantize", teacher, "--calibration", calibration, "-o", student, "--json"])
+        #expect(quantize.status == 0, "\(quantize.stderr)")
+        let result = try CLI.run(["eval", student, "--inputs", x, "--reference", teacher, "--json", "--min-cosine", "0.9"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect(object?["count"] as? Int == 6)
+        #expect(object?["top1"] == nil)
+        let outputs = object?["outputs"] as? [[String: Any]] ?? []
+        #expect(outputs.count == 2)
+        for output in outputs {
+            let (sqnr, mean, worst) = (output["sqnr"] as? Double ?? 0, output["meanCosine"] as? Double ?? 0, output["minCosine"] as? Double ?? 2)
+            #expect(sqnr > 10 && sqnr < 80, "\(output)")
+            #expect(mean > 0.9 && mean < 1 && worst <= mean, "\(output)")
+        }
+        // A bar it cannot meet: exit status 2, the output named.
+        let gated = try CLI.run(["eval", student, "--inputs", x, "--reference", teacher, "--min-sqnr", "200"])
+        #expect(gated.status == 2)
+        #expect(gated.stderr.contains("SQNR") && gated.stderr.contains("--min-sqnr"), "\(gated.stderr)")
+        #expect(gated.stdout.contains("mean cosine"), "\(gated.stdout)")
+        // Labels-only bars need labels.
+        let unlabelled = try CLI.run(["eval", student, "--inputs", x, "--reference", teacher, "--min-top1", "50"])
+        #expect(unlabelled.status != 0 && unlabelled.stderr.contains("need labels"), "\(unlabelled.stderr)")
+    }
+
     @Test("eval reads inputs and int labels from .npy files")
     func evalNPY() throws {
         let data = try FashionMNIST(split: .test)
