@@ -6,7 +6,8 @@
     python3 scripts/make_edge_zoo.py --full -o /tmp/edge224 && python3 bench/edge_zoo_table.py --folder /tmp/edge224
 
 Columns: imports (y/n, else the importer's error); fp32 max relative error of Kiln's interpreter against onnxruntime
-on the model's probe input; nodes that do not lower to int8 (count); the W8A8 student's output cosine against the
+on the model's probe input; nodes that cannot run in a student at all (count); nodes that run as fp32 islands
+(count; no int8 kernel); the W8A8 student's output cosine against the
 fp32 teacher on 16 fixed inputs, and the same for onnxruntime's own `quantize_static` W8A8 model on the same
 calibration inputs (peer cos: what an established quantizer reaches on the model); onnxruntime (exact mode) on
 Kiln's QDQ export against the student (cosine); and
@@ -83,7 +84,7 @@ def main():
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
     args = parser.parse_args()
     records = json.load(open(os.path.join(args.folder, "edge.json")))
-    print(f"{'model':<20} {'imports':<8} {'fp32 err':>9} {'unlowered':>9} {'W8A8 cos':>9} {'peer cos':>9} {'QDQ cos':>8} "
+    print(f"{'model':<20} {'imports':<8} {'fp32 err':>9} {'unlowered':>9} {'islands':>7} {'W8A8 cos':>9} {'peer cos':>9} {'QDQ cos':>8} "
           f"{'kiln ms':>8} {'ort ms':>8} {'ratio':>6}")
     printed_machine = False
     with tempfile.TemporaryDirectory() as folder:
@@ -91,7 +92,7 @@ def main():
             record = records[name]
             path = os.path.join(args.folder, record["file"])
             size = record["input_shape"][2]
-            row = {"imports": "y", "err": "", "unlowered": "", "cos": "", "peer_cos": "", "ort": "", "kiln_ms": "", "ort_ms": "", "ratio": ""}
+            row = {"imports": "y", "err": "", "unlowered": "", "islands": "", "cos": "", "peer_cos": "", "ort": "", "kiln_ms": "", "ort_ms": "", "ratio": ""}
             inspect = kiln(args.kiln, "inspect", path, "--json")
             if inspect.returncode != 0:
                 row["imports"] = "n"
@@ -100,6 +101,7 @@ def main():
             report = json.loads(inspect.stdout)
             unlowered = report.get("unloweredNodes") or []
             row["unlowered"] = str(len(unlowered))
+            row["islands"] = str(len(report.get("islandNodes") or []))
             probe = np.load(os.path.join(args.folder, record["probe_input"]))
             reference = session(path, 2)
             input_name = reference.get_inputs()[0].name
@@ -149,7 +151,7 @@ def main():
                 ort_ms = median_latency_ms(peer, [1, 3, size, size], args.runs, 1)
                 row["kiln_ms"], row["ort_ms"] = f"{bench['medianMs']:.3f}", f"{ort_ms:.3f}"
                 row["ratio"] = f"{bench['medianMs'] / ort_ms:.2f}"
-            print(f"{name:<20} {row['imports']:<8} {row['err']:>9} {row['unlowered']:>9} {row['cos']:>9} {row['peer_cos']:>9} {row['ort']:>8} "
+            print(f"{name:<20} {row['imports']:<8} {row['err']:>9} {row['unlowered']:>9} {row['islands']:>7} {row['cos']:>9} {row['peer_cos']:>9} {row['ort']:>8} "
                   f"{row['kiln_ms']:>8} {row['ort_ms']:>8} {row['ratio']:>6}", flush=True)
 
 

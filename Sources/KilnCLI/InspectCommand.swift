@@ -62,6 +62,8 @@ struct InspectReport: Encodable {
     /// A teacher's int8 lowering: "full", or the nodes that would not lower and why.
     var lowering: String?
     var unloweredNodes: [UnloweredNode]?
+    /// Nodes without an int8 kernel that would run as fp32 islands, and why.
+    var islandNodes: [UnloweredNode]?
     /// A student's kernels on this CPU (KILN_ISA may force a lower tier).
     var kernels: String?
     var warnings: [String] = []
@@ -90,10 +92,17 @@ struct InspectReport: Encodable {
             }
             inputDomain = InspectReport.describeDomain(graph.metadata, &warnings)
             do {
-                let unlowered = try Quantizer.unloweredNodes(graph)
-                unloweredNodes = unlowered
-                lowering = unlowered.isEmpty ? "full: every node has an int8 kernel"
-                    : "\(unlowered.count) node(s) would not lower to int8 — " + unlowered.map(\.reason).joined(separator: "; ")
+                let (unlowered, islands) = (try Quantizer.unloweredNodes(graph), try Quantizer.islandNodes(graph))
+                (unloweredNodes, islandNodes) = (unlowered, islands)
+                if !unlowered.isEmpty {
+                    lowering = "not possible: \(unlowered.count) node(s) cannot run in a student — " + unlowered.map(\.reason).joined(separator: "; ")
+                } else if islands.isEmpty {
+                    lowering = "full: every node has an int8 kernel"
+                } else {
+                    let ops = Dictionary(grouping: islands, by: \.op).map { "\($0.value.count) \($0.key)" }.sorted().joined(separator: ", ")
+                    lowering = "\(islands.count) node(s) run as fp32 islands (\(ops)), the rest in int8 — "
+                        + islands.prefix(5).map(\.reason).joined(separator: "; ") + (islands.count > 5 ? "; …" : "")
+                }
             } catch {
                 lowering = "not possible: \(error)"
             }

@@ -264,7 +264,7 @@ struct QuantizeSummary: Encodable {
         var lines = [row("layer", "op", "weight scale", "act scale (zp)", "SQNR dB")]
         for layer in layers {
             let weights = layer.weightScaleMin.map { "\(scale($0))–\(scale(layer.weightScaleMax))" } ?? "-"
-            lines.append(row(layer.layer, layer.op, weights, "\(scale(layer.activationScale)) (\(layer.zeroPoint))",
+            lines.append(row(layer.layer, layer.op, weights, layer.activationScale == 0 ? "fp32 island" : "\(scale(layer.activationScale)) (\(layer.zeroPoint))",
                              layer.sqnr.map { String(format: "%.1f", $0) } ?? "-"))
         }
         if !blocks.isEmpty {

@@ -340,6 +340,11 @@ extension Importer {
             target = ints
         }
         // A fixed-batch export spells the batch size out (`x.view(x.size(0), -1)` becomes [1, -1]).
+        if exportedBatch != nil, shape(x).first == batchDimension, target.count == 1,
+           target[0] == -1 || target[0] == exportedBatch! * Array(shape(x).dropFirst()).elementCount {
+            values[n.proto.output[0]] = .flattened(x)
+            return
+        }
         if let exportedBatch, shape(x).first == batchDimension, target.first == exportedBatch {
             target[0] = nil
         }
@@ -519,6 +524,10 @@ extension Importer {
     }
 
     mutating func gather(_ n: NodeContext) throws {
+        if case .flattened(let source)? = values[n.proto.input[0]] {
+            try gatherWhole(n, source)
+            return
+        }
         let x = try tensor(n, 0)
         let xs = shape(x)
         let axis = try Folding.normalizedAxis(try n.attributes.int("axis", default: 0), rank: xs.count)
@@ -528,6 +537,20 @@ extension Importer {
         }
         let positions = try indices.values.map { Int64(try Folding.normalizedIndex(Int($0), size: xs[axis])) }
         try emit(n, .gather(axis: axis, indices: IntTensor(shape: indices.shape, values: positions)), [x])
+    }
+
+    /// PyTorch's exporter writes `as_strided` of a contiguous view (e.g. after adaptive pooling) as a Reshape of the
+    /// whole tensor to one dimension and a Gather of its elements in order. In a fixed-batch export that flattens
+    /// the batch too; read as what it is — a reshape of the source keeping the batch first — it runs at any batch.
+    mutating func gatherWhole(_ n: NodeContext, _ source: ValueID) throws {
+        let perSample = Array(shape(source).dropFirst()).elementCount
+        guard try n.attributes.int("axis", default: 0) == 0, let exportedBatch,
+              let folded = try known(n, 1), case .int(let indices) = folded.small,
+              indices.shape.first == exportedBatch, indices.values.count == exportedBatch * perSample,
+              indices.values.elementsEqual(0..<Int64(indices.values.count)) else {
+            throw ImportFailure("gathers from a tensor flattened with its batch dimension other than all its elements in order")
+        }
+        try emit(n, .reshape(shape: [batchDimension] + indices.shape.dropFirst()), [source])
     }
 
     mutating func slice(_ n: NodeContext) throws {

@@ -17,6 +17,9 @@ struct Importer {
         case folded(Folded)
         /// An ONNX sequence of runtime tensors (SplitToSequence's output, read by SequenceAt).
         case sequence([ValueID])
+        /// A runtime tensor of a fixed-batch export reshaped whole, batch included, to one dimension: only a Gather of
+        /// its elements in order (PyTorch's `as_strided` of a contiguous view) can read it.
+        case flattened(ValueID)
     }
 
     /// A value known at import, evaluated for both probe batch sizes (the same if it does not depend on N).
@@ -108,6 +111,8 @@ struct Importer {
                 graph.outputs.append(id)
             case .sequence:
                 throw ONNXError(file: model.file, "graph output '\(output.name)' is a sequence; only tensor outputs are supported")
+            case .flattened:
+                throw ONNXError(file: model.file, "graph output '\(output.name)' flattens the batch dimension with the others")
             case .folded(let folded):
                 guard !folded.dependsOnBatch else {
                     throw ONNXError(file: model.file, "graph output '\(output.name)' is a constant that depends on the batch size")
@@ -187,7 +192,7 @@ struct Importer {
         }
         let allFolded = inputs.allSatisfy { value in
             switch value {
-            case .runtime?, .sequence?: return false
+            case .runtime?, .sequence?, .flattened?: return false
             case .folded?, nil: return true
             }
         }
@@ -228,6 +233,7 @@ extension Importer {
         switch value {
         case .runtime(let id): return id
         case .sequence: throw ImportFailure("input \(i) ('\(node.proto.input[i])') is a sequence; this op takes a tensor")
+        case .flattened: throw ImportFailure("input \(i) ('\(node.proto.input[i])') flattens the batch dimension with the others")
         case .folded(let folded):
             let name = node.proto.input[i]
             if let id = materialized[name] { return id }

@@ -148,6 +148,11 @@ public enum QDQExporter {
             case .mul:
                 result = "\(label)_mul"
                 node("Mul", inputs, [result], name: label)
+            case .float(let f):
+                // An fp32 island op: float in, float out, no QuantizeLinear after it.
+                floatIsland(f, inputs, inputShape: student.activations[layer.inputs[0]].shape, out: real(layer.output), outShape: out.shape,
+                            label: label)
+                return
             case .lookup(let l):
                 // The table indexed by the input's levels, as the output's real values (QuantizeLinear below gives
                 // back exactly the table's levels).
@@ -187,6 +192,79 @@ public enum QDQExporter {
             node("DequantizeLinear", ["\(out.name)/q_clamped", scale, zero], [real(layer.output)], name: "\(label)_dequantize")
         }
 
+        /// The ONNX nodes (opset 13) of one fp32 island op from `inputs` to `out`.
+        mutating func floatIsland(_ op: FloatOp, _ inputs: [String], inputShape: [Int], out: String, outShape: [Int], label: String) {
+            func constant(_ c: FloatConstant, _ suffix: String) -> String {
+                initializer("\(label)_\(suffix)", dims: c.shape, floats: c.values.isEmpty ? [0] : c.values)
+            }
+            func scalar(_ v: Float, _ suffix: String) -> String { initializer("\(label)_\(suffix)", dims: [], floats: [v]) }
+            switch op {
+            case .unary(let f):
+                let x = inputs[0]
+                switch f {
+                case .relu, .sigmoid, .tanh, .softplus, .erf, .squareRoot:
+                    node(["Relu", "Sigmoid", "Tanh", "Softplus", "Erf", "Sqrt"][[FloatFunction.relu, .sigmoid, .tanh, .softplus, .erf, .squareRoot].firstIndex(of: f)!],
+                         [x], [out], name: label)
+                case .clip(let lo, let hi):
+                    node("Clip", [x, scalar(lo, "min"), scalar(hi, "max")], [out], name: label)
+                case .leakyRelu(let alpha):
+                    node("LeakyRelu", [x], [out], name: label, floats: ["alpha": alpha])
+                case .elu(let alpha):
+                    node("Elu", [x], [out], name: label, floats: ["alpha": alpha])
+                case .hardSigmoid(let alpha, let beta):
+                    node("HardSigmoid", [x], [out], name: label, floats: ["alpha": alpha, "beta": beta])
+                case .hardSwish:
+                    node("HardSigmoid", [x], ["\(label)_gate"], name: "\(label)_gate", floats: ["alpha": 1 / 6, "beta": 0.5])
+                    node("Mul", [x, "\(label)_gate"], [out], name: label)
+                case .silu:
+                    node("Sigmoid", [x], ["\(label)_gate"], name: "\(label)_gate")
+                    node("Mul", [x, "\(label)_gate"], [out], name: label)
+                case .gelu:
+                    node("Mul", [x, scalar(0.70710678118654752, "rsqrt2")], ["\(label)_scaled"], name: "\(label)_scale")
+                    node("Erf", ["\(label)_scaled"], ["\(label)_erf"], name: "\(label)_erf")
+                    node("Add", ["\(label)_erf", scalar(1, "one")], ["\(label)_erf1"], name: "\(label)_add")
+                    node("Mul", [x, "\(label)_erf1"], ["\(label)_product"], name: "\(label)_product")
+                    node("Mul", ["\(label)_product", scalar(0.5, "half")], [out], name: label)
+                }
+            case .arithmetic(let a, let c, let constantFirst):
+                let name = ["", "Add", "Sub", "Mul", "Div"][Int(a.rawValue)]
+                var operands = inputs
+                if let c { operands = constantFirst ? [constant(c, "constant"), inputs[0]] : [inputs[0], constant(c, "constant")] }
+                node(name, operands, [out], name: label)
+            case .reduceMean(let axes):
+                node("ReduceMean", inputs, [out], name: label, ints: ["axes": axes, "keepdims": [outShape.count == inputShape.count ? 1 : 0]])
+            case .transpose(let permutation):
+                node("Transpose", inputs, [out], name: label, ints: ["perm": permutation])
+            case .reshape:
+                let target = initializer("\(label)_shape", dims: [outShape.count], int64: [0] + outShape.dropFirst().map { Int64($0) })
+                node("Reshape", [inputs[0], target], [out], name: label)
+            case .matMul(let c):
+                node("MatMul", c.map { [inputs[0], constant($0, "b")] } ?? inputs, [out], name: label)
+            case .softmax(let axis):
+                node("Softmax", inputs, [out], name: label, ints: ["axis": [axis]])
+            case .concat(let axis):
+                node("Concat", inputs, [out], name: label, ints: ["axis": [axis]])
+            case .slice(let starts, let counts, let steps):
+                let axes = Array(1..<starts.count)
+                let ends = axes.map { d -> Int64 in
+                    let end = starts[d] + counts[d] * steps[d]
+                    return end < 0 ? Int64.min : Int64(end)
+                }
+                node("Slice", [inputs[0], initializer("\(label)_starts", dims: [axes.count], int64: axes.map { Int64(starts[$0]) }),
+                               initializer("\(label)_ends", dims: [axes.count], int64: ends),
+                               initializer("\(label)_axes", dims: [axes.count], int64: axes.map { Int64($0) }),
+                               initializer("\(label)_steps", dims: [axes.count], int64: axes.map { Int64(steps[$0]) })],
+                     [out], name: label)
+            case .pad(let pads, let mode, let value):
+                let amounts = initializer("\(label)_pads", dims: [pads.count], int64: pads.map { Int64($0) })
+                node("Pad", [inputs[0], amounts, scalar(value, "value")], [out], name: label,
+                     strings: ["mode": ["constant", "reflect", "edge"][Int(mode)]])
+            case .gather(let axis, let indices, let shape):
+                let table = initializer("\(label)_indices", dims: shape, int64: indices.map { Int64($0) })
+                node("Gather", [inputs[0], table], [out], name: label, ints: ["axis": [axis]])
+            }
+        }
+
         /// A fused clamp (in levels of `q`) as the export applies it: nothing for the whole uint8 range (ReLU at
         /// zero point 0 included — QuantizeLinear saturates at 0); any other clamp (ReLU6, low-bit level ranges, ReLU
         /// at another zero point) is returned to be applied to the quantized levels, because a Clip or Relu between
@@ -222,7 +300,7 @@ public enum QDQExporter {
         }
 
         mutating func node(_ op: String, _ inputs: [String], _ outputs: [String], name: String, ints: [String: [Int]] = [:],
-                           strings: [String: String] = [:]) {
+                           floats: [String: Float] = [:], strings: [String: String] = [:]) {
             var n = Onnx_NodeProto()
             n.opType = op
             n.input = inputs
@@ -231,13 +309,20 @@ public enum QDQExporter {
             for (key, values) in ints.sorted(by: { $0.key < $1.key }) {
                 var a = Onnx_AttributeProto()
                 a.name = key
-                if ["group", "transB", "axis", "ceil_mode", "count_include_pad", "to"].contains(key) {
+                if ["group", "transB", "axis", "ceil_mode", "count_include_pad", "to", "keepdims"].contains(key) {
                     a.type = .int
                     a.i = Int64(values[0])
                 } else {
                     a.type = .ints
                     a.ints = values.map { Int64($0) }
                 }
+                n.attribute.append(a)
+            }
+            for (key, value) in floats.sorted(by: { $0.key < $1.key }) {
+                var a = Onnx_AttributeProto()
+                a.name = key
+                a.type = .float
+                a.f = value
                 n.attribute.append(a)
             }
             for (key, value) in strings.sorted(by: { $0.key < $1.key }) {

@@ -203,7 +203,7 @@ public struct Distiller {
         self.graph = graph
         foldedBatchNorms = prepared.foldedBatchNorms
         self.options = options
-        plan = try Lowering.plan(graph)
+        plan = try Lowering.plan(graph, allowIslands: false)
         blocks = graph.blocks()
         let planned = plan
         let weighted = planned.indices.filter { planned[$0].hasWeights }

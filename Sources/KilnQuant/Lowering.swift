@@ -46,6 +46,8 @@ struct PlannedLayer {
         case insertZeros(Int, Int)
         /// Bilinear resize.
         case resizeLinear(height: Int, width: Int, coordinates: ResizeCoordinates)
+        /// An op with no int8 kernel, run in fp32 between a dequantize and a quantize.
+        case island(FloatOp)
 
         /// Max pooling and layout ops keep their input's quantization (their output is no quantization point).
         var keepsInputQuantization: Bool {
@@ -91,8 +93,10 @@ struct Lowering {
     let graph: Graph
     var activations: [ActivationInfo] = []
     var layers: [Layer] = []
-    /// Student activation holding each graph value.
+    /// Student activation holding each graph value quantized.
     var tensors: [ValueID: Int] = [:]
+    /// Student activation holding each graph value in fp32 (model inputs, fp32 island values, their dequantized inputs).
+    var floats: [ValueID: Int] = [:]
     /// The graph value each student layer approximates (for per-layer error reports).
     var layerValues: [Int: ValueID] = [:]
 
@@ -100,30 +104,46 @@ struct Lowering {
         self.graph = graph
     }
 
-    /// The student's layers, in graph order; throws naming every node that does not lower.
-    static func plan(_ graph: Graph) throws -> [PlannedLayer] {
-        let (planned, unlowered) = survey(graph)
+    /// The student's layers, in graph order; throws naming every node that does not lower (and, unless
+    /// `allowIslands`, every node that would run as an fp32 island).
+    static func plan(_ graph: Graph, allowIslands: Bool = true) throws -> [PlannedLayer] {
+        let (planned, unlowered, islands) = survey(graph)
         guard unlowered.isEmpty else { throw QuantizeError(describe(unlowered)) }
+        guard allowIslands || islands.isEmpty else {
+            throw QuantizeError("block reconstruction does not handle fp32 islands yet; " + describe(islands, "would run in fp32")
+                                + " (quantize without reconstruction: --distill none, W8A8)")
+        }
         return planned
     }
 
     /// One message for the nodes that do not lower (the first few by name, then a count).
-    static func describe(_ unlowered: [UnloweredNode]) -> String {
+    static func describe(_ unlowered: [UnloweredNode], _ what: String = "do not lower to int8") -> String {
         let shown = unlowered.prefix(5).map(\.reason)
         let more = unlowered.count > shown.count ? "; and \(unlowered.count - shown.count) more node(s)" : ""
-        return (unlowered.count == 1 ? "" : "\(unlowered.count) nodes do not lower to int8: ") + shown.joined(separator: "; ") + more
+        return (unlowered.count == 1 ? "" : "\(unlowered.count) nodes \(what): ") + shown.joined(separator: "; ") + more
     }
 
-    /// The student's layers in graph order, and every node that does not lower (with the reason).
-    static func survey(_ graph: Graph) -> (planned: [PlannedLayer], unlowered: [UnloweredNode]) {
+    /// The student's layers in graph order, every node that does not lower at all and every node that runs as an
+    /// fp32 island (each with the reason it has no int8 kernel).
+    static func survey(_ graph: Graph) -> (planned: [PlannedLayer], unlowered: [UnloweredNode], islands: [UnloweredNode]) {
         let consumers = graph.consumers()
         var planned: [PlannedLayer] = []
-        var unlowered: [UnloweredNode] = []
+        var unlowered: [UnloweredNode] = [], islands: [UnloweredNode] = []
+        /// Values computed in fp32 by islands: pointwise and layout ops reading only these stay in the island.
+        var floatValues = Set<ValueID>()
         var fused = Set<Int>()
         func channelShuffle(at index: Int) -> (groups: Int, nodes: [Int])? {
             Lowering.channelShuffle(in: graph, at: index, consumers: consumers)
         }
         for (index, node) in graph.nodes.enumerated() where !fused.contains(index) {
+            let tensorInputs = node.inputs.filter { graph.constants[$0] == nil }
+            if !tensorInputs.isEmpty, tensorInputs.allSatisfy(floatValues.contains), node.op.continuesIsland,
+               let island = try? islandLayer(graph, index) {
+                planned.append(island)
+                floatValues.insert(node.output)
+                islands.append(UnloweredNode(node: node.name, op: node.op.name, reason: "node '\(node.name)' (\(node.op.name)) continues an fp32 island"))
+                continue
+            }
             do {
                 /// The activation node fused into this one, if its output has one reader that is an activation.
                 func fusedActivation(after value: ValueID) -> (index: Int, activation: Activation)? {
@@ -239,10 +259,66 @@ struct Lowering {
                     throw QuantizeError("node '\(node.name)' (\(node.op.name)) has no int8 kernel yet; Kiln quantizes Conv (+BatchNorm, +Relu/Relu6/Clip), MatMul/Gemm, residual Add, pooling, Concat, Reshape and pointwise activations")
                 }
             } catch {
-                unlowered.append(UnloweredNode(node: node.name, op: node.op.name, reason: (error as? QuantizeError)?.message ?? "\(error)"))
+                let reason = (error as? QuantizeError)?.message ?? "\(error)"
+                do {
+                    planned.append(try islandLayer(graph, index))
+                    floatValues.insert(node.output)
+                    islands.append(UnloweredNode(node: node.name, op: node.op.name, reason: reason))
+                } catch {
+                    let why = (error as? QuantizeError)?.message ?? "\(error)"
+                    unlowered.append(UnloweredNode(node: node.name, op: node.op.name, reason: "\(reason); nor can it run as an fp32 island: \(why)"))
+                }
             }
         }
-        return (planned, unlowered)
+        return (planned, unlowered, islands)
+    }
+
+    /// Node `index` as an fp32 island layer: its tensor inputs in order, constants carried by the op.
+    static func islandLayer(_ graph: Graph, _ index: Int) throws -> PlannedLayer {
+        let node = graph.nodes[index]
+        let fail = { (why: String) in QuantizeError(why) }
+        let constants = node.inputs.map { graph.constants[$0] }
+        let inputs = node.inputs.filter { graph.constants[$0] == nil }
+        guard !inputs.isEmpty else { throw fail("all its inputs are constants") }
+        func floatConstant(_ t: Tensor) -> FloatConstant { FloatConstant(shape: t.shape, values: t.scalars) }
+        let op: FloatOp
+        switch node.op {
+        case .activation(let f): op = .unary(f.floatFunction)
+        case .binary(let b):
+            let arithmetic = FloatArithmetic(b)
+            if let c = constants[1] {
+                op = .arithmetic(arithmetic, constant: floatConstant(c), constantFirst: false)
+            } else if let c = constants[0] {
+                op = .arithmetic(arithmetic, constant: floatConstant(c), constantFirst: true)
+            } else {
+                op = .arithmetic(arithmetic, constant: nil, constantFirst: false)
+            }
+        case .reduceMean(let axes, _): op = .reduceMean(axes: axes)
+        case .transpose(let perm): op = .transpose(perm)
+        case .reshape: op = .reshape
+        case .matMul:
+            if let c = constants[1] { op = .matMul(constant: floatConstant(c)) } else {
+                guard constants[0] == nil else { throw fail("a constant first operand of MatMul is not supported") }
+                op = .matMul(constant: nil)
+            }
+        case .softmax(let axis): op = .softmax(axis: axis)
+        case .concat(let axis):
+            guard constants.allSatisfy({ $0 == nil }) else { throw fail("constant Concat operands are not supported") }
+            op = .concat(axis: axis)
+        case .slice(let a): op = .slice(starts: a.starts, counts: a.counts, steps: a.steps)
+        case .pad(let a):
+            op = .pad(pads: a.pads, mode: a.mode == .constant ? 0 : a.mode == .reflect ? 1 : 2, value: a.value)
+        case .gather(let axis, let indices): op = .gather(axis: axis, indices: indices.values.map { Int($0) }, indicesShape: indices.shape)
+        default: throw fail("\(node.op.name) has no fp32 island form")
+        }
+        let shapes = inputs.map { graph[$0].shape }
+        do {
+            let shape = try op.outputShape(inputShapes: shapes, recorded: graph[node.output].shape)
+            guard shape == graph[node.output].shape else { throw fail("gives \(shape), the graph says \(graph[node.output].shape)") }
+        } catch let error as KilnFormatError {
+            throw fail(error.message)
+        }
+        return PlannedLayer(kind: .island(op), name: node.name, nodes: [index], inputs: inputs, output: node.output)
     }
 
     /// The channel shuffle starting at node `index`, as PyTorch writes it: Reshape [N, C, H, W] → [N, g, C/g, H, W],
@@ -275,6 +351,7 @@ struct Lowering {
             }
             let float = addActivation(ActivationInfo(name: value.name, shape: value.shape, type: .float32))
             inputs.append(float)
+            floats[id] = float
             let (q, bits) = quantization(id)
             let quantized = addActivation(ActivationInfo(name: "\(value.name)/quantized", shape: value.shape, type: .uint8,
                                                          quantization: q, bits: bits))
@@ -282,12 +359,14 @@ struct Lowering {
             tensors[id] = quantized
         }
         for (index, planned) in plan.enumerated() {
-            let xs = try planned.inputs.map { id -> Int in
-                guard let t = tensors[id] else {
-                    throw QuantizeError("node '\(planned.name)': input '\(graph[id].name)' is not a quantized activation (a constant where a tensor is expected?)")
-                }
-                return t
+            if case .island(let op) = planned.kind {
+                let xs = try planned.inputs.map { try floatActivation($0, reader: planned.name) }
+                let y = addActivation(ActivationInfo(name: graph[planned.output].name, shape: graph[planned.output].shape, type: .float32))
+                addLayer(planned.name, .float(op), xs, y, approximates: planned.output)
+                floats[planned.output] = y
+                continue
             }
+            let xs = try planned.inputs.map { try quantizedActivation($0, reader: planned.name, quantization) }
             let maxPool: Bool = { if case .maxPool = planned.kind { return true } else { return false } }()
             let (outQ, outBits) = planned.kind.keepsInputQuantization ? (activations[xs[0]].quantization, activations[xs[0]].bits)
                                                                       : quantization(planned.output)
@@ -338,6 +417,7 @@ struct Lowering {
                     (0..<output).map { let t = coordinates.linearTap($0, input: size, output: output); return ResizeTap(first: t.first, second: t.second, fraction: t.fraction) }
                 }
                 op = .resizeLinear(LinearResize(coordinates: coordinates.rawValue, rows: taps(height, input[2]), columns: taps(width, input[3])))
+            case .island: continue
             }
             let shape: [Int]
             if case .reshape(let target) = planned.kind { shape = target } else { shape = graph[planned.output].shape }
@@ -348,12 +428,42 @@ struct Lowering {
         }
         var outputs: [Int] = []
         for id in graph.outputs {
+            if let float = floats[id], !graph.inputs.contains(id) {
+                outputs.append(float)
+                continue
+            }
             guard let q = tensors[id] else { throw QuantizeError("graph output '\(graph[id].name)' is not computed by a quantized layer") }
             let float = addActivation(ActivationInfo(name: graph[id].name, shape: graph[id].shape, type: .float32))
             addLayer("\(graph[id].name)/dequantize", .dequantize, [q], float, approximates: nil)
             outputs.append(float)
         }
         return StudentModel(activations: activations, layers: layers, inputs: inputs, outputs: outputs)
+    }
+
+    /// The quantized student activation of graph value `id`: quantizing an fp32 island's value on first use.
+    mutating func quantizedActivation(_ id: ValueID, reader: String, _ quantization: (ValueID) -> (Quantization, bits: Int)) throws -> Int {
+        if let t = tensors[id] { return t }
+        guard let float = floats[id] else {
+            throw QuantizeError("node '\(reader)': input '\(graph[id].name)' is not a computed activation (a constant where a tensor is expected?)")
+        }
+        let (q, bits) = quantization(id)
+        let quantized = addActivation(ActivationInfo(name: "\(graph[id].name)/quantized", shape: graph[id].shape, type: .uint8,
+                                                     quantization: q, bits: bits))
+        addLayer("\(graph[id].name)/quantize", .quantize, [float], quantized, approximates: id)
+        tensors[id] = quantized
+        return quantized
+    }
+
+    /// The fp32 student activation of graph value `id`: dequantizing an int8 value on first use by an island.
+    mutating func floatActivation(_ id: ValueID, reader: String) throws -> Int {
+        if let f = floats[id] { return f }
+        guard let quantized = tensors[id] else {
+            throw QuantizeError("node '\(reader)': input '\(graph[id].name)' is not a computed activation")
+        }
+        let float = addActivation(ActivationInfo(name: "\(graph[id].name)/float", shape: graph[id].shape, type: .float32))
+        addLayer("\(graph[id].name)/dequantize", .dequantize, [quantized], float, approximates: nil)
+        floats[id] = float
+        return float
     }
 
     mutating func addActivation(_ info: ActivationInfo) -> Int {
@@ -422,5 +532,49 @@ struct Lowering {
         }
         return ConvLayer(outputChannels: m, kernel: kernel, strides: strides, pads: pads, dilations: dilations, group: group,
                          clamp: clamp, weights: w.levels, bias: qBias, multipliers: multipliers, weightScales: w.scales)
+    }
+}
+
+extension Op {
+    /// Pointwise and layout ops that stay in an fp32 island when every tensor they read comes from one (rather
+    /// than quantizing the island's output only to continue on it in int8).
+    var continuesIsland: Bool {
+        switch self {
+        case .activation, .binary, .reshape, .transpose, .reduceMean, .softmax, .matMul, .slice, .gather, .pad, .concat: return true
+        default: return false
+        }
+    }
+}
+
+extension Activation {
+    /// The same function as an fp32 island evaluates it.
+    var floatFunction: FloatFunction {
+        switch self {
+        case .relu: return .relu
+        case .clip(let lo, let hi): return .clip(min: lo, max: hi)
+        case .leakyRelu(let alpha): return .leakyRelu(alpha: alpha)
+        case .sigmoid: return .sigmoid
+        case .hardSigmoid(let alpha, let beta): return .hardSigmoid(alpha: alpha, beta: beta)
+        case .hardSwish: return .hardSwish
+        case .tanh: return .tanh
+        case .silu: return .silu
+        case .gelu: return .gelu
+        case .elu(let alpha): return .elu(alpha: alpha)
+        case .softplus: return .softplus
+        case .erf: return .erf
+        case .squareRoot: return .squareRoot
+        }
+    }
+}
+
+extension FloatArithmetic {
+    /// The island form of an IR binary op.
+    init(_ op: BinaryOp) {
+        switch op {
+        case .add: self = .add
+        case .sub: self = .sub
+        case .mul: self = .mul
+        case .div: self = .div
+        }
     }
 }

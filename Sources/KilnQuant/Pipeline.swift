@@ -119,7 +119,7 @@ public enum QuantizationPipeline {
 
     static func execute(_ job: QuantizationJob, _ hooks: QuantizationHooks) throws -> QuantizationOutcome {
         // A graph that cannot become a student fails now, not after minutes of synthesis.
-        try Quantizer.checkLowering(job.teacher)
+        try Quantizer.checkLowering(job.teacher, islands: !job.usesDistiller)
         let clock = ContinuousClock()
         var synthesis: SynthesisResult?
         let images: Tensor, description: String

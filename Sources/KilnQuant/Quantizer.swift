@@ -30,7 +30,7 @@ public struct LayerReport: Codable, Sendable {
     /// Smallest and largest per-channel weight scale (conv and gemm layers).
     public var weightScaleMin: Float?
     public var weightScaleMax: Float?
-    /// Output activation scale and zero point.
+    /// Output activation scale and zero point (0 and 0 for an fp32 island op, whose output is not quantized).
     public var activationScale: Float
     public var zeroPoint: Int32
     /// Signal-to-quantization-noise ratio (dB) of the layer's int8 output against the fp32 teacher's value on the
@@ -51,7 +51,9 @@ public struct QuantizationResult: Sendable {
 }
 
 /// A teacher ready for lowering: BatchNorm folded into the convolutions before it (the others become per-channel
-/// affine depthwise convolutions), padding into their windows, verified. The one place a teacher graph is prepared (the quantizer, the distiller and the layer report use it).
+/// affine depthwise convolutions), padding into their windows, channels-last regions back in channels-first order
+/// (their MatMuls 1×1 convolutions) with per-channel constant Adds and Muls after a convolution folded into it,
+/// verified. The one place a teacher graph is prepared (the quantizer, the distiller and the layer report use it).
 struct PreparedTeacher {
     /// The folded graph.
     let graph: Graph
@@ -87,16 +89,21 @@ public enum Quantizer {
         }
     }
 
-    /// The teacher's nodes that would not lower to a student (empty when it lowers fully), after BatchNorm and
-    /// padding folding; no calibration data needed.
+    /// The teacher's nodes that cannot become part of a student at all, not even as fp32 islands (empty when it
+    /// lowers), after BatchNorm and padding folding; no calibration data needed.
     public static func unloweredNodes(_ teacher: Graph) throws -> [UnloweredNode] {
         Lowering.survey(try PreparedTeacher(teacher).graph).unlowered
     }
 
-    /// Throws naming every node that would not lower: the pipeline calls it before any synthesis or calibration.
-    public static func checkLowering(_ teacher: Graph) throws {
-        let unlowered = try unloweredNodes(teacher)
-        guard unlowered.isEmpty else { throw QuantizeError(Lowering.describe(unlowered)) }
+    /// The teacher's nodes that have no int8 kernel and would run as fp32 islands, each with the reason.
+    public static func islandNodes(_ teacher: Graph) throws -> [UnloweredNode] {
+        Lowering.survey(try PreparedTeacher(teacher).graph).islands
+    }
+
+    /// Throws naming every node that would not lower (with `islands` false, also every node that would need an fp32
+    /// island): the pipeline calls it before any synthesis or calibration.
+    public static func checkLowering(_ teacher: Graph, islands: Bool = true) throws {
+        _ = try Lowering.plan(try PreparedTeacher(teacher).graph, allowIslands: islands)
     }
 
     /// Folds BatchNorm and padding into convs, calibrates activation ranges on `calibration` ([count, ...] in the
@@ -175,9 +182,11 @@ public enum Quantizer {
         return student.layers.indices.compactMap { index -> LayerReport? in
             let layer = student.layers[index]
             let out = student.activations[layer.output]
-            guard out.type == .uint8 else { return nil }
-            var row = LayerReport(layer: layer.name, op: layer.op.displayName, activationScale: out.quantization.scale,
-                                  zeroPoint: out.quantization.zeroPoint)
+            // Rows for layers producing int8 activations and for fp32 island ops (scale 0: not quantized).
+            if case .float = layer.op {} else { guard out.type == .uint8 else { return nil } }
+            let quantized = out.type == .uint8
+            var row = LayerReport(layer: layer.name, op: layer.op.displayName, activationScale: quantized ? out.quantization.scale : 0,
+                                  zeroPoint: quantized ? out.quantization.zeroPoint : 0)
             if case .conv(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
             if case .gemm(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
             if let s = signal[index], let n = noise[index], s > 0 {

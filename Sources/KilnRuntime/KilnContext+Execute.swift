@@ -34,6 +34,12 @@ extension KilnContext {
         func bytes(_ activation: Int) -> UnsafeMutablePointer<UInt8> {
             (base + plan.offsets[activation]).assumingMemoryBound(to: UInt8.self)
         }
+        /// A float32 activation: the caller's input or output buffer, or an fp32 island's tensor in the arena.
+        func floats(_ activation: Int) -> UnsafeMutablePointer<Float> {
+            if let output = floatOutputs[activation] { return output }
+            if let input = floatInputs[activation] { return UnsafeMutablePointer(mutating: input) }
+            return (base + plan.offsets[activation]).assumingMemoryBound(to: Float.self)
+        }
         let scratch = (base + plan.scratchOffset).assumingMemoryBound(to: UInt8.self)
         let pointers = (base + plan.tileOffset).assumingMemoryBound(to: UnsafePointer<UInt8>?.self)
         let zeros = (base + plan.zeroOffset).assumingMemoryBound(to: UInt8.self)
@@ -68,7 +74,7 @@ extension KilnContext {
             let outImage = ReferenceKernels.Image(outInfo.shape, batch: batch)
             switch layer.op {
             case .quantize where compiled?.quantize != nil && outInfo.bits == 8:
-                let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
+                let source = floats(layer.inputs[0]), destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
                 let channels = outInfo.shape.count == 4 ? outInfo.shape[1] : 1, plane = sample / channels
                 let q = outInfo.quantization
@@ -90,7 +96,7 @@ extension KilnContext {
                     }
                 }
             case .quantize:
-                let source = floatInputs[layer.inputs[0]]!, destination = bytes(layer.output)
+                let source = floats(layer.inputs[0]), destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
                 for b in 0..<batch {
                     for i in 0..<sample {
@@ -99,7 +105,7 @@ extension KilnContext {
                     }
                 }
             case .dequantize:
-                let source = bytes(layer.inputs[0]), destination = floatOutputs[layer.output]!
+                let source = bytes(layer.inputs[0]), destination = floats(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
                 for b in 0..<batch {
                     for i in 0..<sample {
@@ -241,6 +247,11 @@ extension KilnContext {
             case .lookup(let l):
                 let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
                 for i in 0..<(batch * outInfo.shape.dropFirst().reduce(1, *)) { destination[i] = l.table[Int(source[i])] }
+            case .float(let f):
+                func concrete(_ shape: [Int]) -> [Int] { [batch] + shape.dropFirst() }
+                let operands = layer.inputs.map { FloatIslandKernels.Operand(data: UnsafePointer(floats($0)),
+                                                                            shape: concrete(student.activations[$0].shape)) }
+                FloatIslandKernels.run(f, operands, floats(layer.output), concrete(outInfo.shape))
             case .reshape:
                 let source = bytes(layer.inputs[0]), destination = bytes(layer.output)
                 let sample = outInfo.shape.dropFirst().reduce(1, *)
@@ -262,6 +273,8 @@ extension KilnContext {
                     }
                 }
                 observe(index, values)
+            } else if let observe, case .float = layer.op {
+                observe(index, Array(UnsafeBufferPointer(start: floats(layer.output), count: batch * outInfo.shape.dropFirst().reduce(1, *))))
             }
         }
     }

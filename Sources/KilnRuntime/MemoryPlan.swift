@@ -47,7 +47,13 @@ struct MemoryPlan {
         }
         for (index, output) in compiled.pooledHeads { first[output] = min(first[output], index) }
         func align(_ x: Int) -> Int { (x + 63) / 64 * 64 }
-        let sizes = student.activations.map { $0.type == .uint8 ? align(batch * $0.shape.dropFirst().reduce(1, *)) : 0 }
+        // uint8 activations, and the float32 ones inside fp32 islands (model inputs and outputs live in the caller's buffers).
+        let external = Set(student.inputs + student.outputs)
+        let sizes = student.activations.indices.map { index -> Int in
+            let info = student.activations[index], elements = batch * info.shape.dropFirst().reduce(1, *)
+            if info.type == .uint8 { return align(elements) }
+            return external.contains(index) ? 0 : align(elements * MemoryLayout<Float>.size)
+        }
         var placed: [(offset: Int, size: Int, first: Int, last: Int)] = []
         for index in (0..<count).sorted(by: { sizes[$0] > sizes[$1] }) where sizes[index] > 0 {
             var offset = 0

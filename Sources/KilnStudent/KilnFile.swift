@@ -151,6 +151,99 @@ public enum KilnFile {
         case .permuteChannels(let permutation):
             w.u8(14)
             w.reference(parameters.aligned(permutation.flatMap { littleEndianBytes(UInt32($0)) }), count: permutation.count)
+        case .float(let f):
+            w.u8(18)
+            encode(f, into: &w, parameters: &parameters)
+        }
+    }
+
+    private static func encode(_ op: FloatOp, into w: inout ByteWriter, parameters: inout ByteWriter) {
+        func ints(_ values: [Int]) {
+            w.u32(UInt32(values.count))
+            for v in values { w.i64(Int64(v)) }
+        }
+        func constant(_ c: FloatConstant?) {
+            w.u8(c == nil ? 0 : 1)
+            guard let c else { return }
+            ints(c.shape)
+            w.reference(parameters.aligned(c.values.flatMap { littleEndianBytes($0.bitPattern) }), count: c.values.count)
+        }
+        switch op {
+        case .unary(let f):
+            w.u8(1)
+            let (tag, values) = f.encoded
+            w.u8(tag)
+            w.u32(UInt32(values.count))
+            for v in values { w.f32(v) }
+        case .arithmetic(let a, let c, let constantFirst):
+            w.u8(2)
+            w.u8(a.rawValue)
+            w.u8(constantFirst ? 1 : 0)
+            constant(c)
+        case .reduceMean(let axes): w.u8(3); ints(axes)
+        case .transpose(let permutation): w.u8(4); ints(permutation)
+        case .reshape: w.u8(5)
+        case .matMul(let c): w.u8(6); constant(c)
+        case .softmax(let axis): w.u8(7); ints([axis])
+        case .concat(let axis): w.u8(8); ints([axis])
+        case .slice(let starts, let counts, let steps): w.u8(9); ints(starts); ints(counts); ints(steps)
+        case .pad(let pads, let mode, let value): w.u8(10); ints(pads); w.u8(mode); w.f32(value)
+        case .gather(let axis, let indices, let shape):
+            w.u8(11)
+            ints([axis])
+            ints(shape)
+            w.reference(parameters.aligned(indices.flatMap { littleEndianBytes(UInt32($0)) }), count: indices.count)
+        }
+    }
+
+    private static func decodeFloatOp(_ r: inout ByteReader, _ params: ParameterSource) throws -> FloatOp {
+        func ints() throws -> [Int] {
+            try (0..<r.count(limit: 64, "list length")).map { _ in
+                let at = r.position
+                let v = Int64(bitPattern: try r.u64())
+                guard abs(v) <= 1 << 24 else { throw KilnFormatError("\(r.what), byte \(at): value \(v) out of range") }
+                return Int(v)
+            }
+        }
+        func floats() throws -> [Float] {
+            try params.read(&r, size: 4) { Float(bitPattern: UInt32(littleEndianFrom: $0, at: $0.startIndex)) }
+        }
+        func constant() throws -> FloatConstant? {
+            let present = try r.u8()
+            guard present != 0 else { return nil }
+            let shape = try ints()
+            return FloatConstant(shape: shape, values: try floats())
+        }
+        let tag = try r.u8()
+        switch tag {
+        case 1:
+            let function = try r.u8()
+            let values = try (0..<r.count(limit: 4, "function parameters")).map { _ in try r.f32() }
+            guard let f = FloatFunction(tag: function, parameters: values) else {
+                throw r.error("unknown fp32 function \(function) with \(values.count) parameter(s)")
+            }
+            return .unary(f)
+        case 2:
+            let at = r.position
+            guard let a = FloatArithmetic(rawValue: try r.u8()) else { throw KilnFormatError("\(r.what), byte \(at): unknown fp32 arithmetic") }
+            let constantFirst = try r.u8() != 0
+            return .arithmetic(a, constant: try constant(), constantFirst: constantFirst)
+        case 3: return .reduceMean(axes: try ints())
+        case 4: return .transpose(try ints())
+        case 5: return .reshape
+        case 6: return .matMul(constant: try constant())
+        case 7, 8:
+            let axis = try ints()
+            guard axis.count == 1 else { throw r.error("expected one axis") }
+            return tag == 7 ? .softmax(axis: axis[0]) : .concat(axis: axis[0])
+        case 9: return .slice(starts: try ints(), counts: try ints(), steps: try ints())
+        case 10: return .pad(pads: try ints(), mode: try r.u8(), value: try r.f32())
+        case 11:
+            let axis = try ints(), shape = try ints()
+            guard axis.count == 1 else { throw r.error("expected one axis") }
+            return .gather(axis: axis[0], indices: try params.read(&r, size: 4) { Int(UInt32(littleEndianFrom: $0, at: $0.startIndex)) },
+                           indicesShape: shape)
+        default: throw r.error("unknown fp32 op \(tag)")
         }
     }
 
@@ -299,6 +392,7 @@ public enum KilnFile {
             return .resizeLinear(LinearResize(coordinates: coordinates, rows: taps[0], columns: taps[1]))
         case 13: return .sliceChannels(start: Int(try r.u32()), count: Int(try r.u32()))
         case 14: return .permuteChannels(try params.read(&r, size: 4) { Int(UInt32(littleEndianFrom: $0, at: $0.startIndex)) })
+        case 18: return .float(try decodeFloatOp(&r, params))
         default: throw r.error("unknown layer op \(tag)")
         }
     }

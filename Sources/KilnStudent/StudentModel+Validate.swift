@@ -49,7 +49,7 @@ extension StudentModel {
             do {
                 let inputs = layer.inputs.map { activations[$0] }
                 try checkTypes(layer.op, inputs: inputs.map(\.type), output: activations[layer.output].type)
-                let shape = try layer.op.outputShape(inputShapes: inputs.map(\.shape))
+                let shape = try layer.op.outputShape(inputShapes: inputs.map(\.shape), recorded: activations[layer.output].shape)
                 guard shape == activations[layer.output].shape else {
                     throw KilnFormatError("output recorded as \(activations[layer.output].shape) but computed as \(shape)")
                 }
@@ -104,6 +104,7 @@ extension StudentModel {
         case .dequantize: expected = ([.uint8], .float32)
         case .add, .mul: expected = ([.uint8, .uint8], .uint8)
         case .concat: expected = ([ElementType](repeating: .uint8, count: max(inputs.count, 1)), .uint8)
+        case .float: expected = ([ElementType](repeating: .float32, count: max(inputs.count, 1)), .float32)
         default: expected = ([.uint8], .uint8)
         }
         guard inputs == expected.0, output == expected.1 else {
@@ -113,8 +114,9 @@ extension StudentModel {
 }
 
 extension LayerOp {
-    /// Output shape for inputs of the given logical shapes (batch dimension symbolic or concrete).
-    public func outputShape(inputShapes s: [[Int]]) throws -> [Int] {
+    /// Output shape for inputs of the given logical shapes (batch dimension symbolic or concrete); `recorded` is the
+    /// shape the student records for the output (an fp32 reshape or mean takes its result from it).
+    public func outputShape(inputShapes s: [[Int]], recorded: [Int]) throws -> [Int] {
         func image(_ shape: [Int]) throws {
             guard shape.count == 4 else { throw KilnFormatError("expects a 4-D input, got \(shape)") }
         }
@@ -226,6 +228,8 @@ extension LayerOp {
                 throw KilnFormatError("multiplies a tensor by one of the same shape or [N, C, 1, 1], got \(s)")
             }
             return s[0]
+        case .float(let f):
+            return try f.outputShape(inputShapes: s, recorded: recorded)
         }
     }
 

@@ -206,6 +206,8 @@ public enum LayerOp: Hashable, Sendable {
     case insertZeros(strideH: Int, strideW: Int)
     /// Bilinear resize of a 4-D tensor (same quantization as the input).
     case resizeLinear(LinearResize)
+    /// An fp32 island op: float32 activations in and out (a dequantize before, a quantize after).
+    case float(FloatOp)
 }
 
 /// One layer of a student: an op over activations, by index into `StudentModel.activations`.
@@ -299,6 +301,7 @@ extension LayerOp {
         case .upsampleNearest: return "UpsampleNearest"
         case .insertZeros: return "InsertZeros"
         case .resizeLinear: return "ResizeLinear"
+        case .float(let f): return "fp32 " + f.name
         }
     }
 }

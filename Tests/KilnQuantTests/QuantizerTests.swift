@@ -94,18 +94,21 @@ struct QuantizerTests {
         #expect(worst <= 1.0, "int8 differs from fp32 math by \(worst) levels")
     }
 
-    @Test("an op without an int8 kernel is a clear error naming every such node, known before any calibration")
+    @Test("an op with neither an int8 kernel nor an fp32 island form is a clear error naming every such node, known before any calibration")
     func unsupportedOp() throws {
-        var graph = Graph(name: "softmax")
-        let x = graph.addInput(name: "x", shape: [batchDimension, 4])
-        let first = try graph.addNode(name: "first", op: .softmax(axis: 1), inputs: [x])
-        graph.outputs = [try graph.addNode(name: "second", op: .softmax(axis: 1), inputs: [first])]
+        // Dilated max pooling: no int8 kernel, and islands hold no pooling.
+        var graph = Graph(name: "dilated")
+        let x = graph.addInput(name: "x", shape: [batchDimension, 2, 9, 9])
+        let pool = Op.maxPool(PoolAttributes(kernel: [2, 2], dilations: [2, 2]))
+        let first = try graph.addNode(name: "first", op: pool, inputs: [x])
+        graph.outputs = [try graph.addNode(name: "second", op: pool, inputs: [first])]
         let unlowered = try Quantizer.unloweredNodes(graph)
         #expect(unlowered.map(\.node) == ["first", "second"])
+        #expect(unlowered.allSatisfy { $0.reason.contains("dilated pooling") && $0.reason.contains("fp32 island") }, "\(unlowered)")
         #expect(throws: QuantizeError.self) { try Quantizer.checkLowering(graph) }
         do {
-            _ = try Quantizer.quantize(graph, calibration: Tensor(shape: [2, 4], repeating: 1))
-            Issue.record("quantizing a softmax should fail")
+            _ = try Quantizer.quantize(graph, calibration: Tensor(shape: [2, 2, 9, 9], repeating: 1))
+            Issue.record("quantizing a dilated pooling should fail")
         } catch let error as QuantizeError {
             #expect(error.message.contains("2 nodes") && error.message.contains("'first'") && error.message.contains("'second'"), "\(error)")
         }

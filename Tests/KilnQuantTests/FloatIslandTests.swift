@@ -1,0 +1,116 @@
+import Foundation
+import KilnGraph
+@testable import KilnQuant
+import KilnRuntime
+import KilnStudent
+import KilnTensor
+import Testing
+
+/// The runtime's fp32 island ops against the fp32 interpreter (the executable definition of every IR op): each case
+/// is one IR node lowered as an island, run by KilnRuntime at batch 3 and by the interpreter on the same values.
+@Suite("fp32 islands")
+struct FloatIslandTests {
+    /// One IR node over fresh inputs (batch dimension first) and optional constants.
+    struct Case: CustomStringConvertible, Sendable {
+        var name: String
+        var op: Op
+        var inputs: [[Int]]
+        var constants: [(position: Int, shape: [Int])] = []
+        var description: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "gelu", op: .activation(.gelu), inputs: [[-1, 4, 3, 5]]),
+        Case(name: "softplus", op: .activation(.softplus), inputs: [[-1, 7]]),
+        Case(name: "elu", op: .activation(.elu(alpha: 0.7)), inputs: [[-1, 7]]),
+        Case(name: "hardswish", op: .activation(.hardSwish), inputs: [[-1, 7]]),
+        Case(name: "add broadcast", op: .binary(.add), inputs: [[-1, 4, 3, 5], [-1, 1, 3, 1]]),
+        Case(name: "sub constant per channel", op: .binary(.sub), inputs: [[-1, 4, 3, 5]], constants: [(1, [4, 1, 1])]),
+        Case(name: "div by tensor", op: .binary(.div), inputs: [[-1, 6, 5], [-1, 6, 1]]),
+        Case(name: "constant minus tensor", op: .binary(.sub), inputs: [[-1, 2, 5]], constants: [(0, [5])]),
+        Case(name: "mul last axis", op: .binary(.mul), inputs: [[-1, 3, 4, 8]], constants: [(1, [8])]),
+        Case(name: "reduce mean channels", op: .reduceMean(axes: [1], keepDims: true), inputs: [[-1, 6, 3, 4]]),
+        Case(name: "reduce mean dropping", op: .reduceMean(axes: [2, 3], keepDims: false), inputs: [[-1, 6, 3, 4]]),
+        Case(name: "transpose NHWC", op: .transpose(perm: [0, 2, 3, 1]), inputs: [[-1, 5, 3, 4]]),
+        Case(name: "reshape", op: .reshape(shape: [-1, 12, 5]), inputs: [[-1, 5, 3, 4]]),
+        Case(name: "matmul constant 4-D", op: .matMul, inputs: [[-1, 3, 4, 6]], constants: [(1, [6, 5])]),
+        Case(name: "matmul two tensors", op: .matMul, inputs: [[-1, 2, 4, 6], [-1, 2, 6, 3]]),
+        Case(name: "softmax", op: .softmax(axis: 2), inputs: [[-1, 3, 7, 2]]),
+        Case(name: "concat", op: .concat(axis: 2), inputs: [[-1, 3, 2, 4], [-1, 3, 5, 4]]),
+        Case(name: "slice reversed", op: .slice(SliceAttributes(starts: [0, 1, 4, 0], counts: [-1, 2, 3, 4], steps: [1, 1, -2, 1])),
+             inputs: [[-1, 3, 6, 4]]),
+        Case(name: "pad reflect", op: .pad(PadAttributes(pads: [0, 0, 2, 1, 0, 0, 1, 2], mode: .reflect)), inputs: [[-1, 2, 4, 5]]),
+        Case(name: "pad edge", op: .pad(PadAttributes(pads: [0, 0, 1, 0, 0, 0, 0, 3], mode: .edge)), inputs: [[-1, 2, 4, 5]]),
+        Case(name: "pad constant and crop", op: .pad(PadAttributes(pads: [0, 0, 1, -1, 0, 0, -2, 2], value: 0.5)), inputs: [[-1, 2, 4, 5]]),
+        Case(name: "gather", op: .gather(axis: 2, indices: IntTensor(shape: [2, 2], values: [3, 0, 0, 2])), inputs: [[-1, 2, 4, 5]]),
+    ]
+
+    @Test("each island op equals the interpreter", arguments: cases)
+    func matchesInterpreter(_ c: Case) throws {
+        var random = SeededGenerator(seed: 11)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -2...2, using: &random) } }
+        var graph = Graph(name: c.name)
+        var operands = c.inputs.enumerated().map { graph.addInput(name: "x\($0.offset)", shape: $0.element) }
+        for constant in c.constants {
+            // Divisors away from zero.
+            let t = Tensor(shape: constant.shape, scalars: values(constant.shape.reduce(1, *)).map { $0 + ($0 >= 0 ? 0.5 : -0.5) })
+            operands.insert(graph.addConstant(name: "k\(constant.position)", t), at: constant.position)
+        }
+        let output = try graph.addNode(name: "node", op: c.op, inputs: operands)
+        graph.outputs = [output]
+        let planned = try Lowering.islandLayer(graph, 0)
+        guard case .island(let op) = planned.kind else { Issue.record("not an island"); return }
+        // A student of this one layer: float inputs straight into the island, its output the model's.
+        var activations = c.inputs.enumerated().map { ActivationInfo(name: "x\($0.offset)", shape: [runtimeBatchDimension] + $0.element.dropFirst(), type: .float32) }
+        activations.append(ActivationInfo(name: "y", shape: [runtimeBatchDimension] + graph[output].shape.dropFirst(), type: .float32))
+        let student = StudentModel(activations: activations, layers: [Layer(name: "node", op: .float(op), inputs: Array(c.inputs.indices), output: c.inputs.count)],
+                                   inputs: Array(c.inputs.indices), outputs: [c.inputs.count])
+        // It survives the file format, and validation.
+        let decoded = try KilnFile.decode(try KilnFile.encode(student))
+        #expect(decoded == student)
+        let batch = 3
+        let tensors = c.inputs.map { shape -> Tensor in
+            let concrete = [batch] + shape.dropFirst()
+            return Tensor(shape: concrete, scalars: values(concrete.reduce(1, *)).map { c.name.hasPrefix("div") ? $0 + ($0 >= 0 ? 0.5 : -0.5) : $0 })
+        }
+        let expected = try Interpreter(graph).run(tensors)[0]
+        let model = try KilnModel(decoded, options: KilnModel.Options(threads: 1))
+        let context = model.makeContext()
+        var result = [Float](repeating: 0, count: expected.count)
+        try result.withUnsafeMutableBufferPointer { out in
+            let buffers = tensors.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.count) }
+            defer { buffers.forEach { $0.deallocate() } }
+            for (buffer, t) in zip(buffers, tensors) { _ = buffer.initialize(from: t.scalars) }
+            try context.run(inputs: buffers.map { UnsafeBufferPointer($0) }, outputs: [out], batch: batch)
+        }
+        let worst = zip(result, expected.scalars).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+        #expect(worst <= 1e-5, "\(c.name): worst relative difference \(worst)")
+    }
+
+    @Test("a graph op with no int8 kernel becomes an island; the report and kiln inspect's survey name it")
+    func islandsInAStudent() throws {
+        // conv → transpose → softmax over channels (last axis) → transpose back → conv: the middle runs in fp32.
+        var graph = Graph(name: "island")
+        var random = SeededGenerator(seed: 3)
+        let x = graph.addInput(name: "x", shape: [-1, 3, 6, 6])
+        let w1 = graph.addConstant(name: "w1", Tensor(shape: [4, 3, 3, 3], scalars: (0..<108).map { _ in Float.random(in: -0.5...0.5, using: &random) }))
+        let a = try graph.addNode(name: "conv1", op: .conv(ConvAttributes(pads: [1, 1, 1, 1])), inputs: [x, w1])
+        let t = try graph.addNode(name: "nhwc", op: .transpose(perm: [0, 2, 3, 1]), inputs: [a])
+        let s = try graph.addNode(name: "softmax", op: .softmax(axis: 3), inputs: [t])
+        let b = try graph.addNode(name: "nchw", op: .transpose(perm: [0, 3, 1, 2]), inputs: [s])
+        let w2 = graph.addConstant(name: "w2", Tensor(shape: [2, 4, 1, 1], scalars: (0..<8).map { _ in Float.random(in: -1...1, using: &random) }))
+        graph.outputs = [try graph.addNode(name: "conv2", op: .conv(ConvAttributes()), inputs: [b, w2])]
+        #expect(try Quantizer.unloweredNodes(graph).isEmpty)
+        #expect(try Quantizer.islandNodes(graph).map(\.node) == ["nhwc", "softmax", "nchw"])
+        let calibration = Tensor(shape: [8, 3, 6, 6], scalars: (0..<864).map { _ in Float.random(in: -1...1, using: &random) })
+        let result = try Quantizer.quantize(graph, calibration: calibration)
+        let ops = result.student.layers.map(\.op.displayName)
+        #expect(ops == ["Quantize", "Conv", "Dequantize", "fp32 Transpose", "fp32 Softmax", "fp32 Transpose", "Quantize", "Conv", "Dequantize"])
+        #expect(result.report.filter { $0.op.hasPrefix("fp32") }.count == 3)
+        let expected = try Interpreter(graph).run([calibration])[0].scalars
+        let got = try KilnModel(result.student).predictOutputs(calibration.scalars)[0]
+        #expect(EdgeZooTests.cosine(expected, got) > 0.999)
+        // Block reconstruction refuses islands before any work.
+        #expect(throws: QuantizeError.self) { try Quantizer.checkLowering(graph, islands: false) }
+    }
+}
