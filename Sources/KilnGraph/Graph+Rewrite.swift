@@ -362,3 +362,145 @@ extension Graph {
         return recognised
     }
 }
+
+extension Graph {
+    /// Rewrites channels-last regions back to channels-first: a Transpose (0, 2, 3, 1) of an image, the pointwise
+    /// ops, per-channel constants, means over the last axis and MatMuls by constant matrices that follow it, up to
+    /// the Transposes (0, 3, 1, 2) that end it — ConvNeXt's blocks and `LayerNorm2d` as PyTorch exports them — become
+    /// the same computation on [N, C, H, W]: the MatMuls 1×1 convolutions, the means means over channels, the
+    /// transposes gone. A region with any other reader (or a graph output inside) is left as it is.
+    /// Returns the number of regions rewritten.
+    @discardableResult
+    public mutating func convertChannelsLastRegions() -> Int {
+        var rewritten = 0
+        var tried = Set<Int>()
+        while let start = nodes.indices.first(where: { index in
+            guard !tried.contains(index), case .transpose(let perm) = nodes[index].op else { return false }
+            return perm == [0, 2, 3, 1] && self[nodes[index].inputs[0]].shape.count == 4
+        }) {
+            tried.insert(start)
+            if rewriteChannelsLastRegion(from: start) {
+                rewritten += 1
+                eliminateDeadCode()
+                tried = []
+            }
+        }
+        return rewritten
+    }
+
+    /// NCHW axis of NHWC axis `a`.
+    private static let channelsFirstAxis = [0, 2, 3, 1]
+
+    /// One region from the Transpose at `start`; false (graph unchanged) if it cannot be rewritten whole.
+    private mutating func rewriteChannelsLastRegion(from start: Int) -> Bool {
+        var region: Set<ValueID> = [nodes[start].output]
+        var members: [Int] = [], closing: [Int] = []
+        /// A constant operand as its channels-first equivalent, when it varies at most along the last (channel) axis.
+        func channelsFirst(_ t: Tensor) -> Tensor? {
+            let dims = t.shape.drop { $0 == 1 }
+            if dims.isEmpty { return t }
+            guard dims.count == 1, t.shape.count <= 4 else { return nil }
+            return Tensor(shape: [t.count, 1, 1], scalars: t.scalars)
+        }
+        // Nodes are in topological order: one pass decides every reader of the region.
+        for index in nodes.indices where index > start && nodes[index].inputs.contains(where: region.contains) {
+            let node = nodes[index]
+            let others = node.inputs.filter { !region.contains($0) }
+            switch node.op {
+            case .transpose(let perm) where perm == [0, 3, 1, 2]:
+                closing.append(index)
+                continue
+            case .activation:
+                break
+            case .binary:
+                guard others.allSatisfy({ constants[$0].flatMap(channelsFirst) != nil }) else { return false }
+            case .reduceMean(_, let keepDims):
+                guard keepDims else { return false }
+            case .matMul:
+                guard region.contains(node.inputs[0]), let w = constants[node.inputs[1]], w.rank == 2 else { return false }
+            default:
+                return false
+            }
+            guard self[node.output].shape.count == 4 else { return false }
+            members.append(index)
+            region.insert(node.output)
+        }
+        guard !region.contains(where: outputs.contains) else { return false }
+        // Rewrite each member in place (its output keeps its ID, now channels-first).
+        for index in members {
+            var node = nodes[index]
+            switch node.op {
+            case .binary:
+                node.inputs = node.inputs.map { input in
+                    guard let t = constants[input], let converted = channelsFirst(t), converted.shape != t.shape else { return input }
+                    return addConstant(name: "\(self[input].name)/channels_first", converted)
+                }
+            case .reduceMean(let axes, _):
+                node.op = .reduceMean(axes: axes.map { Graph.channelsFirstAxis[$0] }.sorted(), keepDims: true)
+            case .matMul:
+                let w = constants[node.inputs[1]]!
+                let (k, m) = (w.shape[0], w.shape[1])
+                var transposed = [Float](repeating: 0, count: w.count)
+                for i in 0..<k { for j in 0..<m { transposed[j * k + i] = w.scalars[i * m + j] } }
+                let weight = addConstant(name: "\(node.name)/conv_weight", Tensor(shape: [m, k, 1, 1], scalars: transposed))
+                node.op = .conv(ConvAttributes())
+                node.inputs = [node.inputs[0], weight]
+            default: break
+            }
+            nodes[index] = node
+            let s = self[node.output].shape
+            setShape([s[0], s[3], s[1], s[2]], of: node.output)
+        }
+        for index in closing { replaceUses(of: nodes[index].output, with: nodes[index].inputs[0]) }
+        replaceUses(of: nodes[start].output, with: nodes[start].inputs[0])
+        return true
+    }
+
+    /// Folds a per-channel constant Add or Mul that alone reads a convolution's output into the convolution's bias
+    /// and weights (a bias added after a 1×1 conv that was a MatMul, ConvNeXt's layer scale). Returns the count.
+    @discardableResult
+    public mutating func foldChannelAffineIntoConv() -> Int {
+        var folded = 0
+        var changed = true
+        while changed {
+            changed = false
+            let producers = self.producers(), consumers = self.consumers()
+            for node in nodes {
+                guard case .binary(let op) = node.op, op == .add || op == .mul, !outputs.contains(node.output) else { continue }
+                let constantFirst = constants[node.inputs[0]] != nil
+                let (x, operand) = constantFirst ? (node.inputs[1], node.inputs[0]) : (node.inputs[0], node.inputs[1])
+                guard let k = constants[operand], constants[x] == nil,
+                      let convIndex = producers[x], case .conv = nodes[convIndex].op, consumers[x]?.count == 1, !outputs.contains(x),
+                      let weight = constants[nodes[convIndex].inputs[1]] else { continue }
+                let m = weight.shape[0]
+                // One value per output channel: [M, 1, 1], [1, M, 1, 1], or a single value.
+                let channelShape = k.shape.drop { $0 == 1 }
+                guard k.count == 1 || (k.count == m && channelShape.count == 3 && channelShape.dropFirst().allSatisfy { $0 == 1 }) else { continue }
+                let factors = k.count == 1 ? [Float](repeating: k.scalars[0], count: m) : k.scalars
+                var conv = nodes[convIndex]
+                var bias = conv.inputs.count > 2 ? constants[conv.inputs[2]]?.scalars : [Float](repeating: 0, count: m)
+                guard bias != nil else { continue }
+                if op == .add {
+                    for o in 0..<m { bias![o] += factors[o] }
+                } else {
+                    let perChannel = weight.count / m
+                    var scaled = weight.scalars
+                    for o in 0..<m {
+                        for i in 0..<perChannel { scaled[o * perChannel + i] *= factors[o] }
+                        bias![o] *= factors[o]
+                    }
+                    conv.inputs[1] = addConstant(name: "\(conv.name)/weight_scaled\(folded)", Tensor(shape: weight.shape, scalars: scaled))
+                }
+                let b = addConstant(name: "\(conv.name)/bias_folded\(folded)", Tensor(shape: [m], scalars: bias!))
+                conv.inputs = Array(conv.inputs.prefix(2)) + [b]
+                nodes[convIndex] = conv
+                replaceUses(of: node.output, with: x)
+                eliminateDeadCode()
+                folded += 1
+                changed = true
+                break
+            }
+        }
+        return folded
+    }
+}

@@ -67,6 +67,8 @@ struct PreparedTeacher {
         var graph = teacher
         foldedBatchNorms = graph.foldBatchNorm()
         graph.foldPadIntoConv()
+        graph.convertChannelsLastRegions()
+        graph.foldChannelAffineIntoConv()
         graph.convertBatchNormToDepthwise()
         do {
             try graph.verify()

@@ -12,11 +12,11 @@ import Testing
 /// variants with random weights exported with plain `torch.onnx.export` (fixed batch 1, BatchNorm kept).
 @Suite("edge zoo: the networks users deploy")
 struct EdgeZooTests {
-    /// Graph nodes each model runs as fp32 islands, by op (none where not listed): ConvNeXt's channels-last
-    /// LayerNorm blocks (Transpose to NHWC, LayerNorm's statistics, the MLP on the last axis, the layer scale).
+    /// Graph nodes each model runs as fp32 islands, by op (none where not listed): ConvNeXt's seven LayerNorms
+    /// (mean and variance over channels, the division by the deviation, the affine after it; nine nodes each) and the
+    /// reshape its last one feeds — its channels-last blocks otherwise run in int8 (the MLPs as 1×1 convolutions).
     static let islands: [String: [String: Int]] = [
-        "convnext": ["Add": 21, "Div": 7, "Gelu": 3, "MatMul": 6, "Mul": 17, "ReduceMean": 14, "Reshape": 1, "Sqrt": 7, "Sub": 7,
-                     "Transpose": 14],
+        "convnext": ["Add": 14, "Div": 7, "Mul": 14, "ReduceMean": 14, "Reshape": 1, "Sqrt": 7, "Sub": 7],
     ]
 
     /// Each student's cosine against its fp32 teacher on in-domain random images where it is below 0.99, as measured

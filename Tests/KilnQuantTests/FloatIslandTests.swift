@@ -87,6 +87,49 @@ struct FloatIslandTests {
         #expect(worst <= 1e-5, "\(c.name): worst relative difference \(worst)")
     }
 
+    @Test("a channels-last region (Transpose, per-channel constants, MatMul by a constant) is rewritten channels-first, computing the same; one with a foreign reader is left alone")
+    func channelsLastRegion() throws {
+        var random = SeededGenerator(seed: 5)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
+        func region(exposeInside: Bool) throws -> Graph {
+            var graph = Graph(name: "nhwc")
+            let x = graph.addInput(name: "x", shape: [-1, 4, 3, 5])
+            let t = try graph.addNode(name: "nhwc", op: .transpose(perm: [0, 2, 3, 1]), inputs: [x])
+            let mean = try graph.addNode(name: "mean", op: .reduceMean(axes: [3], keepDims: true), inputs: [t])
+            let centred = try graph.addNode(name: "centred", op: .binary(.sub), inputs: [t, mean])
+            let gamma = graph.addConstant(name: "gamma", Tensor(shape: [4], scalars: values(4)))
+            let scaled = try graph.addNode(name: "scaled", op: .binary(.mul), inputs: [centred, gamma])
+            let w = graph.addConstant(name: "w", Tensor(shape: [4, 6], scalars: values(24)))
+            let mm = try graph.addNode(name: "linear", op: .matMul, inputs: [scaled, w])
+            let bias = graph.addConstant(name: "bias", Tensor(shape: [6], scalars: values(6)))
+            let biased = try graph.addNode(name: "bias_add", op: .binary(.add), inputs: [mm, bias])
+            let g = try graph.addNode(name: "gelu", op: .activation(.gelu), inputs: [biased])
+            let back = try graph.addNode(name: "nchw", op: .transpose(perm: [0, 3, 1, 2]), inputs: [g])
+            let layerScale = graph.addConstant(name: "layer_scale", Tensor(shape: [6, 1, 1], scalars: values(6)))
+            graph.outputs = [try graph.addNode(name: "layer_scaled", op: .binary(.mul), inputs: [layerScale, back])]
+            if exposeInside { graph.outputs.append(scaled) }
+            return graph
+        }
+        let x = Tensor(shape: [2, 4, 3, 5], scalars: values(120))
+        for exposeInside in [false, true] {
+            let original = try region(exposeInside: exposeInside)
+            var rewritten = original
+            #expect(rewritten.convertChannelsLastRegions() == (exposeInside ? 0 : 1))
+            let folded = rewritten.foldChannelAffineIntoConv()
+            try rewritten.verify()
+            if !exposeInside {
+                #expect(!rewritten.nodes.contains { if case .transpose = $0.op { return true } else { return false } })
+                #expect(rewritten.nodes.filter { if case .conv = $0.op { return true } else { return false } }.count == 1)
+                #expect(folded == 1, "the bias add folds into the 1×1 conv (the GELU keeps the layer scale out)")
+            }
+            for (a, b) in zip(try Interpreter(original).run([x]), try Interpreter(rewritten).run([x])) {
+                #expect(a.shape == b.shape)
+                let worst = zip(a.scalars, b.scalars).map { abs($0 - $1) }.max() ?? 0
+                #expect(worst <= 1e-5, "exposeInside \(exposeInside): worst difference \(worst)")
+            }
+        }
+    }
+
     @Test("a graph op with no int8 kernel becomes an island; the report and kiln inspect's survey name it")
     func islandsInAStudent() throws {
         // conv → transpose → softmax over channels (last axis) → transpose back → conv: the middle runs in fp32.
