@@ -67,3 +67,27 @@ void kiln_qu8_resize_linear_row(const uint8_t *x, int w, int c, int y0, int y1, 
         }
     }
 }
+
+void kiln_qu8_channel_norm(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point, float epsilon,
+                           const float *scale, const float *shift, float output_scale, int32_t output_zero_point,
+                           int32_t max_level, uint8_t *y) {
+    for (int p = 0; p < pixels; p++) {
+        const uint8_t *in = x + (size_t)p * c;
+        uint8_t *out = y + (size_t)p * c;
+        float sum = 0;
+        for (int ch = 0; ch < c; ch++) sum += (float)((int32_t)in[ch] - input_zero_point) * input_scale;
+        float mean = sum / (float)c, squares = 0;
+        for (int ch = 0; ch < c; ch++) {
+            float d = (float)((int32_t)in[ch] - input_zero_point) * input_scale - mean;
+            squares += d * d;
+        }
+        float deviation = sqrtf(squares / (float)c + epsilon);
+        for (int ch = 0; ch < c; ch++) {
+            float v = ((float)((int32_t)in[ch] - input_zero_point) * input_scale - mean) / deviation * scale[ch] + shift[ch];
+            float scaled = rintf(v / output_scale);
+            int32_t level = isfinite(scaled) ? kiln_clamp_i32(kiln_round_limited(scaled) + output_zero_point, 0, max_level)
+                                             : (scaled > 0 ? max_level : 0);
+            out[ch] = (uint8_t)level;
+        }
+    }
+}

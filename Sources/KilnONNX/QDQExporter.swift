@@ -148,6 +148,23 @@ public enum QDQExporter {
             case .mul:
                 result = "\(label)_mul"
                 node("Mul", inputs, [result], name: label)
+            case .channelNorm(let n):
+                // LayerNorm over channels as plain ops on the real values (LayerNormalization needs opset 17).
+                let channels = n.scale.count
+                let perChannel = student.activations[layer.inputs[0]].shape.count == 4 ? [channels, 1, 1] : [channels]
+                node("ReduceMean", [inputs[0]], ["\(label)_mean"], name: "\(label)_mean", ints: ["axes": [1], "keepdims": [1]])
+                node("Sub", [inputs[0], "\(label)_mean"], ["\(label)_centred"], name: "\(label)_centred")
+                node("Mul", ["\(label)_centred", "\(label)_centred"], ["\(label)_squared"], name: "\(label)_squared")
+                node("ReduceMean", ["\(label)_squared"], ["\(label)_variance"], name: "\(label)_variance", ints: ["axes": [1], "keepdims": [1]])
+                let epsilon = initializer("\(label)_epsilon", dims: [], floats: [n.epsilon])
+                node("Add", ["\(label)_variance", epsilon], ["\(label)_variance_epsilon"], name: "\(label)_variance_epsilon")
+                node("Sqrt", ["\(label)_variance_epsilon"], ["\(label)_deviation"], name: "\(label)_deviation")
+                node("Div", ["\(label)_centred", "\(label)_deviation"], ["\(label)_normalized"], name: "\(label)_normalized")
+                let scale = initializer("\(label)_scale", dims: perChannel, floats: n.scale)
+                let shift = initializer("\(label)_shift", dims: perChannel, floats: n.shift)
+                node("Mul", ["\(label)_normalized", scale], ["\(label)_scaled"], name: "\(label)_scaled")
+                result = "\(label)_layer_norm"
+                node("Add", ["\(label)_scaled", shift], [result], name: label)
             case .float(let f):
                 // An fp32 island op: float in, float out, no QuantizeLinear after it.
                 floatIsland(f, inputs, inputShape: student.activations[layer.inputs[0]].shape, out: real(layer.output), outShape: out.shape,
@@ -167,7 +184,7 @@ public enum QDQExporter {
             // when it has fewer than 8 bits), which QuantizeLinear to uint8 does not. (Max pooling and reshapes keep
             // their input's levels.)
             switch layer.op {
-            case .averagePool, .globalAveragePool, .concat, .mul:
+            case .averagePool, .globalAveragePool, .concat, .mul, .channelNorm:
                 if out.maxLevel < 255 { levelClamp = 0...out.maxLevel }
             default: break
             }

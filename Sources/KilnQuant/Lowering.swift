@@ -46,6 +46,8 @@ struct PlannedLayer {
         case insertZeros(Int, Int)
         /// Bilinear resize.
         case resizeLinear(height: Int, width: Int, coordinates: ResizeCoordinates)
+        /// LayerNorm over channels (recognized from its decomposition), requantized.
+        case channelNorm(ChannelNorm)
         /// An op with no int8 kernel, run in fp32 between a dequantize and a quantize.
         case island(FloatOp)
 
@@ -212,6 +214,12 @@ struct Lowering {
                     planned.append(layer(isMax ? .maxPool(p) : .averagePool(p), inputs: [node.inputs[0]], output: node.output))
                 case .globalAveragePool:
                     planned.append(layer(.globalAveragePool, inputs: [node.inputs[0]], output: node.output))
+                case .reduceMean where Lowering.channelNorm(in: graph, at: index, consumers: consumers) != nil:
+                    let (norm, nodes, output) = Lowering.channelNorm(in: graph, at: index, consumers: consumers)!
+                    fused.formUnion(nodes)
+                    var l = layer(.channelNorm(norm), inputs: [node.inputs[0]], output: output, nodes: nodes)
+                    l.name = graph.nodes[nodes.last!].name
+                    planned.append(l)
                 case .reshape(let shape) where channelShuffle(at: index) != nil:
                     let (groups, nodes) = channelShuffle(at: index)!
                     fused.formUnion(nodes)
@@ -321,6 +329,61 @@ struct Lowering {
         return PlannedLayer(kind: .island(op), name: node.name, nodes: [index], inputs: inputs, output: node.output)
     }
 
+    /// The LayerNorm over channels starting at the mean at node `index`, as the importer decomposes
+    /// LayerNormalization (ConvNeXt's, once its channels-last regions are turned back): μ = mean₁(x), d = x − μ,
+    /// σ² = mean₁(d·d), y = d / √(σ² + ε), then optionally · scale and + shift per channel, each value read only by the
+    /// next step. Returns the normalization, the other nodes it covers and its output.
+    static func channelNorm(in graph: Graph, at index: Int, consumers: [ValueID: [Int]]) -> (ChannelNorm, nodes: [Int], output: ValueID)? {
+        let mean = graph.nodes[index]
+        guard case .reduceMean([1], true) = mean.op else { return nil }
+        let x = mean.inputs[0], shape = graph[x].shape
+        guard shape.count == 4 || shape.count == 2 else { return nil }
+        let channels = shape[1]
+        /// The one node reading `value` (perhaps twice), if it is not a graph output.
+        func soleReader(_ value: ValueID) -> Int? {
+            guard !graph.outputs.contains(value), let readers = consumers[value], Set(readers).count == 1 else { return nil }
+            return readers[0]
+        }
+        /// The constant other operand of a binary node, if `value` is one operand.
+        func constant(of node: Node, besides value: ValueID) -> Tensor? {
+            guard node.inputs.count == 2, node.inputs.contains(value) else { return nil }
+            return graph.constants[node.inputs[0] == value ? node.inputs[1] : node.inputs[0]]
+        }
+        /// Values of a constant that varies only along the channel axis of `shape`.
+        func perChannel(_ t: Tensor) -> [Float]? {
+            guard t.rank <= shape.count else { return nil }
+            let aligned = [Int](repeating: 1, count: shape.count - t.rank) + t.shape
+            guard aligned.indices.allSatisfy({ $0 == 1 || aligned[$0] == 1 }) else { return nil }
+            if aligned[1] == channels { return t.scalars }
+            return aligned[1] == 1 ? [Float](repeating: t.scalars[0], count: channels) : nil
+        }
+        guard let c = soleReader(mean.output), case .binary(.sub) = graph.nodes[c].op, graph.nodes[c].inputs == [x, mean.output],
+              !graph.outputs.contains(graph.nodes[c].output), let centredReaders = consumers[graph.nodes[c].output],
+              Set(centredReaders).count == 2,
+              let s = centredReaders.first(where: { graph.nodes[$0].op == .binary(.mul) }),
+              graph.nodes[s].inputs == [graph.nodes[c].output, graph.nodes[c].output],
+              let d = centredReaders.first(where: { graph.nodes[$0].op == .binary(.div) }),
+              let v = soleReader(graph.nodes[s].output), graph.nodes[v].op == .reduceMean(axes: [1], keepDims: true),
+              let e = soleReader(graph.nodes[v].output), graph.nodes[e].op == .binary(.add),
+              let epsilon = constant(of: graph.nodes[e], besides: graph.nodes[v].output), epsilon.count == 1,
+              let r = soleReader(graph.nodes[e].output), graph.nodes[r].op == .activation(.squareRoot),
+              soleReader(graph.nodes[r].output) == d, graph.nodes[d].inputs == [graph.nodes[c].output, graph.nodes[r].output]
+        else { return nil }
+        var nodes = [c, s, v, e, r, d], output = graph.nodes[d].output
+        var scale = [Float](repeating: 1, count: channels), shift = [Float](repeating: 0, count: channels)
+        if let m = soleReader(output), graph.nodes[m].op == .binary(.mul), let k = constant(of: graph.nodes[m], besides: output),
+           let values = perChannel(k) {
+            (scale, output) = (values, graph.nodes[m].output)
+            nodes.append(m)
+        }
+        if let a = soleReader(output), graph.nodes[a].op == .binary(.add), let k = constant(of: graph.nodes[a], besides: output),
+           let values = perChannel(k) {
+            (shift, output) = (values, graph.nodes[a].output)
+            nodes.append(a)
+        }
+        return (ChannelNorm(epsilon: epsilon.scalars[0], scale: scale, shift: shift), nodes, output)
+    }
+
     /// The channel shuffle starting at node `index`, as PyTorch writes it: Reshape [N, C, H, W] → [N, g, C/g, H, W],
     /// Transpose (0, 2, 1, 3, 4), Reshape back to [N, C, H, W], each read only by the next. Returns g and the
     /// transpose and final reshape nodes.
@@ -417,6 +480,7 @@ struct Lowering {
                     (0..<output).map { let t = coordinates.linearTap($0, input: size, output: output); return ResizeTap(first: t.first, second: t.second, fraction: t.fraction) }
                 }
                 op = .resizeLinear(LinearResize(coordinates: coordinates.rawValue, rows: taps(height, input[2]), columns: taps(width, input[3])))
+            case .channelNorm(let n): op = .channelNorm(n)
             case .island: continue
             }
             let shape: [Int]

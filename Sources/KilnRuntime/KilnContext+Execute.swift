@@ -247,6 +247,21 @@ extension KilnContext {
             case .lookup(let l):
                 let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
                 for i in 0..<(batch * outInfo.shape.dropFirst().reduce(1, *)) { destination[i] = l.table[Int(source[i])] }
+            case .channelNorm(let n):
+                let pixels = batch * (outInfo.shape.count == 4 ? outInfo.shape[2] * outInfo.shape[3] : 1), c = outInfo.shape[1]
+                let (source, destination) = (bytes(layer.inputs[0]), bytes(layer.output))
+                let (inQ, outQ) = (inInfo[0].quantization, outInfo.quantization)
+                n.scale.withUnsafeBufferPointer { scale in
+                    n.shift.withUnsafeBufferPointer { shift in
+                        let chunk = 64
+                        parallelFor((pixels + chunk - 1) / chunk) { begin, end, _ in
+                            let first = begin * chunk, count = min(end * chunk, pixels) - first
+                            kiln_qu8_channel_norm(source + first * c, Int32(count), Int32(c), inQ.scale, inQ.zeroPoint, n.epsilon,
+                                                  scale.baseAddress!, shift.baseAddress!, outQ.scale, outQ.zeroPoint, outInfo.maxLevel,
+                                                  destination + first * c)
+                        }
+                    }
+                }
             case .float(let f):
                 func concrete(_ shape: [Int]) -> [Int] { [batch] + shape.dropFirst() }
                 let operands = layer.inputs.map { FloatIslandKernels.Operand(data: UnsafePointer(floats($0)),

@@ -151,6 +151,11 @@ public enum KilnFile {
         case .permuteChannels(let permutation):
             w.u8(14)
             w.reference(parameters.aligned(permutation.flatMap { littleEndianBytes(UInt32($0)) }), count: permutation.count)
+        case .channelNorm(let n):
+            w.u8(19)
+            w.f32(n.epsilon)
+            w.reference(parameters.aligned(n.scale.flatMap { littleEndianBytes($0.bitPattern) }), count: n.scale.count)
+            w.reference(parameters.aligned(n.shift.flatMap { littleEndianBytes($0.bitPattern) }), count: n.shift.count)
         case .float(let f):
             w.u8(18)
             encode(f, into: &w, parameters: &parameters)
@@ -393,6 +398,11 @@ public enum KilnFile {
         case 13: return .sliceChannels(start: Int(try r.u32()), count: Int(try r.u32()))
         case 14: return .permuteChannels(try params.read(&r, size: 4) { Int(UInt32(littleEndianFrom: $0, at: $0.startIndex)) })
         case 18: return .float(try decodeFloatOp(&r, params))
+        case 19:
+            let epsilon = try r.f32()
+            let floats = { (r: inout ByteReader) in try params.read(&r, size: 4) { Float(bitPattern: UInt32(littleEndianFrom: $0, at: $0.startIndex)) } }
+            let scale = try floats(&r)
+            return .channelNorm(ChannelNorm(epsilon: epsilon, scale: scale, shift: try floats(&r)))
         default: throw r.error("unknown layer op \(tag)")
         }
     }

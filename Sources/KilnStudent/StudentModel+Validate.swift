@@ -228,6 +228,15 @@ extension LayerOp {
                 throw KilnFormatError("multiplies a tensor by one of the same shape or [N, C, 1, 1], got \(s)")
             }
             return s[0]
+        case .channelNorm(let n):
+            guard s.count == 1, s[0].count == 4 || s[0].count == 2 else { throw KilnFormatError("takes one 4-D or 2-D input") }
+            guard n.scale.count == s[0][1], n.shift.count == s[0][1] else {
+                throw KilnFormatError("needs one scale and shift per channel (\(s[0][1])), has \(n.scale.count) and \(n.shift.count)")
+            }
+            guard n.epsilon.isFinite, n.epsilon >= 0, (n.scale + n.shift).allSatisfy(\.isFinite) else {
+                throw KilnFormatError("epsilon, scales and shifts must be finite (epsilon ≥ 0)")
+            }
+            return s[0]
         case .float(let f):
             return try f.outputShape(inputShapes: s, recorded: recorded)
         }

@@ -168,6 +168,24 @@ public struct LinearResize: Hashable, Sendable {
     }
 }
 
+/// Layer normalization over the channels of each pixel (ConvNeXt's LayerNorm), on real values:
+/// y = (x − μ) / √(σ² + epsilon) · scale[c] + shift[c], requantized to the output's levels (see
+/// `kiln_qu8_channel_norm` for the exact float32 order).
+public struct ChannelNorm: Hashable, Sendable {
+    /// Added to the variance.
+    public var epsilon: Float
+    /// Per-channel factor and offset after normalizing.
+    public var scale: [Float]
+    public var shift: [Float]
+
+    /// Creates a channel normalization.
+    public init(epsilon: Float, scale: [Float], shift: [Float]) {
+        self.epsilon = epsilon
+        self.scale = scale
+        self.shift = shift
+    }
+}
+
 /// What a student layer computes.
 public enum LayerOp: Hashable, Sendable {
     /// float32 input (NCHW) → uint8 (NHWC), with the output tensor's quantization.
@@ -206,6 +224,8 @@ public enum LayerOp: Hashable, Sendable {
     case insertZeros(strideH: Int, strideW: Int)
     /// Bilinear resize of a 4-D tensor (same quantization as the input).
     case resizeLinear(LinearResize)
+    /// Layer normalization over the channels of a 4-D or 2-D tensor, requantized.
+    case channelNorm(ChannelNorm)
     /// An fp32 island op: float32 activations in and out (a dequantize before, a quantize after).
     case float(FloatOp)
 }
@@ -301,6 +321,7 @@ extension LayerOp {
         case .upsampleNearest: return "UpsampleNearest"
         case .insertZeros: return "InsertZeros"
         case .resizeLinear: return "ResizeLinear"
+        case .channelNorm: return "LayerNorm"
         case .float(let f): return "fp32 " + f.name
         }
     }

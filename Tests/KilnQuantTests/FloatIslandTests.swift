@@ -130,6 +130,41 @@ struct FloatIslandTests {
         }
     }
 
+    @Test("LayerNormalization over channels (as the importer decomposes it) lowers to one int8 LayerNorm layer")
+    func channelNormLayer() throws {
+        var random = SeededGenerator(seed: 9)
+        func values(_ count: Int, _ range: ClosedRange<Float> = -1...1) -> [Float] { (0..<count).map { _ in Float.random(in: range, using: &random) } }
+        var graph = Graph(name: "layer_norm")
+        let x = graph.addInput(name: "x", shape: [-1, 3, 5, 5])
+        let w = graph.addConstant(name: "w", Tensor(shape: [8, 3, 3, 3], scalars: values(216)))
+        let a = try graph.addNode(name: "conv", op: .conv(ConvAttributes(pads: [1, 1, 1, 1])), inputs: [x, w])
+        let mean = try graph.addNode(name: "ln/mean", op: .reduceMean(axes: [1], keepDims: true), inputs: [a])
+        let centred = try graph.addNode(name: "ln/centred", op: .binary(.sub), inputs: [a, mean])
+        let squared = try graph.addNode(name: "ln/squared", op: .binary(.mul), inputs: [centred, centred])
+        let variance = try graph.addNode(name: "ln/variance", op: .reduceMean(axes: [1], keepDims: true), inputs: [squared])
+        let epsilon = graph.addConstant(name: "epsilon", Tensor(shape: [], scalars: [1e-6]))
+        let shifted = try graph.addNode(name: "ln/variance_epsilon", op: .binary(.add), inputs: [variance, epsilon])
+        let deviation = try graph.addNode(name: "ln/deviation", op: .activation(.squareRoot), inputs: [shifted])
+        let normalized = try graph.addNode(name: "ln/normalized", op: .binary(.div), inputs: [centred, deviation])
+        let gamma = graph.addConstant(name: "gamma", Tensor(shape: [8, 1, 1], scalars: values(8, 0.5...1.5)))
+        let scaled = try graph.addNode(name: "ln/scaled", op: .binary(.mul), inputs: [normalized, gamma])
+        let beta = graph.addConstant(name: "beta", Tensor(shape: [8, 1, 1], scalars: values(8)))
+        let ln = try graph.addNode(name: "ln", op: .binary(.add), inputs: [scaled, beta])
+        let w2 = graph.addConstant(name: "w2", Tensor(shape: [4, 8, 1, 1], scalars: values(32)))
+        graph.outputs = [try graph.addNode(name: "head", op: .conv(ConvAttributes()), inputs: [ln, w2])]
+        #expect(try Quantizer.islandNodes(graph).isEmpty)
+        let calibration = Tensor(shape: [8, 3, 5, 5], scalars: values(600))
+        let result = try Quantizer.quantize(graph, calibration: calibration)
+        #expect(result.student.layers.map(\.op.displayName) == ["Quantize", "Conv", "LayerNorm", "Conv", "Dequantize"])
+        #expect(result.student.layers[2].name == "ln")
+        // The normalized values carry their full 8 bits (one level of rounding after the conv's own).
+        let row = result.report.first { $0.op == "LayerNorm" }
+        #expect((row?.sqnr ?? 0) > 30, "\(String(describing: row))")
+        let expected = try Interpreter(graph).run([calibration])[0].scalars
+        let got = try QuantizerTests.outputsOnEveryTier(result.student, calibration.scalars, "layer norm")
+        #expect(EdgeZooTests.cosine(expected, got) > 0.999)
+    }
+
     @Test("a graph op with no int8 kernel becomes an island; the report and kiln inspect's survey name it")
     func islandsInAStudent() throws {
         // conv → transpose → softmax over channels (last axis) → transpose back → conv: the middle runs in fp32.

@@ -110,6 +110,14 @@ void kiln_qu8_global_average_pool(const uint8_t *x, int pixels, int c, float inp
 void kiln_qu8_mul(const uint8_t *a, const uint8_t *b, int pixels, int c, int broadcast, float multiplier, int32_t a_zero_point,
                   int32_t b_zero_point, int32_t output_zero_point, int32_t max_level, uint8_t *y);
 
+/// Layer normalization over the `c` channels of each of `pixels` NHWC u8 pixels, on their real values
+/// v = (x − input_zero_point) · input_scale: mean μ and variance σ² = mean((v − μ)²) accumulated in float32 in
+/// channel order, then y = clamp(rint(((v − μ) / sqrtf(σ² + epsilon) · scale[ch] + shift[ch]) / output_scale) +
+/// output_zero_point, 0, max_level). The one implementation every kernel tier uses.
+void kiln_qu8_channel_norm(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point, float epsilon,
+                           const float *scale, const float *shift, float output_scale, int32_t output_zero_point,
+                           int32_t max_level, uint8_t *y);
+
 /// Copies `cx` bytes of each of `pixels` pixels of `x` (rows of `ldx` bytes) into rows of `cy` bytes of `y` (a channel
 /// concatenation writes each input at its channel offset, a channel slice reads from its first channel), mapped
 /// through a 256-entry `table` when the input's quantization differs from the output's (NULL: copied as they are).
