@@ -74,20 +74,31 @@ void kiln_qu8_channel_norm(const uint8_t *x, int pixels, int c, float input_scal
     for (int p = 0; p < pixels; p++) {
         const uint8_t *in = x + (size_t)p * c;
         uint8_t *out = y + (size_t)p * c;
-        float sum = 0;
-        for (int ch = 0; ch < c; ch++) sum += (float)((int32_t)in[ch] - input_zero_point) * input_scale;
-        float mean = sum / (float)c, squares = 0;
+        // Exact integer moments of the levels (any summation order gives the same sums, so they vectorize).
+        int32_t s1 = 0;
+        int64_t s2 = 0;
         for (int ch = 0; ch < c; ch++) {
-            float d = (float)((int32_t)in[ch] - input_zero_point) * input_scale - mean;
-            squares += d * d;
+            int32_t d = (int32_t)in[ch] - input_zero_point;
+            s1 += d;
+            s2 += d * d;
         }
-        float deviation = sqrtf(squares / (float)c + epsilon);
+        double mean = (double)s1 / c;
+        double variance = ((double)s2 - mean * (double)s1) / c;
+        if (variance < 0) variance = 0;
+        float deviation = sqrtf((float)(variance * (double)input_scale * (double)input_scale) + epsilon);
+        float factor = input_scale / deviation, centre = (float)mean;
+        // Branch-free so it vectorizes: limiting to ±1e6 first (NaN to −1e6, infinities to the limits) gives what
+        // rint, the ±1e6 limit and the clamp give (as Requantize.quantize), and below 2^22 adding and subtracting
+        // 1.5 · 2^23 rounds to nearest even exactly as rintf does.
         for (int ch = 0; ch < c; ch++) {
-            float v = ((float)((int32_t)in[ch] - input_zero_point) * input_scale - mean) / deviation * scale[ch] + shift[ch];
-            float scaled = rintf(v / output_scale);
-            int32_t level = isfinite(scaled) ? kiln_clamp_i32(kiln_round_limited(scaled) + output_zero_point, 0, max_level)
-                                             : (scaled > 0 ? max_level : 0);
-            out[ch] = (uint8_t)level;
+            float v = ((float)((int32_t)in[ch] - input_zero_point) - centre) * factor * scale[ch] + shift[ch];
+            float q = v / output_scale;
+            q = q >= -1e6f ? q : -1e6f;
+            q = q <= 1e6f ? q : 1e6f;
+            q = (q + 12582912.0f) - 12582912.0f;
+            int32_t level = (int32_t)q + output_zero_point;
+            level = level < 0 ? 0 : level;
+            out[ch] = (uint8_t)(level > max_level ? max_level : level);
         }
     }
 }

@@ -220,7 +220,7 @@ struct Lowering {
                     var l = layer(.channelNorm(norm), inputs: [node.inputs[0]], output: output, nodes: nodes)
                     l.name = graph.nodes[nodes.last!].name
                     planned.append(l)
-                case .reshape(let shape) where channelShuffle(at: index) != nil:
+                case .reshape where channelShuffle(at: index) != nil:
                     let (groups, nodes) = channelShuffle(at: index)!
                     fused.formUnion(nodes)
                     let channels = graph[node.inputs[0]].shape[1], perGroup = channels / groups

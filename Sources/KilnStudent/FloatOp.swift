@@ -153,15 +153,7 @@ extension FloatOp {
             try axis(a)
             return x
         case .concat(let a):
-            try axis(a)
-            var result = x
-            for other in s.dropFirst() {
-                guard other.count == x.count, other.indices.allSatisfy({ $0 == a || other[$0] == x[$0] }) else {
-                    throw KilnFormatError("fp32 Concat cannot join \(x) and \(other) on axis \(a)")
-                }
-                result[a] += other[a]
-            }
-            return result
+            return try concatenatedShape(s, axis: a)
         case .slice(let starts, let counts, let steps):
             guard starts.count == x.count, counts.count == x.count, steps.count == x.count, starts[0] == 0, steps[0] == 1,
                   counts[0] == x[0] || counts[0] == runtimeBatchDimension else {
@@ -206,6 +198,19 @@ extension FloatConstant {
             throw KilnFormatError("fp32 constant of shape \(shape) holds \(values.count) values")
         }
     }
+}
+
+/// The shape of `shapes` joined along `axis` (≥ 1; the other dimensions must agree).
+func concatenatedShape(_ shapes: [[Int]], axis: Int) throws -> [Int] {
+    guard let first = shapes.first, axis >= 1, axis < first.count else { throw KilnFormatError("bad concat axis \(axis)") }
+    var result = first
+    for other in shapes.dropFirst() {
+        guard other.count == first.count, other.indices.allSatisfy({ $0 == axis || other[$0] == first[$0] }) else {
+            throw KilnFormatError("cannot concatenate \(first) and \(other) on axis \(axis)")
+        }
+        result[axis] += other[axis]
+    }
+    return result
 }
 
 /// NumPy broadcasting of two shapes aligned from the right (the batch marker, −1, broadcasts only with itself or 1).

@@ -166,15 +166,7 @@ extension LayerOp {
             try image(s[0])
             return [s[0][0], s[0][1], 1, 1]
         case .concat(let axis):
-            guard let first = s.first, axis >= 1, axis < first.count else { throw KilnFormatError("bad concat axis \(axis)") }
-            var result = first
-            for other in s.dropFirst() {
-                guard other.count == first.count, other.indices.allSatisfy({ $0 == axis || other[$0] == first[$0] }) else {
-                    throw KilnFormatError("cannot concatenate \(first) and \(other) on axis \(axis)")
-                }
-                result[axis] += other[axis]
-            }
-            return result
+            return try concatenatedShape(s, axis: axis)
         case .reshape(let shape):
             guard s.count == 1, shape.first == runtimeBatchDimension || shape.first == s[0].first,
                   shape.dropFirst().allSatisfy({ $0 >= 1 }),

@@ -169,8 +169,8 @@ public struct LinearResize: Hashable, Sendable {
 }
 
 /// Layer normalization over the channels of each pixel (ConvNeXt's LayerNorm), on real values:
-/// y = (x − μ) / √(σ² + epsilon) · scale[c] + shift[c], requantized to the output's levels (see
-/// `kiln_qu8_channel_norm` for the exact float32 order).
+/// y = (x − μ) / √(σ² + epsilon) · scale[c] + shift[c], requantized to the output's levels (the moments are exact
+/// integer sums of the input's levels; `kiln_qu8_channel_norm` gives the exact float order).
 public struct ChannelNorm: Hashable, Sendable {
     /// Added to the variance.
     public var epsilon: Float

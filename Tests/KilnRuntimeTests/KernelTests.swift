@@ -98,6 +98,9 @@ let kernelShapes: [KernelShape] = [
     ([1, 3, 17, 15], 16, 7, 2, 3, 1, 1, false, false),  // 7×7 stride-2 stem on 3 channels (im2col)
     ([2, 1, 9, 9], 16, 3, 1, 1, 1, 1, false, true),     // 3×3 stem on one channel (im2col) with residual
     ([1, 2, 9, 9], 8, 3, 1, 2, 2, 1, false, false),     // dilated im2col with wide padding
+    ([1, 75, 9, 8], 75, 7, 1, 3, 1, 75, false, true),   // 7×7 depthwise: two 32-channel steps, an 8-channel one, a tail
+    ([2, 40, 9, 9], 40, 5, 2, 2, 1, 40, false, false),  // strided 5×5 depthwise
+    ([1, 36, 7, 7], 36, 3, 1, 2, 2, 36, false, false),  // dilated 3×3 depthwise (the any-size kernel)
 ]
 
 @Suite("int8 kernel variants against the reference kernels")

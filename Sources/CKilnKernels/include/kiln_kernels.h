@@ -111,9 +111,10 @@ void kiln_qu8_mul(const uint8_t *a, const uint8_t *b, int pixels, int c, int bro
                   int32_t b_zero_point, int32_t output_zero_point, int32_t max_level, uint8_t *y);
 
 /// Layer normalization over the `c` channels of each of `pixels` NHWC u8 pixels, on their real values
-/// v = (x − input_zero_point) · input_scale: mean μ and variance σ² = mean((v − μ)²) accumulated in float32 in
-/// channel order, then y = clamp(rint(((v − μ) / sqrtf(σ² + epsilon) · scale[ch] + shift[ch]) / output_scale) +
-/// output_zero_point, 0, max_level). The one implementation every kernel tier uses.
+/// v = (x − input_zero_point) · input_scale. The levels' moments are exact integer sums, giving (in double) the mean
+/// level m and the variance of the levels; σ = sqrtf(variance · input_scale² + epsilon) in float32, and each output
+/// y = clamp(rint((((x − input_zero_point) − m) · (input_scale / σ) · scale[ch] + shift[ch]) / output_scale) +
+/// output_zero_point, 0, max_level) in float32 in that order. The one implementation every kernel tier uses.
 void kiln_qu8_channel_norm(const uint8_t *x, int pixels, int c, float input_scale, int32_t input_zero_point, float epsilon,
                            const float *scale, const float *shift, float output_scale, int32_t output_zero_point,
                            int32_t max_level, uint8_t *y);
