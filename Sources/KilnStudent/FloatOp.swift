@@ -1,4 +1,6 @@
-/// A pointwise function an fp32 island applies (the teacher's activation, evaluated in fp32 by the runtime).
+/// A pointwise function an fp32 island applies (the teacher's activation, evaluated in fp32 by the runtime). It
+/// mirrors KilnGraph's `Activation` case for case: the student format is a leaf module and cannot import the IR;
+/// the lowering maps one to the other, and FloatIslandTests check the runtime's definitions against the interpreter.
 public enum FloatFunction: Hashable, Sendable {
     case relu
     case clip(min: Float, max: Float)
