@@ -220,8 +220,8 @@ public enum QDQExporter {
                 let x = inputs[0]
                 switch f {
                 case .relu, .sigmoid, .tanh, .softplus, .erf, .squareRoot:
-                    node(["Relu", "Sigmoid", "Tanh", "Softplus", "Erf", "Sqrt"][[FloatFunction.relu, .sigmoid, .tanh, .softplus, .erf, .squareRoot].firstIndex(of: f)!],
-                         [x], [out], name: label)
+                    // Their names are the ONNX op types.
+                    node(f.name, [x], [out], name: label)
                 case .clip(let lo, let hi):
                     node("Clip", [x, scalar(lo, "min"), scalar(hi, "max")], [out], name: label)
                 case .leakyRelu(let alpha):
@@ -243,11 +243,10 @@ public enum QDQExporter {
                     node("Mul", [x, "\(label)_erf1"], ["\(label)_product"], name: "\(label)_product")
                     node("Mul", ["\(label)_product", scalar(0.5, "half")], [out], name: label)
                 }
-            case .arithmetic(let a, let c, let constantFirst):
-                let name = ["", "Add", "Sub", "Mul", "Div"][Int(a.rawValue)]
+            case .arithmetic(_, let c, let constantFirst):
                 var operands = inputs
                 if let c { operands = constantFirst ? [constant(c, "constant"), inputs[0]] : [inputs[0], constant(c, "constant")] }
-                node(name, operands, [out], name: label)
+                node(op.name, operands, [out], name: label)
             case .reduceMean(let axes):
                 node("ReduceMean", inputs, [out], name: label, ints: ["axes": axes, "keepdims": [outShape.count == inputShape.count ? 1 : 0]])
             case .transpose(let permutation):

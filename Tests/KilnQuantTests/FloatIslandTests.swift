@@ -1,9 +1,11 @@
 import Foundation
 import KilnGraph
+import KilnONNX
 @testable import KilnQuant
 import KilnRuntime
 import KilnStudent
 import KilnTensor
+import KilnTestSupport
 import Testing
 
 /// The runtime's fp32 island ops against the fp32 interpreter (the executable definition of every IR op): each case
@@ -188,6 +190,18 @@ struct FloatIslandTests {
         let expected = try Interpreter(graph).run([calibration])[0].scalars
         let got = try KilnModel(result.student).predictOutputs(calibration.scalars)[0]
         #expect(EdgeZooTests.cosine(expected, got) > 0.999)
+        // onnxruntime runs the QDQ export, islands as plain ONNX ops, and computes the same student.
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-island-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (qdq, inputs, outputs) = (folder.appendingPathComponent("island.qdq.onnx"), folder.appendingPathComponent("x.npy"),
+                                      folder.appendingPathComponent("y.npy"))
+        try QDQExporter.export(result.student).write(to: qdq)
+        try NPY.write(calibration, to: inputs.path)
+        let run = try Processes.run(command: "python3", [Repository.path("scripts/qdq_predict.py"), qdq.path, outputs.path,
+                                                         "--inputs", inputs.path])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(EdgeZooTests.cosine(try NPY.readTensor(outputs.path).scalars, got) > 0.9999)
         // Block reconstruction refuses islands before any work.
         #expect(throws: QuantizeError.self) { try Quantizer.checkLowering(graph, islands: false) }
     }
