@@ -1,4 +1,15 @@
-"""Shared helpers of the benchmark scripts: onnxruntime sessions and latency timing."""
+"""Shared helpers of the benchmark scripts: onnxruntime and OpenVINO sessions and latency timing.
+
+    python3 bench/peers.py openvino MODEL.onnx --shape 1 3 224 224 --runs 200 --threads 1
+
+times OpenVINO in a process of its own, so that ONEDNN_MAX_CPU_ISA (read when its CPU plugin loads) can differ
+between calls; it prints the median milliseconds.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,17 +34,68 @@ def session(path, threads, exact=False):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def median_latency_ms(path, shape, runs, threads, exact=False):
-    """Median milliseconds of one run on a fixed input of `shape`, after runs // 10 (at least 5) warm-up runs."""
-    s = session(path, threads, exact)
-    name = s.get_inputs()[0].name
-    x = ((np.arange(np.prod(shape)) % 255) / 127 - 1).astype(np.float32).reshape(shape)
+def fixed_input(shape):
+    """The input every peer is timed on."""
+    return ((np.arange(np.prod(shape)) % 255) / 127 - 1).astype(np.float32).reshape(shape)
+
+
+def median_ms(run, runs):
+    """Median milliseconds of `run()`, after runs // 10 (at least 5) warm-up calls."""
     for _ in range(max(5, runs // 10)):
-        s.run(None, {name: x})
+        run()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        s.run(None, {name: x})
+        run()
         times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times))
+
+
+def median_latency_ms(path, shape, runs, threads, exact=False):
+    """onnxruntime: median milliseconds of one run on a fixed input of `shape`."""
+    s = session(path, threads, exact)
+    name = s.get_inputs()[0].name
+    x = fixed_input(shape)
+    return median_ms(lambda: s.run(None, {name: x}), runs)
+
+
+def openvino_version():
+    """OpenVINO's version, or None where it is not installed."""
+    try:
+        import openvino
+        return openvino.__version__
+    except ImportError:
+        return None
+
+
+def openvino_latency_ms(path, shape, runs, threads, max_isa=None):
+    """OpenVINO (CPU plugin, latency hint, one stream, `threads` threads) on the ONNX file at `path`, in a child
+    process; `max_isa` sets ONEDNN_MAX_CPU_ISA there (e.g. AVX2). Returns the median milliseconds."""
+    env = dict(os.environ)
+    if max_isa:
+        env["ONEDNN_MAX_CPU_ISA"] = max_isa
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "openvino", path, "--shape", *map(str, shape),
+                          "--runs", str(runs), "--threads", str(threads)], env=env, check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)["ms"]
+
+
+def _openvino_main(args):
+    import openvino as ov
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(args.model), "CPU", {
+        "INFERENCE_NUM_THREADS": args.threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    x = fixed_input(args.shape)
+    print(json.dumps({"ms": median_ms(lambda: request.infer({0: x}), args.runs)}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("peer", choices=["openvino"])
+    parser.add_argument("model")
+    parser.add_argument("--shape", nargs="+", type=int, required=True)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    _openvino_main(parser.parse_args())
 

@@ -94,18 +94,25 @@ typedef struct {
     requant_params params;
 } igemm_case;
 
-static igemm_case make_igemm(rng *g, igemm_shape s) {
+/// A case with inputs in 0...max_input and weights in ±max_weight; `extreme` puts half the values at the bounds,
+/// with one sign per output channel, so sums reach the largest magnitudes those bounds allow.
+static igemm_case make_igemm_bounded(rng *g, igemm_shape s, int max_input, int max_weight, int extreme) {
     igemm_case c;
     c.m = s.m, c.n = s.n, c.kc = s.kc, c.taps = s.taps;
     int k = s.kc * s.taps;
     size_t a_bytes = (size_t)s.m * s.taps * s.kc;
     c.a = malloc(a_bytes);
-    for (size_t i = 0; i < a_bytes; i++) c.a[i] = (uint8_t)uniform(g, 0, 255);
+    for (size_t i = 0; i < a_bytes; i++) {
+        c.a[i] = (uint8_t)(extreme && uniform(g, 0, 1) ? max_input : uniform(g, 0, max_input));
+    }
     // Rows point at segments in a scrambled order, as a convolution's taps do.
     c.rows = malloc(sizeof(uint8_t *) * (size_t)s.m * s.taps);
     for (int r = 0; r < s.m * s.taps; r++) c.rows[r] = c.a + (size_t)((r * 7) % (s.m * s.taps)) * s.kc;
     int8_t *weights = malloc((size_t)s.n * k);
-    for (size_t i = 0; i < (size_t)s.n * k; i++) weights[i] = (int8_t)uniform(g, -127, 127);
+    for (size_t i = 0; i < (size_t)s.n * k; i++) {
+        int sign = ((i / (size_t)k) % 2) ? -1 : 1;
+        weights[i] = (int8_t)(extreme && uniform(g, 0, 1) ? sign * max_weight : uniform(g, -max_weight, max_weight));
+    }
     c.packed = malloc(kiln_qs8_packed_size(s.n, k));
     kiln_qs8_pack(weights, s.n, k, c.packed);
     free(weights);
@@ -117,6 +124,8 @@ static igemm_case make_igemm(rng *g, igemm_shape s) {
     c.params = make_requant(g, s.n, c.residual, (size_t)s.n);
     return c;
 }
+
+static igemm_case make_igemm(rng *g, igemm_shape s) { return make_igemm_bounded(g, s, 255, 127, 0); }
 
 static void free_igemm(igemm_case *c) {
     free(c->a);
@@ -146,6 +155,45 @@ static int check_igemm(kiln_qu8s8_igemm_fn kernel, kiln_qu8s8_igemm_fn reference
             snprintf(message, size, "m %d n %d kc %d taps %d%s: byte %ld (row %ld, column %ld) differs", shape.m, shape.n,
                      shape.kc, shape.taps, shape.residual ? " residual" : "", at, at / (long)ldc, at % (long)ldc);
             return -1;
+        }
+    }
+    return count;
+}
+
+/// Input and weight bounds of narrow GEMM cases: 8-bit weights within ±64 on 8-bit inputs (one pair sum per
+/// widening), W4A8, W8A4, W4A4 and W2A2 (many), and all-zero weights.
+static const int narrow_bounds[][2] = {{255, 64}, {255, 8}, {15, 127}, {15, 8}, {15, 7}, {3, 2}, {255, 0}};
+
+static int check_igemm_narrow(kiln_qu8s8_igemm_narrow_fn kernel, kiln_qu8s8_igemm_narrow_fn reference, char *message,
+                              size_t size) {
+    rng g = {0x6e617277};
+    int shapes = (int)(sizeof(igemm_shapes) / sizeof(igemm_shapes[0]));
+    int bounds = (int)(sizeof(narrow_bounds) / sizeof(narrow_bounds[0]));
+    int count = 0;
+    for (int b = 0; b < bounds; b++) {
+        int max_input = narrow_bounds[b][0], max_weight = narrow_bounds[b][1];
+        int steps = kiln_igemm_narrow_steps(max_input, max_weight);
+        for (int s = 0; s < shapes; s++) {
+            igemm_shape shape = igemm_shapes[s];
+            igemm_case c = make_igemm_bounded(&g, shape, max_input, max_weight, 1);
+            size_t ldc = (size_t)shape.n + 5, bytes = (size_t)shape.m * ldc;
+            uint8_t *got = malloc(bytes), *want = malloc(bytes);
+            memset(got, 0xA5, bytes);
+            memset(want, 0xA5, bytes);
+            kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, got, ldc, &c.params.rq, steps);
+            // The portable kernel sums in 32 bits: exact for any values.
+            reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, want, ldc, &c.params.rq, steps);
+            long at = first_difference(got, want, bytes);
+            free(got);
+            free(want);
+            free_igemm(&c);
+            count++;
+            if (at >= 0) {
+                snprintf(message, size, "inputs ≤ %d, |weights| ≤ %d (%d steps), m %d n %d kc %d taps %d%s: byte %ld (row %ld, column %ld) differs",
+                         max_input, max_weight, steps, shape.m, shape.n, shape.kc, shape.taps, shape.residual ? " residual" : "",
+                         at, at / (long)ldc, at % (long)ldc);
+                return -1;
+            }
         }
     }
     return count;
@@ -364,6 +412,10 @@ int kiln_check_kernel(const kiln_kernel_info *kernel, char *message, size_t size
     if (strcmp(kernel->family, "qu8s8_igemm") == 0) {
         return check_igemm((kiln_qu8s8_igemm_fn)kernel->function, (kiln_qu8s8_igemm_fn)reference->function, message, size);
     }
+    if (strcmp(kernel->family, "qu8s8_igemm_narrow") == 0) {
+        return check_igemm_narrow((kiln_qu8s8_igemm_narrow_fn)kernel->function,
+                                  (kiln_qu8s8_igemm_narrow_fn)reference->function, message, size);
+    }
     if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) {
         return check_dwconv((kiln_qu8s8_dwconv3x3_fn)kernel->function, (kiln_qu8s8_dwconv3x3_fn)reference->function, message, size);
     }
@@ -411,6 +463,12 @@ static void call_igemm(void *p) {
     a->f(a->s.m, a->s.n, a->s.kc, a->s.taps, a->c->rows, a->c->packed, a->out, (size_t)a->s.n, &a->c->params.rq);
 }
 
+typedef struct { kiln_qu8s8_igemm_narrow_fn f; igemm_shape s; igemm_case *c; uint8_t *out; int steps; } igemm_narrow_call;
+static void call_igemm_narrow(void *p) {
+    igemm_narrow_call *a = p;
+    a->f(a->s.m, a->s.n, a->s.kc, a->s.taps, a->c->rows, a->c->packed, a->out, (size_t)a->s.n, &a->c->params.rq, a->steps);
+}
+
 typedef struct { kiln_qu8s8_dwconv3x3_fn f; dwconv_shape s; int oh, ow; const uint8_t *x; const int8_t *weights; uint8_t *y; const kiln_requant *rq; } dwconv_call;
 static void call_dwconv(void *p) {
     dwconv_call *a = p;
@@ -449,6 +507,7 @@ static void call_lookup(void *p) {
 
 int kiln_bench_shape_count(const kiln_kernel_info *kernel) {
     if (strcmp(kernel->family, "qu8s8_igemm") == 0) return (int)(sizeof(igemm_bench) / sizeof(igemm_bench[0]));
+    if (strcmp(kernel->family, "qu8s8_igemm_narrow") == 0) return 3 * (int)(sizeof(igemm_bench) / sizeof(igemm_bench[0]));
     if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) return (int)(sizeof(dwconv_bench) / sizeof(dwconv_bench[0]));
     if (strcmp(kernel->family, "qu8_quantize_nchw") == 0) return (int)(sizeof(quantize_bench) / sizeof(quantize_bench[0]));
     if (strcmp(kernel->family, "qu8_lookup") == 0) return (int)(sizeof(lookup_bench) / sizeof(lookup_bench[0]));
@@ -468,6 +527,21 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         snprintf(label, size, "m %d n %d k %d (%d taps)", s.m, s.n, s.kc * s.taps, s.taps);
         igemm_call call = {f, s, &c, out};
         best = best_seconds(call_igemm, &call, repeats);
+        free(out);
+        free_igemm(&c);
+    } else if (strcmp(kernel->family, "qu8s8_igemm_narrow") == 0) {
+        // The igemm shapes at three operand widths: weights within ±64 on 8-bit inputs, W4A8, W4A4.
+        static const int widths[3][3] = {{255, 64, 7}, {255, 8, 4}, {15, 8, 4}};
+        int count = (int)(sizeof(igemm_bench) / sizeof(igemm_bench[0]));
+        igemm_shape s = igemm_bench[shape % count];
+        const int *w = widths[shape / count];
+        igemm_case c = make_igemm_bounded(&g, s, w[0], w[1], 0);
+        uint8_t *out = malloc((size_t)s.m * s.n);
+        *macs = (double)s.m * s.n * s.kc * s.taps;
+        snprintf(label, size, "m %d n %d k %d (%d taps) W%dA%d", s.m, s.n, s.kc * s.taps, s.taps, w[2], w[0] == 255 ? 8 : 4);
+        igemm_narrow_call call = {(kiln_qu8s8_igemm_narrow_fn)kernel->function, s, &c, out,
+                                  kiln_igemm_narrow_steps(w[0], w[1])};
+        best = best_seconds(call_igemm_narrow, &call, repeats);
         free(out);
         free_igemm(&c);
     } else if (strcmp(kernel->family, "qu8s8_dwconv3x3") == 0) {

@@ -35,6 +35,10 @@ int kiln_cpu_supports(int isa) {
     case KILN_ISA_AVXVNNI:
         if (!kiln_cpu_supports(KILN_ISA_AVX2) || !__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return 0;
         return (eax & (1u << 4)) != 0;  // AVX-VNNI
+    case KILN_ISA_AVX512BW:
+        if (!os_saves_zmm() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+        // AVX512F (ebx 16), AVX512DQ (ebx 17), AVX512BW (ebx 30), AVX512VL (ebx 31)
+        return (ebx & (1u << 16)) && (ebx & (1u << 17)) && (ebx & (1u << 30)) && (ebx & (1u << 31));
     case KILN_ISA_AVX512VNNI:
         if (!os_saves_zmm() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
         // AVX512F (ebx 16), AVX512BW (ebx 30), AVX512VL (ebx 31), AVX512-VNNI (ecx 11)
@@ -67,7 +71,8 @@ int kiln_cpu_isa(void) {
 
 int kiln_isa_includes(int isa, int required) {
     if (required == isa || required == KILN_ISA_SCALAR) return 1;
-    return required == KILN_ISA_AVX2 && (isa == KILN_ISA_AVXVNNI || isa == KILN_ISA_AVX512VNNI);
+    if (required == KILN_ISA_AVX2) return isa == KILN_ISA_AVXVNNI || isa == KILN_ISA_AVX512BW || isa == KILN_ISA_AVX512VNNI;
+    return required == KILN_ISA_AVX512BW && isa == KILN_ISA_AVX512VNNI;
 }
 
 static char cpu_model_name[96];

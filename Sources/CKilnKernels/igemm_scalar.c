@@ -29,3 +29,11 @@ void kiln_qu8s8_igemm_1x16c4__scalar(int m, int n, int kc, int taps, const uint8
         }
     }
 }
+
+/// The portable narrow GEMM: the plain one (its 32-bit sums are exact for any inputs).
+void kiln_qu8s8_igemm_narrow_1x16c4__scalar(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                            const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq,
+                                            int steps) {
+    (void)steps;
+    kiln_qu8s8_igemm_1x16c4__scalar(m, n, kc, taps, rows, packed, c, ldc, rq);
+}

@@ -16,7 +16,7 @@ while let argument = arguments.popFirst() {
     }
 }
 print("CPU \(KernelChoice.cpuModel); best tier \(KernelChoice.best); best of \(repeats) runs of ≥ 20 ms")
-print("kernel".padding(toLength: 42, withPad: " ", startingAt: 0) + "shape".padding(toLength: 28, withPad: " ", startingAt: 0)
+print("kernel".padding(toLength: 42, withPad: " ", startingAt: 0) + "shape".padding(toLength: 36, withPad: " ", startingAt: 0)
       + "      µs   G/s  × scalar")
 var scalarSeconds: [String: Double] = [:]
 for kernel in KernelInfo.all {
@@ -35,6 +35,6 @@ for kernel in KernelInfo.all {
         let ratio = scalarSeconds[key].map { $0 / seconds } ?? 1
         let name = kernel.name.padding(toLength: 42, withPad: " ", startingAt: 0)
         let figures = String(format: "%8.1f %5.1f %8.1f", seconds * 1e6, macs / seconds / 1e9, ratio)
-        print(name + text.padding(toLength: 28, withPad: " ", startingAt: 0) + figures)
+        print(name + text.padding(toLength: 36, withPad: " ", startingAt: 0) + figures)
     }
 }

@@ -15,6 +15,8 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
     public static let avx2 = KernelChoice(isa: Int32(KILN_ISA_AVX2.rawValue))
     /// AVX-VNNI (256-bit vpdpbusd).
     public static let avxVNNI = KernelChoice(isa: Int32(KILN_ISA_AVXVNNI.rawValue))
+    /// AVX-512 without VNNI (512-bit vpmaddwd, and vpmaddubsw for narrow products).
+    public static let avx512BW = KernelChoice(isa: Int32(KILN_ISA_AVX512BW.rawValue))
     /// AVX-512 VNNI (512-bit vpdpbusd).
     public static let avx512VNNI = KernelChoice(isa: Int32(KILN_ISA_AVX512VNNI.rawValue))
     /// arm64 dot product.
@@ -33,7 +35,7 @@ public struct KernelChoice: Hashable, Sendable, CustomStringConvertible {
 
     init(isa: Int32) { self.isa = isa }
 
-    /// The variant of that name ("reference", "scalar", "avx2", "avxvnni", "avx512vnni", "neondot").
+    /// The variant of that name ("reference", "scalar", "avx2", "avxvnni", "avx512bw", "avx512vnni", "neondot").
     public init?(name: String) {
         guard let choice = ([.reference] + KernelChoice.all).first(where: { $0.description == name.lowercased() }) else { return nil }
         self = choice
@@ -113,6 +115,9 @@ final class CompiledConv: @unchecked Sendable {
     let multipliers: UnsafeMutablePointer<Float>
     /// A 1×1 convolution with stride 1 and no padding: output pixel r reads input pixel r.
     let isPointwise: Bool
+    /// Pair sums of this layer's products that add up exactly in 16 bits (from its largest weight magnitude and its
+    /// input's bit width); 0 where one may not fit. The narrow GEMM runs the layer when ≥ 1 and the tier has one.
+    let narrowSteps: Int32
     /// The add layer folded into this one: its other input and output.
     var residual: (input: Int, output: Int, clamp: ClosedRange<Int32>)?
     /// The lookup layer folded into this one (applied to each tile right after the kernel writes it): its table and
@@ -129,9 +134,11 @@ final class CompiledConv: @unchecked Sendable {
     /// The activation this conv's work ends in: the lookup's output, the fused add's, or its own.
     func finalOutput(_ layer: Layer) -> Int { lookup?.output ?? residual?.output ?? layer.output }
 
-    init?(_ layer: ConvLayer, inputShape: [Int], isGemm: Bool) {
+    init?(_ layer: ConvLayer, inputShape: [Int], inputBits: Int, isGemm: Bool) {
         let cin = inputShape[1]
         self.layer = layer
+        let largestWeight = layer.weights.reduce(0) { max($0, abs(Int32($1))) }
+        narrowSteps = kiln_igemm_narrow_steps((1 << inputBits) - 1, largestWeight)
         let m = layer.outputChannels
         let kernelTaps = layer.kernel[0] * layer.kernel[1]
         isPointwise = layer.kernel == [1, 1] && layer.strides == [1, 1] && layer.pads.allSatisfy { $0 == 0 }
@@ -199,10 +206,16 @@ final class CompiledConv: @unchecked Sendable {
 
 }
 
+/// An indirect GEMM call: m, n, kc, taps, row pointers, packed weights, output, its leading dimension, requantization.
+typealias GemmCall = (Int32, Int32, Int32, Int32, UnsafePointer<UnsafePointer<UInt8>?>?, UnsafePointer<Int8>?,
+                      UnsafeMutablePointer<UInt8>?, Int, UnsafePointer<kiln_requant>?) -> Void
+
 /// Per-layer preparation of a student for the C kernels.
 struct CompiledModel: @unchecked Sendable {
     let kernels: KernelChoice
     let gemm: kiln_qu8s8_igemm_fn?
+    /// The narrow GEMM where this tier has one of its own (not a lower tier's), for layers whose products allow it.
+    let narrowGemm: kiln_qu8s8_igemm_narrow_fn?
     let depthwise: kiln_qu8s8_dwconv3x3_fn?
     let generalDepthwise: kiln_qu8s8_dwconv_fn?
     let quantize: kiln_qu8_quantize_fn?
@@ -227,6 +240,16 @@ struct CompiledModel: @unchecked Sendable {
     let maxRowBytes: Int
     let maxIm2colBytes: Int
 
+    /// The GEMM that runs `conv`: the narrow one where its products allow it and this tier has one, else the plain one.
+    func gemmFunction(for conv: CompiledConv) -> GemmCall {
+        if let narrow = narrowGemm, conv.narrowSteps > 0 {
+            let steps = conv.narrowSteps
+            return { narrow($0, $1, $2, $3, $4, $5, $6, $7, $8, steps) }
+        }
+        let plain = gemm!
+        return { plain($0, $1, $2, $3, $4, $5, $6, $7, $8) }
+    }
+
     /// Prepares the layers the C kernels run and empties their weight arrays in `student` (they live packed here).
     init(_ student: inout StudentModel, kernels: KernelChoice) {
         self.kernels = kernels
@@ -242,13 +265,16 @@ struct CompiledModel: @unchecked Sendable {
         }
         (self.permutations, self.resizeColumns) = (permutations, resizeColumns)
         guard kernels.isa >= 0 else {
-            (gemm, depthwise, generalDepthwise, quantize, lookup) = (nil, nil, nil, nil, nil)
+            (gemm, narrowGemm, depthwise, generalDepthwise, quantize, lookup) = (nil, nil, nil, nil, nil, nil)
             (convs, skipped, pooledHeads) = (student.layers.map { _ in nil }, [], [:])
             concatTables = [:]
             (maxTaps, maxRowBytes, maxIm2colBytes) = (0, 0, 0)
             return
         }
         gemm = kiln_qu8s8_igemm_for(kernels.isa)
+        let gemmTier = kiln_chosen_kernel_isa("qu8s8_igemm", kernels.isa)
+        narrowGemm = kernels != .scalar && kiln_chosen_kernel_isa("qu8s8_igemm_narrow", kernels.isa) == gemmTier
+            ? kiln_qu8s8_igemm_narrow_for(kernels.isa) : nil
         depthwise = kiln_qu8s8_dwconv3x3_for(kernels.isa)
         generalDepthwise = kiln_qu8s8_dwconv_for(kernels.isa)
         quantize = kiln_qu8_quantize_nchw_for(kernels.isa)
@@ -256,15 +282,15 @@ struct CompiledModel: @unchecked Sendable {
         var convs: [CompiledConv?] = []
         for index in student.layers.indices {
             let layer = student.layers[index]
-            let shape = student.activations[layer.inputs[0]].shape
+            let shape = student.activations[layer.inputs[0]].shape, bits = student.activations[layer.inputs[0]].bits
             switch layer.op {
             case .conv(var c):
-                let compiled = CompiledConv(c, inputShape: shape, isGemm: false)
+                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: false)
                 if compiled != nil { c.weights = [] }
                 student.layers[index].op = .conv(c)
                 convs.append(compiled)
             case .gemm(var c):
-                let compiled = CompiledConv(c, inputShape: shape, isGemm: true)
+                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: true)
                 if compiled != nil { c.weights = [] }
                 student.layers[index].op = .gemm(c)
                 convs.append(compiled)

@@ -332,7 +332,7 @@ extension KilnContext {
             if conv.kind == .indirect {
                 zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
             }
-            let gemm = compiled.gemm!
+            let gemm = compiled.gemmFunction(for: conv)
             let (sh, sw, pt, pl, dh, dw) = (l.strides[0], l.strides[1], l.pads[0], l.pads[1], l.dilations[0], l.dilations[1])
             let (kh, kw) = (l.kernel[0], l.kernel[1])
             let zeroPoint = UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint)
@@ -383,7 +383,7 @@ extension KilnContext {
             let (cg, mg) = (image.c / l.group, m / l.group)
             let pixels = out.h * out.w, tilesPerImage = (pixels + tile - 1) / tile
             zeros.update(repeating: UInt8(truncatingIfNeeded: inInfo.quantization.zeroPoint), count: conv.kc)
-            let (gemm, zeroRow) = (compiled.gemm!, UnsafePointer(zeros))
+            let (gemm, zeroRow) = (compiled.gemmFunction(for: conv), UnsafePointer(zeros))
             parallelFor(batch * tilesPerImage) { begin, end, worker in
                 let rows = pointers + worker * tile * maxTaps
                 var local = rq

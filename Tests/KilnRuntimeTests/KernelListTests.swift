@@ -28,6 +28,8 @@ struct KernelListTests {
     @Test("scalar kernels") func scalar() { checkKernels(of: .scalar) }
     @Test("AVX2 kernels", .enabled(if: KernelChoice.avx2.isSupported, "this CPU lacks AVX2")) func avx2() { checkKernels(of: .avx2) }
     @Test("AVX-VNNI kernels", .enabled(if: KernelChoice.avxVNNI.isSupported, "this CPU lacks AVX-VNNI")) func avxVNNI() { checkKernels(of: .avxVNNI) }
+    @Test("AVX-512 (without VNNI) kernels", .enabled(if: KernelChoice.avx512BW.isSupported, "this CPU lacks AVX-512BW"))
+    func avx512BW() { checkKernels(of: .avx512BW) }
     @Test("AVX-512 VNNI kernels", .enabled(if: KernelChoice.avx512VNNI.isSupported, "this CPU lacks AVX-512 VNNI"))
     func avx512VNNI() { checkKernels(of: .avx512VNNI) }
     @Test("arm64 dot-product kernels", .enabled(if: KernelChoice.neonDot.isSupported, "this CPU is not an arm64 with the dot-product extension"))
@@ -76,6 +78,9 @@ struct KernelListTests {
         #expect(kiln_isa_includes(Int32(KILN_ISA_AVX512VNNI.rawValue), Int32(KILN_ISA_AVX2.rawValue)) == 1)
         #expect(kiln_isa_includes(Int32(KILN_ISA_AVX2.rawValue), Int32(KILN_ISA_AVXVNNI.rawValue)) == 0)
         #expect(kiln_isa_includes(Int32(KILN_ISA_NEONDOT.rawValue), Int32(KILN_ISA_AVX2.rawValue)) == 0)
+        #expect(kiln_isa_includes(Int32(KILN_ISA_AVX512VNNI.rawValue), Int32(KILN_ISA_AVX512BW.rawValue)) == 1)
+        #expect(kiln_isa_includes(Int32(KILN_ISA_AVX512BW.rawValue), Int32(KILN_ISA_AVX512VNNI.rawValue)) == 0)
+        #expect(kiln_isa_includes(Int32(KILN_ISA_AVXVNNI.rawValue), Int32(KILN_ISA_AVX512BW.rawValue)) == 0)
         for isa in KernelChoice.all {
             for family in Set(KernelInfo.all.map(\.family)) {
                 let eligible = KernelInfo.all.filter { $0.family == family && kiln_isa_includes(isa.isa, $0.isa.isa) != 0 }
@@ -83,6 +88,7 @@ struct KernelListTests {
                 let chosen: UnsafeRawPointer?
                 switch family {
                 case "qu8s8_igemm": chosen = unsafeBitCast(kiln_qu8s8_igemm_for(isa.isa), to: UnsafeRawPointer?.self)
+                case "qu8s8_igemm_narrow": chosen = unsafeBitCast(kiln_qu8s8_igemm_narrow_for(isa.isa), to: UnsafeRawPointer?.self)
                 case "qu8s8_dwconv3x3": chosen = unsafeBitCast(kiln_qu8s8_dwconv3x3_for(isa.isa), to: UnsafeRawPointer?.self)
                 case "qu8_quantize_nchw": chosen = unsafeBitCast(kiln_qu8_quantize_nchw_for(isa.isa), to: UnsafeRawPointer?.self)
                 case "qu8s8_dwconv": chosen = unsafeBitCast(kiln_qu8s8_dwconv_for(isa.isa), to: UnsafeRawPointer?.self)

@@ -28,7 +28,7 @@ int kiln_cpu_isa(void);
 /// A short name of a variant ("avx512vnni", ...).
 const char *kiln_isa_name(int isa);
 /// Whether a CPU that runs `isa` also runs kernels written for `required` (every ISA includes the scalar one;
-/// AVX-VNNI and AVX-512 VNNI include AVX2).
+/// AVX-VNNI, AVX-512 and AVX-512 VNNI include AVX2; AVX-512 VNNI includes AVX-512).
 int kiln_isa_includes(int isa, int required);
 /// The CPU's model name (its brand string on x86, with family and model; "unknown CPU" where there is none).
 const char *kiln_cpu_model(void);
@@ -67,6 +67,24 @@ typedef kiln_qu8s8_igemm_kernel *kiln_qu8s8_igemm_fn;
 
 /// The GEMM variant for an ISA (the best the list has for it; the scalar one at least).
 kiln_qu8s8_igemm_fn kiln_qu8s8_igemm_for(int isa);
+
+/// Indirect GEMM for narrow products: the same result as kiln_qu8s8_igemm_kernel when every input byte a nonzero
+/// weight meets is at most `max_input` and every |weight| at most `max_weight`, with
+/// `steps` = kiln_igemm_narrow_steps(max_input, max_weight) ≥ 1 (low-bit students; 8-bit weights within ±64).
+typedef void kiln_qu8s8_igemm_narrow_kernel(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                            const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq,
+                                            int steps);
+typedef kiln_qu8s8_igemm_narrow_kernel *kiln_qu8s8_igemm_narrow_fn;
+
+/// The narrow GEMM variant for an ISA (the best the list has for it; the scalar one at least).
+kiln_qu8s8_igemm_narrow_fn kiln_qu8s8_igemm_narrow_for(int isa);
+
+/// How many 16-bit pair sums x0·w0 + x1·w1 (inputs ≤ max_input, |weights| ≤ max_weight) add up exactly in 16 bits:
+/// 0 when a single one may not fit (the narrow GEMM cannot be used).
+int kiln_igemm_narrow_steps(int max_input, int max_weight);
+
+/// The ISA of the kernel of `family` the dispatch chooses for `isa` (-1 for an unknown family).
+int kiln_chosen_kernel_isa(const char *family, int isa);
 
 /// Depthwise 3×3 convolution over NHWC u8 rows: for output row `oy` of one image, all `ow` pixels and `c`
 /// channels. `x` is the image [h][w][c]; weights are [9][c] int8 (tap-major); padding cells hold `input_zero`.
