@@ -60,7 +60,7 @@ def export_torchvision(name, path):
 
 
 # ONEDNN_MAX_CPU_ISA values for Kiln's tiers.
-ONEDNN_ISA = {"avx2": "AVX2", "avxvnni": "AVX2_VNNI", "avx512vnni": "AVX512_CORE_VNNI"}
+ONEDNN_ISA = {"avx2": "AVX2", "avxvnni": "AVX2_VNNI", "avx512bw": "AVX512_CORE", "avx512vnni": "AVX512_CORE_VNNI"}
 
 
 def kiln_student(kiln, fp32, calibration, student, bits="w8a8"):

@@ -89,7 +89,7 @@ typedef struct {
     int m, n, kc, taps;
     uint8_t *a;
     const uint8_t **rows;
-    int8_t *packed;
+    int8_t *packed[2];  // by kiln_packing
     uint8_t *residual;
     requant_params params;
 } igemm_case;
@@ -113,8 +113,10 @@ static igemm_case make_igemm_bounded(rng *g, igemm_shape s, int max_input, int m
         int sign = ((i / (size_t)k) % 2) ? -1 : 1;
         weights[i] = (int8_t)(extreme && uniform(g, 0, 1) ? sign * max_weight : uniform(g, -max_weight, max_weight));
     }
-    c.packed = malloc(kiln_qs8_packed_size(s.n, k));
-    kiln_qs8_pack(weights, s.n, k, c.packed);
+    for (int packing = 0; packing < 2; packing++) {
+        c.packed[packing] = malloc(kiln_qs8_packed_size((kiln_packing)packing, s.n, k));
+        kiln_qs8_pack((kiln_packing)packing, weights, s.n, k, c.packed[packing]);
+    }
     free(weights);
     c.residual = NULL;
     if (s.residual) {
@@ -130,12 +132,14 @@ static igemm_case make_igemm(rng *g, igemm_shape s) { return make_igemm_bounded(
 static void free_igemm(igemm_case *c) {
     free(c->a);
     free(c->rows);
-    free(c->packed);
+    free(c->packed[0]);
+    free(c->packed[1]);
     free(c->residual);
     free_requant(&c->params);
 }
 
-static int check_igemm(kiln_qu8s8_igemm_fn kernel, kiln_qu8s8_igemm_fn reference, char *message, size_t size) {
+static int check_igemm(kiln_qu8s8_igemm_fn kernel, kiln_packing packing, kiln_qu8s8_igemm_fn reference, char *message,
+                       size_t size) {
     rng g = {0x6b696c6e};
     int count = (int)(sizeof(igemm_shapes) / sizeof(igemm_shapes[0]));
     for (int s = 0; s < count; s++) {
@@ -145,8 +149,8 @@ static int check_igemm(kiln_qu8s8_igemm_fn kernel, kiln_qu8s8_igemm_fn reference
         uint8_t *got = malloc(bytes), *want = malloc(bytes);
         memset(got, 0xA5, bytes);
         memset(want, 0xA5, bytes);
-        kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, got, ldc, &c.params.rq);
-        reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, want, ldc, &c.params.rq);
+        kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed[packing], got, ldc, &c.params.rq);
+        reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed[KILN_PACKING_C4], want, ldc, &c.params.rq);
         long at = first_difference(got, want, bytes);
         free(got);
         free(want);
@@ -180,9 +184,9 @@ static int check_igemm_narrow(kiln_qu8s8_igemm_narrow_fn kernel, kiln_qu8s8_igem
             uint8_t *got = malloc(bytes), *want = malloc(bytes);
             memset(got, 0xA5, bytes);
             memset(want, 0xA5, bytes);
-            kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, got, ldc, &c.params.rq, steps);
+            kernel(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed[KILN_PACKING_C4], got, ldc, &c.params.rq, steps);
             // The portable kernel sums in 32 bits: exact for any values.
-            reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed, want, ldc, &c.params.rq, steps);
+            reference(shape.m, shape.n, shape.kc, shape.taps, c.rows, c.packed[KILN_PACKING_C4], want, ldc, &c.params.rq, steps);
             long at = first_difference(got, want, bytes);
             free(got);
             free(want);
@@ -410,7 +414,8 @@ int kiln_check_kernel(const kiln_kernel_info *kernel, char *message, size_t size
         return -1;
     }
     if (strcmp(kernel->family, "qu8s8_igemm") == 0) {
-        return check_igemm((kiln_qu8s8_igemm_fn)kernel->function, (kiln_qu8s8_igemm_fn)reference->function, message, size);
+        return check_igemm((kiln_qu8s8_igemm_fn)kernel->function, kiln_qu8s8_igemm_packing(kernel->isa),
+                           (kiln_qu8s8_igemm_fn)reference->function, message, size);
     }
     if (strcmp(kernel->family, "qu8s8_igemm_narrow") == 0) {
         return check_igemm_narrow((kiln_qu8s8_igemm_narrow_fn)kernel->function,
@@ -457,16 +462,27 @@ static double best_seconds(void (*call)(void *), void *context, int repeats) {
     return best;
 }
 
-typedef struct { kiln_qu8s8_igemm_fn f; igemm_shape s; igemm_case *c; uint8_t *out; } igemm_call;
+/// Rows per GEMM call, as the runtime tiles a layer's output pixels (MemoryPlan.tileRows).
+enum { CALL_ROWS = 32 };
+
+typedef struct { kiln_qu8s8_igemm_fn f; kiln_packing packing; igemm_shape s; igemm_case *c; uint8_t *out; } igemm_call;
 static void call_igemm(void *p) {
     igemm_call *a = p;
-    a->f(a->s.m, a->s.n, a->s.kc, a->s.taps, a->c->rows, a->c->packed, a->out, (size_t)a->s.n, &a->c->params.rq);
+    for (int r = 0; r < a->s.m; r += CALL_ROWS) {
+        int rows = a->s.m - r < CALL_ROWS ? a->s.m - r : CALL_ROWS;
+        a->f(rows, a->s.n, a->s.kc, a->s.taps, a->c->rows + (size_t)r * a->s.taps, a->c->packed[a->packing],
+             a->out + (size_t)r * a->s.n, (size_t)a->s.n, &a->c->params.rq);
+    }
 }
 
 typedef struct { kiln_qu8s8_igemm_narrow_fn f; igemm_shape s; igemm_case *c; uint8_t *out; int steps; } igemm_narrow_call;
 static void call_igemm_narrow(void *p) {
     igemm_narrow_call *a = p;
-    a->f(a->s.m, a->s.n, a->s.kc, a->s.taps, a->c->rows, a->c->packed, a->out, (size_t)a->s.n, &a->c->params.rq, a->steps);
+    for (int r = 0; r < a->s.m; r += CALL_ROWS) {
+        int rows = a->s.m - r < CALL_ROWS ? a->s.m - r : CALL_ROWS;
+        a->f(rows, a->s.n, a->s.kc, a->s.taps, a->c->rows + (size_t)r * a->s.taps, a->c->packed[KILN_PACKING_C4],
+             a->out + (size_t)r * a->s.n, (size_t)a->s.n, &a->c->params.rq, a->steps);
+    }
 }
 
 typedef struct { kiln_qu8s8_dwconv3x3_fn f; dwconv_shape s; int oh, ow; const uint8_t *x; const int8_t *weights; uint8_t *y; const kiln_requant *rq; } dwconv_call;
@@ -525,7 +541,7 @@ double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats,
         kiln_qu8s8_igemm_fn f = (kiln_qu8s8_igemm_fn)kernel->function;
         *macs = (double)s.m * s.n * s.kc * s.taps;
         snprintf(label, size, "m %d n %d k %d (%d taps)", s.m, s.n, s.kc * s.taps, s.taps);
-        igemm_call call = {f, s, &c, out};
+        igemm_call call = {f, kiln_qu8s8_igemm_packing(kernel->isa), s, &c, out};
         best = best_seconds(call_igemm, &call, repeats);
         free(out);
         free_igemm(&c);

@@ -4,21 +4,29 @@
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
-size_t kiln_qs8_packed_size(int n, int k) {
-    return (size_t)round_up(n, KILN_PANEL) * (size_t)round_up(k, KILN_KGROUP);
+size_t kiln_qs8_packed_size(kiln_packing packing, int n, int k) {
+    size_t bytes = (size_t)round_up(n, KILN_PANEL) * (size_t)round_up(k, KILN_KGROUP);
+    return packing == KILN_PACKING_PAIRS16 ? 2 * bytes : bytes;
 }
 
-void kiln_qs8_pack(const int8_t *weights, int n, int k, int8_t *packed) {
+kiln_packing kiln_qu8s8_igemm_packing(int kernel_isa) {
+    return kernel_isa == KILN_ISA_AVX2 ? KILN_PACKING_PAIRS16 : KILN_PACKING_C4;
+}
+
+void kiln_qs8_pack(kiln_packing packing, const int8_t *weights, int n, int k, int8_t *packed) {
     int k4 = round_up(k, KILN_KGROUP);
     int panels = round_up(n, KILN_PANEL) / KILN_PANEL;
+    int16_t *pairs = (int16_t *)packed;
     for (int p = 0; p < panels; p++) {
-        int8_t *panel = packed + (size_t)p * KILN_PANEL * k4;
-        for (int g = 0; g < k4 / KILN_KGROUP; g++) {
+        for (int col = 0; col < k4; col++) {
             for (int ch = 0; ch < KILN_PANEL; ch++) {
-                for (int t = 0; t < KILN_KGROUP; t++) {
-                    int row = p * KILN_PANEL + ch, col = g * KILN_KGROUP + t;
-                    panel[(size_t)g * KILN_PANEL * KILN_KGROUP + ch * KILN_KGROUP + t] =
-                        (row < n && col < k) ? weights[(size_t)row * k + col] : 0;
+                int row = p * KILN_PANEL + ch;
+                int8_t w = (row < n && col < k) ? weights[(size_t)row * k + col] : 0;
+                size_t panel = (size_t)p * KILN_PANEL * k4;
+                if (packing == KILN_PACKING_PAIRS16) {
+                    pairs[panel + (size_t)(col / 2) * KILN_PANEL * 2 + ch * 2 + col % 2] = w;
+                } else {
+                    packed[panel + (size_t)(col / KILN_KGROUP) * KILN_PANEL * KILN_KGROUP + ch * KILN_KGROUP + col % KILN_KGROUP] = w;
                 }
             }
         }

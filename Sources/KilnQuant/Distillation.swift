@@ -147,10 +147,11 @@ public struct DistillState: Codable, Sendable {
     public var reports: [BlockReport] = []
 }
 
-/// The integer levels a weight channel may take: symmetric ±(2^(b−1) − 1) at 8 bits (what the int8 kernels
-/// expect everywhere), below 8 bits the asymmetric grid of the reference, 2^b levels shifted by an integer zero
-/// point so that 0 is one of them (e.g. −2 … 1 at 2 bits). Either way the levels are plain signed integers in int8
-/// storage and the runtime needs no weight zero point.
+/// The integer levels a weight channel may take: symmetric ±(2^(b−1) − 1) at 8 and 7 bits (at 7, every |level| ≤ 63
+/// lets the runtime multiply 8-bit inputs with vpmaddubsw exactly on AVX2 and AVX-512 without VNNI), below that the
+/// asymmetric grid of the reference, 2^b levels shifted by an integer zero point so that 0 is one of them (e.g.
+/// −2 … 1 at 2 bits). Either way the levels are plain signed integers in int8 storage and the runtime needs no
+/// weight zero point.
 public struct LevelRange: Codable, Sendable, Hashable {
     /// Lowest and highest integer level.
     public var lowest: Int
@@ -319,7 +320,7 @@ public struct Distiller {
     }
 
     /// Per channel, the step (clipping ratio 1.00, 0.99, …, 0.01 of the range) minimising mean |w − q(w)|^2.4,
-    /// the level range and the rounded levels. 8 bits: symmetric around 0 over max |w|; fewer bits: asymmetric
+    /// the level range and the rounded levels. 8 and 7 bits: symmetric around 0 over max |w|; fewer bits: asymmetric
     /// over [min w, max w] with an integer zero point kept within the grid.
     static func searchWeights(_ weights: [Float], channels: Int, bits: Int)
         -> (levels: [Int8], steps: [Float], ranges: [LevelRange])
@@ -329,8 +330,9 @@ public struct Distiller {
         var levels = [Int8](repeating: 0, count: weights.count), steps = [Float](repeating: 0, count: channels)
         var ranges = [LevelRange](repeating: .symmetric8, count: channels)
         func grid(_ low: Float, _ high: Float) -> (step: Float, range: LevelRange) {
-            if bits == 8 {
-                return (max(abs(low), abs(high)) / 127, .symmetric8)
+            if bits >= 7 {
+                let top = (1 << (bits - 1)) - 1
+                return (max(abs(low), abs(high)) / Float(top), LevelRange(lowest: -top, highest: top))
             }
             let step = (high - low) / count
             let zero = Int(min(max((-low / step).rounded(.toNearestOrEven), 0), count))

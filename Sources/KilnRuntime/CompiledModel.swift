@@ -116,7 +116,7 @@ final class CompiledConv: @unchecked Sendable {
     /// A 1×1 convolution with stride 1 and no padding: output pixel r reads input pixel r.
     let isPointwise: Bool
     /// Pair sums of this layer's products that add up exactly in 16 bits (from its largest weight magnitude and its
-    /// input's bit width); 0 where one may not fit. The narrow GEMM runs the layer when ≥ 1 and the tier has one.
+    /// input's bit width); 0 where the layer runs on the plain GEMM (one may not fit, or the tier has no narrow GEMM).
     let narrowSteps: Int32
     /// The add layer folded into this one: its other input and output.
     var residual: (input: Int, output: Int, clamp: ClosedRange<Int32>)?
@@ -134,11 +134,14 @@ final class CompiledConv: @unchecked Sendable {
     /// The activation this conv's work ends in: the lookup's output, the fused add's, or its own.
     func finalOutput(_ layer: Layer) -> Int { lookup?.output ?? residual?.output ?? layer.output }
 
-    init?(_ layer: ConvLayer, inputShape: [Int], inputBits: Int, isGemm: Bool) {
+    /// Prepares `layer` for the GEMM kernels: `packing` is what the tier's plain GEMM reads; `narrow`, whether the
+    /// tier has a narrow GEMM of its own (then layers whose products allow it take that, with C4 weights).
+    init?(_ layer: ConvLayer, inputShape: [Int], inputBits: Int, isGemm: Bool, packing: kiln_packing, narrow: Bool) {
         let cin = inputShape[1]
         self.layer = layer
         let largestWeight = layer.weights.reduce(0) { max($0, abs(Int32($1))) }
-        narrowSteps = kiln_igemm_narrow_steps((1 << inputBits) - 1, largestWeight)
+        narrowSteps = narrow ? kiln_igemm_narrow_steps((1 << inputBits) - 1, largestWeight) : 0
+        let packing = narrowSteps > 0 ? KILN_PACKING_C4 : packing
         let m = layer.outputChannels
         let kernelTaps = layer.kernel[0] * layer.kernel[1]
         isPointwise = layer.kernel == [1, 1] && layer.strides == [1, 1] && layer.pads.allSatisfy { $0 == 0 }
@@ -161,7 +164,7 @@ final class CompiledConv: @unchecked Sendable {
         case .im2col: (taps, kc) = (1, (kernelTaps * cin + 3) / 4 * 4)
         case .depthwise3x3, .depthwise: (taps, kc) = (kernelTaps, cin)
         }
-        groupStride = kind == .grouped ? kiln_qs8_packed_size(Int32(mg), Int32(taps * kc)) : 0
+        groupStride = kind == .grouped ? kiln_qs8_packed_size(packing, Int32(mg), Int32(taps * kc)) : 0
         bias = .allocate(capacity: m)
         bias.initialize(from: layer.bias, count: m)
         multipliers = .allocate(capacity: m)
@@ -178,22 +181,22 @@ final class CompiledConv: @unchecked Sendable {
                 for o in 0..<mg { for tap in 0..<taps { for c in 0..<cg {
                     padded[(o * taps + tap) * kc + c] = layer.weights[((g * mg + o) * taps + tap) * cg + c]
                 } } }
-                padded.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(mg), Int32(taps * kc), weights + g * groupStride) }
+                padded.withUnsafeBufferPointer { kiln_qs8_pack(packing, $0.baseAddress!, Int32(mg), Int32(taps * kc), weights + g * groupStride) }
             }
         } else if kind == .im2col {
             // [M][tap][C] is already [M][K] with K = taps · C; packing pads K to a multiple of 4.
             let k = kernelTaps * cin
-            weights = .allocate(capacity: kiln_qs8_packed_size(Int32(m), Int32(k)))
-            layer.weights.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(k), weights) }
+            weights = .allocate(capacity: kiln_qs8_packed_size(packing, Int32(m), Int32(k)))
+            layer.weights.withUnsafeBufferPointer { kiln_qs8_pack(packing, $0.baseAddress!, Int32(m), Int32(k), weights) }
         } else {
             // [M][tap][C] → [M][tap][C rounded up to 4], zero-padded, then packed for the kernel tile.
             var padded = [Int8](repeating: 0, count: m * taps * kc)
             for o in 0..<m { for tap in 0..<taps { for c in 0..<cin {
                 padded[(o * taps + tap) * kc + c] = layer.weights[(o * taps + tap) * cin + c]
             } } }
-            let size = kiln_qs8_packed_size(Int32(m), Int32(taps * kc))
+            let size = kiln_qs8_packed_size(packing, Int32(m), Int32(taps * kc))
             weights = .allocate(capacity: size)
-            padded.withUnsafeBufferPointer { kiln_qs8_pack($0.baseAddress!, Int32(m), Int32(taps * kc), weights) }
+            padded.withUnsafeBufferPointer { kiln_qs8_pack(packing, $0.baseAddress!, Int32(m), Int32(taps * kc), weights) }
         }
     }
 
@@ -242,7 +245,7 @@ struct CompiledModel: @unchecked Sendable {
 
     /// The GEMM that runs `conv`: the narrow one where its products allow it and this tier has one, else the plain one.
     func gemmFunction(for conv: CompiledConv) -> GemmCall {
-        if let narrow = narrowGemm, conv.narrowSteps > 0 {
+        if conv.narrowSteps > 0, let narrow = narrowGemm {
             let steps = conv.narrowSteps
             return { narrow($0, $1, $2, $3, $4, $5, $6, $7, $8, steps) }
         }
@@ -279,18 +282,21 @@ struct CompiledModel: @unchecked Sendable {
         generalDepthwise = kiln_qu8s8_dwconv_for(kernels.isa)
         quantize = kiln_qu8_quantize_nchw_for(kernels.isa)
         lookup = kiln_qu8_lookup_for(kernels.isa)
+        let packing = kiln_qu8s8_igemm_packing(gemmTier)
         var convs: [CompiledConv?] = []
         for index in student.layers.indices {
             let layer = student.layers[index]
             let shape = student.activations[layer.inputs[0]].shape, bits = student.activations[layer.inputs[0]].bits
             switch layer.op {
             case .conv(var c):
-                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: false)
+                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: false, packing: packing,
+                                            narrow: narrowGemm != nil)
                 if compiled != nil { c.weights = [] }
                 student.layers[index].op = .conv(c)
                 convs.append(compiled)
             case .gemm(var c):
-                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: true)
+                let compiled = CompiledConv(c, inputShape: shape, inputBits: bits, isGemm: true, packing: packing,
+                                            narrow: narrowGemm != nil)
                 if compiled != nil { c.weights = [] }
                 student.layers[index].op = .gemm(c)
                 convs.append(compiled)

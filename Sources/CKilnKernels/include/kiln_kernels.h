@@ -37,11 +37,20 @@ const char *kiln_cpu_model(void);
 #define KILN_PANEL 16
 #define KILN_KGROUP 4
 
-/// Bytes of the packed form of int8 weights [n][k]: n rounded up to 16, k to 4.
-size_t kiln_qs8_packed_size(int n, int k);
-/// Packs int8 weights [n][k] (row-major, one row per output channel) into 16-channel panels, each a sequence of
-/// k-groups of 16 × 4 bytes (channel-major within a group); padding is zero.
-void kiln_qs8_pack(const int8_t *weights, int n, int k, int8_t *packed);
+/// How a GEMM kernel wants its weights packed.
+typedef enum {
+    /// 16-channel panels, each a sequence of k-groups of 16 × 4 bytes (channel-major within a group).
+    KILN_PACKING_C4 = 0,
+    /// 16-channel panels, each a sequence of k-pairs of 16 × 2 int16 (sign-extended once, at load).
+    KILN_PACKING_PAIRS16 = 1,
+} kiln_packing;
+
+/// Bytes of the packed form of int8 weights [n][k]: n rounded up to 16, k to 4; two bytes a weight in PAIRS16.
+size_t kiln_qs8_packed_size(kiln_packing packing, int n, int k);
+/// Packs int8 weights [n][k] (row-major, one row per output channel) into 16-channel panels; padding is zero.
+void kiln_qs8_pack(kiln_packing packing, const int8_t *weights, int n, int k, int8_t *packed);
+/// The packing the igemm kernel written for `kernel_isa` reads (the narrow GEMMs read C4).
+kiln_packing kiln_qu8s8_igemm_packing(int kernel_isa);
 
 /// Requantization of one GEMM/conv output: q = clamp(rint(float(acc) · multiplier[j]) + zero_point, low, high),
 /// with acc already including bias[j]. Optionally followed by a fused residual add:
