@@ -139,6 +139,44 @@ struct KernelTests {
         #expect(output == reference)
     }
 
+    @Test("the narrow GEMM runs a layer exactly where its weights and input bits allow, on tiers that have one of their own",
+          arguments: KernelChoice.all)
+    func narrowGemmChoice(_ kernels: KernelChoice) throws {
+        guard kernels.isSupported else { return }
+        // The conv and the classifier with weights within ±64 (8-bit inputs: one pair sum per widening); the
+        // classifier's input at 4 bits (levels ≤ 15: many).
+        var student = TinyStudent.make()
+        for index in student.layers.indices {
+            switch student.layers[index].op {
+            case .conv(var c) where c.group == 1:
+                c.weights = c.weights.map { max(min($0, 64), -64) }
+                student.layers[index].op = .conv(c)
+            case .gemm(var c):
+                c.weights = c.weights.map { $0 / 9 }
+                student.layers[index].op = .gemm(c)
+            default: break
+            }
+        }
+        var largest: Int32 = 0
+        for layer in student.layers { if case .gemm(let c) = layer.op { largest = c.weights.map { abs(Int32($0)) }.max()! } }
+        student.activations[9].bits = 4
+        student.activations[8].bits = 4
+        let input = TinyStudent.input(batch: 5).map { $0 * 3 }
+        let reference = try KilnModel(student, options: .init(threads: 1, kernels: .reference)).predict(input)
+        let model = try KilnModel(student, options: .init(threads: 2, kernels: kernels))
+        #expect(try model.predict(input) == reference)
+        let steps = model.compiled.convs.compactMap { $0 }.filter { $0.kind == .indirect || $0.kind == .im2col }.map(\.narrowSteps)
+        // Tiers with a narrow GEMM of their own: AVX2 and AVX-512 without VNNI (VNNI's vpdpbusd is exact and faster).
+        if kernels == .avx2 || kernels == .avx512BW {
+            #expect(steps == [1, 32767 / (2 * 15 * largest)], "\(kernels): \(steps)")
+        } else {
+            #expect(steps.allSatisfy { $0 == 0 }, "\(kernels): \(steps)")
+        }
+        // Full-range weights keep the exact 8-bit GEMM.
+        let plain = try KilnModel(TinyStudent.make(), options: .init(threads: 1, kernels: kernels))
+        #expect(plain.compiled.convs.compactMap { $0 }.allSatisfy { $0.narrowSteps == 0 })
+    }
+
     @Test("input quantization matches the reference on every variant, including NaN, infinities and huge values",
           arguments: KernelChoice.all)
     func quantizeSpecialValues(_ kernels: KernelChoice) throws {
