@@ -54,24 +54,6 @@ wide_tile(const int MR, int j, int n, int groups, int taps, const uint8_t *const
     store_tile(MR, acc, j, n, c, ldc, row0, rq);
 }
 
-KILN_AVX512 void kiln_qu8s8_igemm_8x16c4__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                                   const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
-    int groups = kc / KILN_KGROUP;
-    size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
-    // Column panels outside, row tiles inside: a panel of B stays in cache for all of the caller's rows.
-    for (int j = 0; j < n; j += KILN_PANEL) {
-        const int8_t *b = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
-        for (int i0 = 0; i0 < m; i0 += 8) {
-            const uint8_t *const *r = rows + (size_t)i0 * taps;
-            switch (m - i0 < 8 ? m - i0 : 8) {
-#define KILN_TILE(MR) case MR: wide_tile(MR, j, n, groups, taps, r, b, c, ldc, (size_t)i0, rq); break;
-            KILN_TILE(8) KILN_TILE(7) KILN_TILE(6) KILN_TILE(5) KILN_TILE(4) KILN_TILE(3) KILN_TILE(2) KILN_TILE(1)
-#undef KILN_TILE
-            }
-        }
-    }
-}
-
 KILN_AVX512 static inline __attribute__((always_inline)) void
 narrow_tile(const int MR, int j, int n, int groups, int taps, int steps, const uint8_t *const *rows, const int8_t *b,
             uint8_t *c, size_t ldc, size_t row0, const kiln_requant *rq) {
@@ -115,9 +97,11 @@ narrow_tile(const int MR, int j, int n, int groups, int taps, int steps, const u
     store_tile(MR, acc, j, n, c, ldc, row0, rq);
 }
 
-KILN_AVX512 void kiln_qu8s8_igemm_narrow_8x16c4__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
-                                                          const int8_t *packed, uint8_t *c, size_t ldc,
-                                                          const kiln_requant *rq, int steps) {
+/// Column panels outside, row tiles inside (a panel of B stays in cache for all of the call's rows); `narrow`, a
+/// constant after inlining, picks the tile.
+KILN_AVX512 static inline __attribute__((always_inline)) void
+panels(const int narrow, int m, int n, int kc, int taps, int steps, const uint8_t *const *rows, const int8_t *packed,
+       uint8_t *c, size_t ldc, const kiln_requant *rq) {
     int groups = kc / KILN_KGROUP;
     size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
     for (int j = 0; j < n; j += KILN_PANEL) {
@@ -125,12 +109,27 @@ KILN_AVX512 void kiln_qu8s8_igemm_narrow_8x16c4__avx512bw(int m, int n, int kc, 
         for (int i0 = 0; i0 < m; i0 += 8) {
             const uint8_t *const *r = rows + (size_t)i0 * taps;
             switch (m - i0 < 8 ? m - i0 : 8) {
-#define KILN_TILE(MR) case MR: narrow_tile(MR, j, n, groups, taps, steps, r, b, c, ldc, (size_t)i0, rq); break;
+#define KILN_TILE(MR)                                                                           \
+    case MR:                                                                                    \
+        if (narrow) narrow_tile(MR, j, n, groups, taps, steps, r, b, c, ldc, (size_t)i0, rq);   \
+        else wide_tile(MR, j, n, groups, taps, r, b, c, ldc, (size_t)i0, rq);                   \
+        break;
             KILN_TILE(8) KILN_TILE(7) KILN_TILE(6) KILN_TILE(5) KILN_TILE(4) KILN_TILE(3) KILN_TILE(2) KILN_TILE(1)
 #undef KILN_TILE
             }
         }
     }
+}
+
+KILN_AVX512 void kiln_qu8s8_igemm_8x16c4__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                                   const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
+    panels(0, m, n, kc, taps, 0, rows, packed, c, ldc, rq);
+}
+
+KILN_AVX512 void kiln_qu8s8_igemm_narrow_8x16c4__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
+                                                          const int8_t *packed, uint8_t *c, size_t ldc,
+                                                          const kiln_requant *rq, int steps) {
+    panels(1, m, n, kc, taps, steps, rows, packed, c, ldc, rq);
 }
 
 #endif

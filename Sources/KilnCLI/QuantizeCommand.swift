@@ -62,7 +62,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .customLong("onnx-out"), help: "Also write the student as standard QDQ ONNX (runs in onnxruntime).")
     var onnxOut: String?
 
-    @Option(help: "Bit widths: w8a8, w4a8, w4a4 or w2a4 (first and last layers stay 8-bit unless --all-layers).")
+    @Option(help: "Bit widths: w8a8, w7a8, w4a8, w4a4 or w2a4 (first and last layers stay 8-bit unless --all-layers; w7a8's ±63 weights run exactly on vpmaddubsw on CPUs without VNNI).")
     var bits: String = "w8a8"
 
     @Option(help: "Block reconstruction: genie (AdaRound + learned steps + QDrop per block) or none (default: none for w8a8, genie otherwise).")
@@ -94,7 +94,7 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--save-calibration saves synthesized data; it does not go with --calibration")
         }
         guard syntheticCount >= 1, syntheticIterations >= 1 else { throw ValidationError("--synthetic-count and --synthetic-iterations must be ≥ 1") }
-        guard BitWidths(bits) != nil else { throw ValidationError("--bits must look like w8a8, w4a8, w4a4, w2a4 (2–8 bits each)") }
+        guard BitWidths(bits) != nil else { throw ValidationError("--bits must look like w8a8, w7a8, w4a8, w4a4, w2a4 (2–8 bits each)") }
         guard distill.map({ ["genie", "none"].contains($0) }) ?? true else { throw ValidationError("--distill must be genie or none") }
         guard iterationsPerBlock >= 1 else { throw ValidationError("--iterations-per-block must be at least 1") }
     }
