@@ -1,17 +1,14 @@
 // u8×s8 indirect GEMMs on AVX-512 without VNNI (Skylake-SP and the like): tiles of 1–8 rows × 16 columns.
 //
-// Exact 8-bit products: both operands widened to 16 bits and multiplied with vpmaddwd (vpmaddubsw could saturate),
-// 8 channels × 4 k per register; each channel's two partial sums are added and compacted at the end of the tile.
+// Exact 8-bit products: both operands widened to 16 bits and multiplied with vpmaddwd (vpmaddubsw could saturate):
+// the weights once at load (PAIRS16: 16 channels × 2 k per register, lanes in channel order), the call's rows once
+// per call.
 // Narrow products (low-bit students, weights within ±64): vpmaddubsw on 16 channels × 4 k per register, `steps`
 // pair sums gathered in 16 bits before vpmaddwd by ones widens them; lanes stay in channel order.
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
 #include "avx512.h"
-
-/// Channel sums of 8 channels from their pairs of partial sums (lanes 2c, 2c + 1), in channel order.
-KILN_AVX512 static inline __m256i channel_sums(__m512i pairs) {
-    return _mm512_cvtepi64_epi32(_mm512_add_epi32(pairs, _mm512_srli_epi64(pairs, 32)));
-}
+#include "scratch.h"
 
 /// Requantizes and stores the tile's rows: accumulators `acc` (16 channels from column j, bias not included).
 KILN_AVX512 static inline __attribute__((always_inline)) void
@@ -26,30 +23,19 @@ store_tile(const int MR, __m512i *acc, int j, int n, uint8_t *c, size_t ldc, siz
     }
 }
 
+/// An exact tile: a16 holds the tile's rows widened (k per row), b16 the panel as [k/2][16 channels][2] (PAIRS16).
 KILN_AVX512 static inline __attribute__((always_inline)) void
-wide_tile(const int MR, int j, int n, int groups, int taps, const uint8_t *const *rows, const int8_t *b, uint8_t *c,
-          size_t ldc, size_t row0, const kiln_requant *rq) {
-    __m512i lo[8], hi[8];  // channels j … j+7 and j+8 … j+15, two partial sums each
-    KILN_UNROLL for (int t = 0; t < MR; t++) lo[t] = hi[t] = _mm512_setzero_si512();
-    for (int tap = 0; tap < taps; tap++) {
-        const uint8_t *p[8];
-        KILN_UNROLL for (int t = 0; t < MR; t++) p[t] = rows[(size_t)t * taps + tap];
-        const int8_t *wb = b + (size_t)tap * groups * 64;
-        for (int g = 0; g < groups; g++) {
-            __m512i w0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wb + (size_t)g * 64)));
-            __m512i w1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(wb + (size_t)g * 64 + 32)));
-            KILN_UNROLL for (int t = 0; t < MR; t++) {
-                int32_t v;
-                memcpy(&v, p[t] + g * 4, 4);
-                __m512i x = _mm512_cvtepu8_epi16(_mm256_set1_epi32(v));
-                lo[t] = _mm512_add_epi32(lo[t], _mm512_madd_epi16(x, w0));
-                hi[t] = _mm512_add_epi32(hi[t], _mm512_madd_epi16(x, w1));
-            }
-        }
-    }
+wide_tile(const int MR, int j, int n, int k, const int16_t *a16, const int16_t *b16, uint8_t *c, size_t ldc,
+          size_t row0, const kiln_requant *rq) {
     __m512i acc[8];
-    KILN_UNROLL for (int t = 0; t < MR; t++) {
-        acc[t] = _mm512_inserti64x4(_mm512_castsi256_si512(channel_sums(lo[t])), channel_sums(hi[t]), 1);
+    KILN_UNROLL for (int t = 0; t < MR; t++) acc[t] = _mm512_setzero_si512();
+    for (int kp = 0; kp < k / 2; kp++) {
+        __m512i w = _mm512_loadu_si512(b16 + (size_t)kp * 32);
+        KILN_UNROLL for (int t = 0; t < MR; t++) {
+            int32_t pair;
+            memcpy(&pair, a16 + (size_t)t * k + 2 * kp, 4);
+            acc[t] = _mm512_add_epi32(acc[t], _mm512_madd_epi16(_mm512_set1_epi32(pair), w));
+        }
     }
     store_tile(MR, acc, j, n, c, ldc, row0, rq);
 }
@@ -102,17 +88,33 @@ narrow_tile(const int MR, int j, int n, int groups, int taps, int steps, const u
 KILN_AVX512 static inline __attribute__((always_inline)) void
 panels(const int narrow, int m, int n, int kc, int taps, int steps, const uint8_t *const *rows, const int8_t *packed,
        uint8_t *c, size_t ldc, const kiln_requant *rq) {
-    int groups = kc / KILN_KGROUP;
-    size_t panel_bytes = (size_t)KILN_PANEL * kc * taps;
+    int groups = kc / KILN_KGROUP, k = kc * taps;
+    size_t panel_bytes = (size_t)KILN_PANEL * kc * taps * (narrow ? 1 : 2);
+    int16_t *a16 = NULL;
+    if (!narrow) {
+        // The exact GEMM's rows, zero-extended once per call.
+        a16 = kiln_thread_scratch((size_t)m * k * sizeof(int16_t));
+        for (int i = 0; i < m; i++) {
+            for (int tap = 0; tap < taps; tap++) {
+                const uint8_t *segment = rows[(size_t)i * taps + tap];
+                int16_t *to = a16 + (size_t)i * k + (size_t)tap * kc;
+                int e = 0;
+                for (; e + 32 <= kc; e += 32) {
+                    _mm512_storeu_si512(to + e, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(segment + e))));
+                }
+                for (; e < kc; e++) to[e] = segment[e];
+            }
+        }
+    }
     for (int j = 0; j < n; j += KILN_PANEL) {
         const int8_t *b = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
         for (int i0 = 0; i0 < m; i0 += 8) {
             const uint8_t *const *r = rows + (size_t)i0 * taps;
             switch (m - i0 < 8 ? m - i0 : 8) {
-#define KILN_TILE(MR)                                                                           \
-    case MR:                                                                                    \
-        if (narrow) narrow_tile(MR, j, n, groups, taps, steps, r, b, c, ldc, (size_t)i0, rq);   \
-        else wide_tile(MR, j, n, groups, taps, r, b, c, ldc, (size_t)i0, rq);                   \
+#define KILN_TILE(MR)                                                                                \
+    case MR:                                                                                         \
+        if (narrow) narrow_tile(MR, j, n, groups, taps, steps, r, b, c, ldc, (size_t)i0, rq);        \
+        else wide_tile(MR, j, n, k, a16 + (size_t)i0 * k, (const int16_t *)b, c, ldc, (size_t)i0, rq); \
         break;
             KILN_TILE(8) KILN_TILE(7) KILN_TILE(6) KILN_TILE(5) KILN_TILE(4) KILN_TILE(3) KILN_TILE(2) KILN_TILE(1)
 #undef KILN_TILE
@@ -121,7 +123,7 @@ panels(const int narrow, int m, int n, int kc, int taps, int steps, const uint8_
     }
 }
 
-KILN_AVX512 void kiln_qu8s8_igemm_8x16c4__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
+KILN_AVX512 void kiln_qu8s8_igemm_8x16c2__avx512bw(int m, int n, int kc, int taps, const uint8_t *const *rows,
                                                    const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
     panels(0, m, n, kc, taps, 0, rows, packed, c, ldc, rq);
 }

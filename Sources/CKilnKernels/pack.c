@@ -10,7 +10,7 @@ size_t kiln_qs8_packed_size(kiln_packing packing, int n, int k) {
 }
 
 kiln_packing kiln_qu8s8_igemm_packing(int kernel_isa) {
-    return kernel_isa == KILN_ISA_AVX2 ? KILN_PACKING_PAIRS16 : KILN_PACKING_C4;
+    return kernel_isa == KILN_ISA_AVX2 || kernel_isa == KILN_ISA_AVX512BW ? KILN_PACKING_PAIRS16 : KILN_PACKING_C4;
 }
 
 void kiln_qs8_pack(kiln_packing packing, const int8_t *weights, int n, int k, int8_t *packed) {
