@@ -6,6 +6,7 @@
 #include <string.h>
 #include "kiln_kernels.h"
 #include "requant.h"
+#include "scratch.h"
 
 #define KILN_AVX2 __attribute__((target("avx2,fma")))
 #define KILN_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
@@ -54,6 +55,25 @@ KILN_AVX2 static inline int32_t load4(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return v;
+}
+
+/// The indirect GEMM's rows widened to 16 bits in this thread's scratch: row i's taps one after another (k = taps ·
+/// kc values a row), for the GEMMs that multiply 16-bit operands (vpmaddwd).
+KILN_AVX2 static inline int16_t *widen_rows(int m, int kc, int taps, const uint8_t *const *rows) {
+    size_t k = (size_t)kc * taps;
+    int16_t *a16 = kiln_thread_scratch((size_t)m * k * sizeof(int16_t));
+    for (int i = 0; i < m; i++) {
+        for (int tap = 0; tap < taps; tap++) {
+            const uint8_t *segment = rows[(size_t)i * taps + tap];
+            int16_t *to = a16 + (size_t)i * k + (size_t)tap * kc;
+            int e = 0;
+            for (; e + 16 <= kc; e += 16) {
+                _mm256_storeu_si256((__m256i *)(to + e), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(segment + e))));
+            }
+            for (; e < kc; e++) to[e] = segment[e];
+        }
+    }
+    return a16;
 }
 
 #endif

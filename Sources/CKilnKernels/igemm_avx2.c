@@ -8,7 +8,6 @@
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
 #include "avx2.h"
-#include "scratch.h"
 
 enum { TILE_ROWS = 6 };
 
@@ -42,19 +41,7 @@ tile(const int MR, int j, int n, int k, const int16_t *a16, const int16_t *b16, 
 KILN_AVX2 void kiln_qu8s8_igemm_6x16c2__avx2(int m, int n, int kc, int taps, const uint8_t *const *rows,
                                              const int8_t *packed, uint8_t *c, size_t ldc, const kiln_requant *rq) {
     int k = kc * taps;
-    // A: each row's taps, zero-extended.
-    int16_t *a16 = kiln_thread_scratch((size_t)m * k * sizeof(int16_t));
-    for (int i = 0; i < m; i++) {
-        for (int tap = 0; tap < taps; tap++) {
-            const uint8_t *segment = rows[(size_t)i * taps + tap];
-            int16_t *to = a16 + (size_t)i * k + (size_t)tap * kc;
-            int e = 0;
-            for (; e + 16 <= kc; e += 16) {
-                _mm256_storeu_si256((__m256i *)(to + e), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(segment + e))));
-            }
-            for (; e < kc; e++) to[e] = segment[e];
-        }
-    }
+    const int16_t *a16 = widen_rows(m, kc, taps, rows);
     for (int j = 0; j < n; j += KILN_PANEL) {
         const int16_t *b16 = (const int16_t *)packed + (size_t)(j / KILN_PANEL) * KILN_PANEL * k;
         for (int i0 = 0; i0 < m; i0 += TILE_ROWS) {

@@ -7,8 +7,8 @@
 // pair sums gathered in 16 bits before vpmaddwd by ones widens them; lanes stay in channel order.
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
+#include "avx2.h"
 #include "avx512.h"
-#include "scratch.h"
 
 /// Requantizes and stores the tile's rows: accumulators `acc` (16 channels from column j, bias not included).
 KILN_AVX512 static inline __attribute__((always_inline)) void
@@ -90,22 +90,8 @@ panels(const int narrow, int m, int n, int kc, int taps, int steps, const uint8_
        uint8_t *c, size_t ldc, const kiln_requant *rq) {
     int groups = kc / KILN_KGROUP, k = kc * taps;
     size_t panel_bytes = (size_t)KILN_PANEL * kc * taps * (narrow ? 1 : 2);
-    int16_t *a16 = NULL;
-    if (!narrow) {
-        // The exact GEMM's rows, zero-extended once per call.
-        a16 = kiln_thread_scratch((size_t)m * k * sizeof(int16_t));
-        for (int i = 0; i < m; i++) {
-            for (int tap = 0; tap < taps; tap++) {
-                const uint8_t *segment = rows[(size_t)i * taps + tap];
-                int16_t *to = a16 + (size_t)i * k + (size_t)tap * kc;
-                int e = 0;
-                for (; e + 32 <= kc; e += 32) {
-                    _mm512_storeu_si512(to + e, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(segment + e))));
-                }
-                for (; e < kc; e++) to[e] = segment[e];
-            }
-        }
-    }
+    // The exact GEMM's rows, widened once per call.
+    const int16_t *a16 = narrow ? NULL : widen_rows(m, kc, taps, rows);
     for (int j = 0; j < n; j += KILN_PANEL) {
         const int8_t *b = packed + (size_t)(j / KILN_PANEL) * panel_bytes;
         for (int i0 = 0; i0 < m; i0 += 8) {
