@@ -210,7 +210,7 @@ typedef struct { int h, w, c, stride, pad, residual; } dwconv_shape;
 static const dwconv_shape dwconv_shapes[] = {
     {1, 1, 1, 1, 1, 0}, {3, 3, 3, 1, 1, 0}, {5, 7, 16, 1, 1, 1}, {6, 6, 17, 2, 1, 0}, {8, 9, 32, 1, 0, 0},
     {7, 7, 33, 2, 1, 1}, {4, 12, 64, 1, 1, 0}, {9, 5, 65, 1, 1, 1}, {10, 10, 96, 2, 1, 0}, {3, 20, 100, 1, 1, 0},
-    {14, 14, 144, 2, 0, 0}, {2, 2, 200, 1, 1, 1},
+    {14, 14, 144, 2, 0, 0}, {2, 2, 200, 1, 1, 1}, {6, 5, 56, 1, 1, 1}, {5, 9, 48, 2, 1, 0},
 };
 
 /// One depthwise case: an image, weights, zero point, optional residual and requantization for a geometry.
@@ -502,7 +502,7 @@ static void call_quantize(void *p) {
 /// Shapes of real layers: ResNet-18's 3×3 convs (as an indirect GEMM over 56×56 and 14×14 maps), a 1×1 conv of
 /// MobileNetV2, a classifier at batch 1; MobileNetV2's depthwise rows; a 224×224 RGB input.
 static const igemm_shape igemm_bench[] = {{3136, 64, 64, 9, 0}, {196, 256, 256, 9, 0}, {3136, 96, 16, 1, 0}, {1, 1000, 512, 1, 0}};
-static const dwconv_shape dwconv_bench[] = {{112, 112, 96, 2, 1, 0}, {14, 14, 576, 1, 1, 0}};
+static const dwconv_shape dwconv_bench[] = {{112, 112, 96, 2, 1, 0}, {56, 56, 144, 1, 1, 0}, {14, 14, 576, 1, 1, 0}};
 static const quantize_shape quantize_bench[] = {{3, 224 * 224}};
 static const size_t lookup_bench[] = {112 * 112 * 96};
 /// EfficientNet-B0's 5×5 depthwise at 28×28 (stride 1) and 56→28 (stride 2).

@@ -11,6 +11,28 @@
 #define KILN_AVX2 __attribute__((target("avx2,fma")))
 #define KILN_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 
+/// Output levels (0…255 as int32) of 8 accumulator lanes already scaled by their multipliers (f = acc · m), with the
+/// optional fused residual add (`residual`: the other input's bytes widened to int32, lane for lane).
+KILN_AVX2 static inline __m256i level8(__m256 f, const __m256i *residual, const kiln_requant *rq) {
+    f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(-1e6f)), _mm256_set1_ps(1e6f));
+    __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(f), _mm256_set1_epi32(rq->zero_point));
+    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(rq->low)), _mm256_set1_epi32(rq->high));
+    if (residual) {
+        __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(rq->zero_point))),
+                                 _mm256_set1_ps(rq->scale));
+        __m256 b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(*residual, _mm256_set1_epi32(rq->residual_zero_point))),
+                                 _mm256_set1_ps(rq->residual_scale));
+        __m256 s = _mm256_div_ps(_mm256_add_ps(a, b), _mm256_set1_ps(rq->output_scale));
+        s = _mm256_round_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        s = _mm256_min_ps(_mm256_max_ps(s, _mm256_set1_ps(-1e6f)), _mm256_set1_ps(1e6f));
+        q = _mm256_add_epi32(_mm256_cvttps_epi32(s), _mm256_set1_epi32(rq->output_zero_point));
+        q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_set1_epi32(255));
+        q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(rq->add_low)), _mm256_set1_epi32(rq->add_high));
+    }
+    return q;
+}
+
 /// Requantizes 8 accumulators (columns j..j+7, bias not yet added) and stores the first `count` of them.
 KILN_AVX2 static inline void store8(__m256i acc, int j, int count, const kiln_requant *rq, const uint8_t *residual,
                                     uint8_t *out) {
@@ -25,31 +47,25 @@ KILN_AVX2 static inline void store8(__m256i acc, int j, int count, const kiln_re
     }
     acc = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)(rq->bias + j)));
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(rq->multiplier + j));
-    f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(-1e6f)), _mm256_set1_ps(1e6f));
-    __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(f), _mm256_set1_epi32(rq->zero_point));
-    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(rq->low)), _mm256_set1_epi32(rq->high));
+    __m256i other;
     if (residual) {
         int64_t bytes;
         memcpy(&bytes, residual, 8);
-        __m256i r = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
-        __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(rq->zero_point))),
-                                 _mm256_set1_ps(rq->scale));
-        __m256 b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r, _mm256_set1_epi32(rq->residual_zero_point))),
-                                 _mm256_set1_ps(rq->residual_scale));
-        __m256 s = _mm256_div_ps(_mm256_add_ps(a, b), _mm256_set1_ps(rq->output_scale));
-        s = _mm256_round_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        s = _mm256_min_ps(_mm256_max_ps(s, _mm256_set1_ps(-1e6f)), _mm256_set1_ps(1e6f));
-        q = _mm256_add_epi32(_mm256_cvttps_epi32(s), _mm256_set1_epi32(rq->output_zero_point));
-        q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_set1_epi32(255));
-        q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(rq->add_low)), _mm256_set1_epi32(rq->add_high));
+        other = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
     }
+    __m256i q = level8(f, residual ? &other : NULL, rq);
     // Pack 8 × i32 (0..255) to bytes.
     __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
     __m128i words = _mm_packus_epi32(lo, hi);
     __m128i bytes8 = _mm_packus_epi16(words, words);
     _mm_storel_epi64((__m128i *)out, bytes8);
 }
+
+/// Channels `first` … c − 1 of one output row of a 3×3 depthwise convolution (the AVX2 kernel's arithmetic), for
+/// the wider kernels' last channels.
+KILN_AVX2 void kiln_dwconv3x3_channels__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
+                                             int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
+                                             uint8_t *y, const kiln_requant *rq, int first);
 
 KILN_AVX2 static inline int32_t load4(const uint8_t *p) {
     int32_t v;
