@@ -24,6 +24,11 @@ int kiln_bench_shape_count(const kiln_kernel_info *kernel);
 /// `label` a description of the shape.
 double kiln_bench_kernel(const kiln_kernel_info *kernel, int shape, int repeats, double *macs, char *label, size_t size);
 
+/// The arithmetic limit of a kernel's tier on this core: multiply-adds per second of the instruction its inner loop
+/// multiplies with (named in `instruction`), measured once per run in register-only chains; 0 for kernels without
+/// one (scalar, quantizer, lookup) or on other architectures.
+double kiln_kernel_limit(const kiln_kernel_info *kernel, const char **instruction);
+
 #ifdef __cplusplus
 }
 #endif
