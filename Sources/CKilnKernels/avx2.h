@@ -14,10 +14,12 @@
 /// Output levels (0…255 as int32) of 8 accumulator lanes already scaled by their multipliers (f = acc · m), with the
 /// optional fused residual add (`residual`: the other input's bytes widened to int32, lane for lane).
 KILN_AVX2 static inline __m256i level8(__m256 f, const __m256i *residual, const kiln_requant *rq) {
+    // clamp(rint(f) + zp, low, high) = rint(clamp(f, low − zp, high − zp)) + zp: the bounds are integers within
+    // ±255, so clamping first, in float, is exact and leaves the ±1e6 limit nothing to do.
+    f = _mm256_max_ps(f, _mm256_set1_ps((float)(rq->low - rq->zero_point)));
+    f = _mm256_min_ps(f, _mm256_set1_ps((float)(rq->high - rq->zero_point)));
     f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(-1e6f)), _mm256_set1_ps(1e6f));
     __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(f), _mm256_set1_epi32(rq->zero_point));
-    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(rq->low)), _mm256_set1_epi32(rq->high));
     if (residual) {
         __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(rq->zero_point))),
                                  _mm256_set1_ps(rq->scale));
@@ -59,6 +61,34 @@ KILN_AVX2 static inline void store8(__m256i acc, int j, int count, const kiln_re
     __m128i words = _mm_packus_epi32(lo, hi);
     __m128i bytes8 = _mm_packus_epi16(words, words);
     _mm_storel_epi64((__m128i *)out, bytes8);
+}
+
+/// Requantizes a GEMM tile row of 16 accumulators (columns j..j+15, bias not yet added) and stores the first
+/// `count` of them, with the optional residual.
+KILN_AVX2 static inline void store_tile16(__m256i acc0, __m256i acc1, int j, int count, const kiln_requant *rq,
+                                     const uint8_t *residual, uint8_t *out) {
+    if (count < 16) {
+        store8(acc0, j, count < 8 ? count : 8, rq, residual, out);
+        if (count > 8) store8(acc1, j + 8, count - 8, rq, residual ? residual + 8 : NULL, out + 8);
+        return;
+    }
+    acc0 = _mm256_add_epi32(acc0, _mm256_loadu_si256((const __m256i *)(rq->bias + j)));
+    acc1 = _mm256_add_epi32(acc1, _mm256_loadu_si256((const __m256i *)(rq->bias + j + 8)));
+    __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(rq->multiplier + j));
+    __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(rq->multiplier + j + 8));
+    __m256i q0, q1;
+    if (residual) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)residual);
+        __m256i r0 = _mm256_cvtepu8_epi32(bytes), r1 = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
+        q0 = level8(f0, &r0, rq);
+        q1 = level8(f1, &r1, rq);
+    } else {
+        q0 = level8(f0, NULL, rq);
+        q1 = level8(f1, NULL, rq);
+    }
+    // Levels are within 0…255: the saturating packs are exact; the permute undoes their lane interleave.
+    __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+    _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
 }
 
 /// Channels `first` … c − 1 of one output row of a 3×3 depthwise convolution (the AVX2 kernel's arithmetic), for

@@ -29,12 +29,11 @@ tile(const int MR, int j, int n, int k, const int16_t *a16, const int16_t *b16, 
             acc[t][1] = _mm256_add_epi32(acc[t][1], _mm256_madd_epi16(x, w1));
         }
     }
-    int left = n - j < 16 ? n - j : 16;
+    const int left = n - j < 16 ? n - j : 16;
     for (int t = 0; t < MR; t++) {
         size_t row = row0 + t;
         const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-        store8(acc[t][0], j, left < 8 ? left : 8, rq, res, c + row * ldc + j);
-        if (left > 8) store8(acc[t][1], j + 8, left - 8, rq, res ? res + 8 : NULL, c + row * ldc + j + 8);
+        store_tile16(acc[t][0], acc[t][1], j, left, rq, res, c + row * ldc + j);
     }
 }
 

@@ -33,8 +33,7 @@ KILN_AVXVNNI void kiln_qu8s8_igemm_4x16c4__avxvnni(int m, int n, int kc, int tap
             for (int t = 0; t < mr; t++) {
                 size_t row = (size_t)(i0 + t);
                 const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-                store8(lo[t], j, left < 8 ? left : 8, rq, res, c + row * ldc + j);
-                if (left > 8) store8(hi[t], j + 8, left - 8, rq, res ? res + 8 : NULL, c + row * ldc + j + 8);
+                store_tile16(lo[t], hi[t], j, left, rq, res, c + row * ldc + j);
             }
         }
     }

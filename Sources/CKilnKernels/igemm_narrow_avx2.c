@@ -86,8 +86,7 @@ KILN_AVX2 void kiln_qu8s8_igemm_narrow_4x16c4__avx2(int m, int n, int kc, int ta
             for (int t = 0; t < mr; t++) {
                 size_t row = (size_t)(i0 + t);
                 const uint8_t *res = rq->residual ? rq->residual + row * rq->ldr + j : NULL;
-                store8(acc[t][0], j, left < 8 ? left : 8, rq, res, c + row * ldc + j);
-                if (left > 8) store8(acc[t][1], j + 8, left - 8, rq, res ? res + 8 : NULL, c + row * ldc + j + 8);
+                store_tile16(acc[t][0], acc[t][1], j, left, rq, res, c + row * ldc + j);
             }
         }
     }
