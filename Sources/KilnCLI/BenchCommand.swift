@@ -21,7 +21,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Time forward + backward with the gradient taken with respect to the input (teachers only), as data synthesis does.")
     var backward = false
 
-    @Flag(help: "Students only: after timing, run --runs more times measuring each layer, and print where the time goes.")
+    @Flag(help: "After timing, run --runs more times measuring each layer (a student) or each kind of op forward and backward (a teacher with --backward), and print where the time goes.")
     var profile = false
 
     @Flag(help: "Print one JSON object instead of text.")
@@ -44,20 +44,30 @@ struct BenchCommand: ParsableCommand {
             }
             let concrete = shape.substitutingBatch(batch)
             let x = Tensor(shape: concrete, scalars: (0..<concrete.elementCount).map { Float($0 % 255) / 127 - 1 })
-            if profile, case .teacher = loaded.backend { throw ValidationError("--profile needs a .kiln student") }
+            if profile, case .teacher = loaded.backend, !backward {
+                throw ValidationError("--profile needs a .kiln student, or a teacher with --backward")
+            }
             var predict: () throws -> Void = { _ = try loaded.predictOutputs(x) }
             var profilePass: (() throws -> [LayerTime])?
+            var opsPass: (() throws -> [OpTime])?
             var outputBuffers: [UnsafeMutableBufferPointer<Float>] = []
             defer { outputBuffers.forEach { $0.deallocate() } }
             if backward {
                 guard case .teacher(_, let graph, _) = loaded.backend else {
                     throw ValidationError("--backward needs an ONNX teacher")
                 }
-                predict = {
+                func pass(_ profile: TapeProfile?) throws {
                     let tape = Tape()
+                    tape.profile = profile
                     let input = tape.leaf(x)
                     let output = try tape.run(graph, inputs: [input])[0]
                     _ = tape.gradients(of: output, withRespectTo: [input])
+                }
+                predict = { try pass(nil) }
+                opsPass = { [runs] in
+                    let profile = TapeProfile()
+                    for _ in 0..<runs { try pass(profile) }
+                    return OpTime.table(profile, runs: runs)
                 }
             } else if case .student(let student) = loaded.backend {
                 // The allocation-free path: one context, caller-owned buffers.
@@ -104,7 +114,7 @@ struct BenchCommand: ParsableCommand {
                                      minMs: times[0], medianMs: times[times.count / 2],
                                      p90Ms: times[min(times.count - 1, times.count * 9 / 10)],
                                      gmacPerSecond: Double(macs * batch) / (times[times.count / 2] * 1e6),
-                                     layers: try profilePass?())
+                                     layers: profile ? try profilePass?() : nil, ops: profile ? try opsPass?() : nil)
             if json {
                 try printJSON(result)
             } else {
@@ -113,6 +123,7 @@ struct BenchCommand: ParsableCommand {
                              model, result.mode, batch, result.threads, runs, result.minMs, result.medianMs, result.p90Ms,
                              result.gmacPerSecond, result.peakRSSMegabytes))
                 if let layers = result.layers { print(profileTable(layers), terminator: "") }
+                if let ops = result.ops { print(OpTime.text(ops), terminator: "") }
             }
         }
     }
@@ -133,8 +144,38 @@ struct BenchResult: Encodable {
     var medianMs: Double
     var p90Ms: Double
     var gmacPerSecond: Double
-    /// With --profile: mean wall time of each layer.
+    /// With --profile: mean wall time of each layer (a student) or of each kind of op (a teacher with --backward).
     var layers: [LayerTime]?
+    var ops: [OpTime]?
+}
+
+/// One kind of op's share of a teacher's forward + backward pass (`kiln bench TEACHER --backward --profile`).
+struct OpTime: Encodable {
+    var op: String
+    /// Ops of this kind per pass, and their mean forward and backward milliseconds per pass.
+    var count: Int
+    var forwardMs: Double
+    var backwardMs: Double
+
+    /// The profile's entries per pass, slowest first.
+    static func table(_ profile: TapeProfile, runs: Int) -> [OpTime] {
+        profile.entries.map { label, entry in
+            OpTime(op: label, count: entry.count / runs, forwardMs: entry.forwardSeconds * 1e3 / Double(runs),
+                   backwardMs: entry.backwardSeconds * 1e3 / Double(runs))
+        }.sorted { $0.forwardMs + $0.backwardMs > $1.forwardMs + $1.backwardMs }
+    }
+
+    /// The table as text, each kind with its share of the timed total.
+    static func text(_ ops: [OpTime]) -> String {
+        let total = max(ops.reduce(0) { $0 + $1.forwardMs + $1.backwardMs }, 1e-12)
+        var text = "\n\("op".padding(toLength: 28, withPad: " ", startingAt: 0))  ops  forward ms  backward ms      %\n"
+        for op in ops {
+            text += op.op.padding(toLength: 28, withPad: " ", startingAt: 0)
+                + String(format: " %4d %11.3f %12.3f %6.1f\n", op.count, op.forwardMs, op.backwardMs,
+                         100 * (op.forwardMs + op.backwardMs) / total)
+        }
+        return text
+    }
 }
 
 /// One layer's share of an inference (`kiln bench --profile`).

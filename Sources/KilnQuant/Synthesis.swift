@@ -39,6 +39,10 @@ public struct SynthesisOptions: Sendable {
     /// to them, so that a teacher trained on inputs in another convention (x/255, [−1, 1]) gets images in it.
     public var estimateInputStatistics = true
 
+    /// Make only this shard of the run: its share of the batches, each image the same bit for bit as in the whole
+    /// run (every batch draws from its own seeded stream); nil makes all of them.
+    public var shard: SynthesisShard?
+
     /// Defaults.
     public init(method: SynthesisMethod = .genie, count: Int = 128, iterations: Int = 200, batch: Int = 64, seed: UInt64 = 0) {
         self.method = method
@@ -49,8 +53,24 @@ public struct SynthesisOptions: Sendable {
     }
 }
 
+/// Shard `index` of `count` (from 0) of a synthesis run: a contiguous range of its batches.
+public struct SynthesisShard: Sendable, Equatable {
+    public var index: Int
+    public var count: Int
+
+    /// A shard; `index` in 0..<count.
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    /// The batches of a run of `batches` this shard makes: shard i has batches i·B/N ..< (i+1)·B/N.
+    public func batches(of batches: Int) -> Range<Int> { (batches * index / count)..<(batches * (index + 1) / count) }
+}
+
 /// Where a synthesis run is, reported after every iteration.
 public struct SynthesisProgress: Sendable {
+    /// The batch being optimised, counted within the shard when there is one, of `batches`.
     public var batch: Int
     public var batches: Int
     public var iteration: Int
@@ -62,7 +82,8 @@ public struct SynthesisProgress: Sendable {
 public struct SynthesisResult: Sendable {
     /// Images [count, ...teacher input shape].
     public var images: Tensor
-    /// BatchNorm-statistics loss of each batch at its first and last iteration (empty for gaussian).
+    /// BatchNorm-statistics loss of each batch at its first iteration and of the images kept: each batch keeps
+    /// the images of its lowest loss, so a late spike of the optimisation costs nothing (empty for gaussian).
     public var initialLosses: [Float]
     public var finalLosses: [Float]
     /// Wall time per 100 iterations of one batch, in seconds.
@@ -82,8 +103,16 @@ public enum Synthesizer {
         guard options.count >= 1, options.batch >= 2, options.iterations >= 1 else {
             throw QuantizeError("count must be ≥ 1, batch ≥ 2 and iterations ≥ 1")
         }
-        var rng = SeededGenerator(seed: options.seed)
+        let batches = (options.count + options.batch - 1) / options.batch
+        if let shard = options.shard, shard.count < 1 || shard.index < 0 || shard.index >= shard.count || shard.count > batches {
+            throw QuantizeError("shard \(shard.index)/\(shard.count) does not exist: a run of \(batches) batches has shards 0/N … (N−1)/N with 1 ≤ N ≤ \(batches)")
+        }
+        let mine = options.shard?.batches(of: batches) ?? 0..<batches
+        /// Images of batch `index`, and the generator it draws from.
+        func batchSize(_ index: Int) -> Int { min(options.batch, options.count - index * options.batch) }
+        func stream(_ index: Int) -> SeededGenerator { SeededGenerator(seed: options.seed, stream: UInt64(index)) }
         let sample = Array(shape.dropFirst())
+        let shardCount = mine.reduce(0) { $0 + batchSize($1) }
         let domain: InputDomain?
         do {
             domain = try options.inputDomain?.validated(channels: sample[0])
@@ -91,7 +120,12 @@ public enum Synthesizer {
             throw QuantizeError(error.message)
         }
         if options.method == .gaussian {
-            let noise = rng.normal([options.count] + sample)
+            var scalars: [Float] = []
+            for index in mine {
+                var rng = stream(index)
+                scalars += rng.normal([batchSize(index)] + sample).scalars
+            }
+            let noise = Tensor(shape: [shardCount] + sample, scalars: scalars)
             return SynthesisResult(images: domain.map { clamped(noise, to: $0) } ?? noise, initialLosses: [], finalLosses: [])
         }
         let statistics = try batchNormTargets(teacher)
@@ -103,20 +137,20 @@ public enum Synthesizer {
         }
         var images: [Float] = []
         var initial: [Float] = [], final: [Float] = []
-        let batches = (options.count + options.batch - 1) / options.batch
         let clock = ContinuousClock()
         let start = clock.now
-        for index in 0..<batches {
-            let size = min(options.batch, options.count - index * options.batch)
+        for index in mine {
+            let size = batchSize(index)
+            var rng = stream(index)
             let run: (first: Float, last: Float, images: Tensor)
             switch options.method {
             case .genie:
                 run = try genieBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
-                    progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
+                    progress?(SynthesisProgress(batch: index - mine.lowerBound, batches: mine.count, iteration: iteration, iterations: options.iterations, loss: loss))
                 }
             case .zeroq:
                 run = try zeroqBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
-                    progress?(SynthesisProgress(batch: index, batches: batches, iteration: iteration, iterations: options.iterations, loss: loss))
+                    progress?(SynthesisProgress(batch: index - mine.lowerBound, batches: mine.count, iteration: iteration, iterations: options.iterations, loss: loss))
                 }
             case .gaussian:
                 fatalError("handled above")
@@ -127,8 +161,8 @@ public enum Synthesizer {
         }
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return SynthesisResult(images: Tensor(shape: [options.count] + sample, scalars: images), initialLosses: initial,
-                               finalLosses: final, secondsPer100Iterations: seconds / Double(batches) / Double(options.iterations) * 100)
+        return SynthesisResult(images: Tensor(shape: [shardCount] + sample, scalars: images), initialLosses: initial,
+                               finalLosses: final, secondsPer100Iterations: seconds / Double(mine.count) / Double(options.iterations) * 100)
     }
 
     /// Images clamped into the per-channel ranges of `domain` ([N, C, ...] layout).
@@ -234,7 +268,8 @@ public enum Synthesizer {
         return total
     }
 
-    /// One Genie batch: a fresh generator and latents, optimised together; returns the images of the last iteration.
+    /// One Genie batch: a fresh generator and latents, optimised together; returns the images of the iteration with
+    /// the lowest loss.
     static func genieBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
                            size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
@@ -245,7 +280,7 @@ public enum Synthesizer {
         var generatorOptimizer = Adam(learningRate: options.generatorLearningRate)
         var plateau = ReduceOnPlateau(factor: 0.1, patience: 100, threshold: 1e-4, minimum: 1e-4)
         let decay = ExponentialSchedule(base: options.generatorLearningRate, gamma: 0.95)
-        var first: Float = 0, last: Float = 0
+        var first: Float = 0, best = Float.infinity
         var images = Tensor(shape: [size] + sample, repeating: 0)
         var swing = rng
         for iteration in 0..<options.iterations {
@@ -257,14 +292,16 @@ public enum Synthesizer {
                 x = affine(tape, x, inputTargets)
             }
             if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
-            images = x.value
             let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
                 try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets,
                                    swing: options.swingConvolution ? pointer : nil)
             }
             let value = loss.value.scalars[0]
             if iteration == 0 { first = value }
-            last = value
+            if value < best || iteration == 0 {
+                best = value
+                images = x.value
+            }
             report(iteration, value)
             let gradients = tape.gradients(of: loss, withRespectTo: [z] + parameters)
             latentOptimizer.step(&latents, gradients: [gradients[0]])
@@ -273,10 +310,11 @@ public enum Synthesizer {
             if (iteration + 1) % 100 == 0 { generatorOptimizer.learningRate = decay.rate(at: (iteration + 1) / 100) }
         }
         rng = swing
-        return (first, last, images)
+        return (first, best, images)
     }
 
-    /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing).
+    /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing); returns the
+    /// pixels of the iteration with the lowest loss.
     static func zeroqBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
                            size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
@@ -288,19 +326,23 @@ public enum Synthesizer {
             pixels[0].scalars = pixels[0].scalars.enumerated().map { i, v in v * inputTargets.std + inputTargets.mean[i / plane % sample[0]] }
         }
         var optimizer = Adam(learningRate: options.latentLearningRate)
-        var first: Float = 0, last: Float = 0
+        var first: Float = 0, best = Float.infinity
+        var images = pixels[0]
         for iteration in 0..<options.iterations {
             let tape = Tape()
             let x = tape.leaf(pixels[0])
             let loss = try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets, swing: nil)
             let value = loss.value.scalars[0]
             if iteration == 0 { first = value }
-            last = value
+            if value < best || iteration == 0 {
+                best = value
+                images = pixels[0]
+            }
             report(iteration, value)
             optimizer.step(&pixels, gradients: tape.gradients(of: loss, withRespectTo: [x]))
             if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
         }
-        return (first, last, pixels[0])
+        return (first, best, images)
     }
 }
 

@@ -549,7 +549,7 @@ extension UInt32 {
 }
 
 /// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), as in zlib.
-func crc32<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+public func crc32<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
     var crc: UInt32 = 0xFFFF_FFFF
     for byte in bytes {
         crc = crcTable[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8)

@@ -25,18 +25,24 @@ public enum NPY {
         public var dtype: DType
         /// Payload bytes, `shape.elementCount * dtype.size` of them.
         public var payload: Data
+        /// The note after the header's dictionary (a Python comment, `# …`), if the writer left one.
+        public var note: String?
+
+        /// The array as a tensor, when it holds float32 (`file` names it in the error otherwise).
+        public func float32Tensor(file: String) throws -> Tensor {
+            guard dtype == .float32 else {
+                throw DataFileError(file: file, "dtype '\(dtype.rawValue)' is not float32 ('<f4'); save the array with .astype(np.float32)")
+            }
+            let scalars = payload.withUnsafeBytes { raw in
+                (0..<shape.elementCount).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian) }
+            }
+            return Tensor(shape: shape, scalars: scalars)
+        }
     }
 
     /// Reads a float32 array (the ONNX input layout).
     public static func readTensor(_ path: String) throws -> Tensor {
-        let array = try read(path)
-        guard array.dtype == .float32 else {
-            throw DataFileError(file: path, "dtype '\(array.dtype.rawValue)' is not float32 ('<f4'); save the array with .astype(np.float32)")
-        }
-        let scalars = array.payload.withUnsafeBytes { raw in
-            (0..<array.shape.elementCount).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian) }
-        }
-        return Tensor(shape: array.shape, scalars: scalars)
+        try read(path).float32Tensor(file: path)
     }
 
     /// Reads a 1-D array of integer class labels (int64, int32 or uint8).
@@ -97,6 +103,8 @@ public enum NPY {
             throw DataFileError(file: file, "header at byte \(headerStart) is not text")
         }
         let fields = try parseHeader(header, file: file, offset: headerStart)
+        let note = header.firstIndex(of: "}").flatMap { close in header[close...].firstIndex(of: "#") }
+            .map { header[header.index(after: $0)...].trimmingCharacters(in: .whitespacesAndNewlines) }
         let payloadStart = headerStart + headerLength
         let (count, overflow) = fields.shape.reduce((1, false)) { acc, d in
             let (p, o) = acc.0.multipliedReportingOverflow(by: d)
@@ -108,11 +116,14 @@ public enum NPY {
         guard available == needed else {
             throw DataFileError(file: file, "shape \(fields.shape.shapeDescription) of '\(fields.dtype.rawValue)' needs \(needed) data bytes after byte \(payloadStart), file has \(available)")
         }
-        return Array(shape: fields.shape, dtype: fields.dtype, payload: data.subdata(in: (data.startIndex + payloadStart)..<data.endIndex))
+        return Array(shape: fields.shape, dtype: fields.dtype, payload: data.subdata(in: (data.startIndex + payloadStart)..<data.endIndex),
+                     note: note)
     }
 
     /// Reads `descr`, `fortran_order` and `shape` from the Python-literal header dictionary.
-    private static func parseHeader(_ header: String, file: String, offset: Int) throws -> (dtype: DType, shape: [Int]) {
+    private static func parseHeader(_ text: String, file: String, offset: Int) throws -> (dtype: DType, shape: [Int]) {
+        // The dictionary ends at its first closing brace (its values hold none); a note may follow.
+        let header = text.firstIndex(of: "}").map { text[...$0] } ?? Substring(text)
         func value(of key: String) throws -> Substring {
             guard let keyRange = header.range(of: "'\(key)'") else {
                 throw DataFileError(file: file, "header at byte \(offset) has no '\(key)'")
@@ -152,10 +163,15 @@ public enum NPY {
         return (dtype, shape)
     }
 
-    /// The bytes of a float32 `.npy` file holding the tensor.
-    public static func encode(_ tensor: Tensor) -> Data {
+    /// The bytes of a float32 `.npy` file holding the tensor, with an optional one-line note after the header's
+    /// dictionary (as a Python comment, which NumPy's reader skips).
+    public static func encode(_ tensor: Tensor, note: String? = nil) -> Data {
         let shapeText = tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shapeText), }"
+        if let note {
+            precondition(!note.contains("\n") && !note.contains("\r"), "an .npy note is one line")
+            header += " # " + note
+        }
         // Pad so that the payload starts on a 64-byte boundary, ending the header with a newline.
         let unpadded = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
@@ -167,9 +183,9 @@ public enum NPY {
         return data
     }
 
-    /// Writes a float32 `.npy` file atomically.
-    public static func write(_ tensor: Tensor, to path: String) throws {
-        try AtomicFile.write(encode(tensor), to: path)
+    /// Writes a float32 `.npy` file atomically, with an optional one-line note in its header.
+    public static func write(_ tensor: Tensor, to path: String, note: String? = nil) throws {
+        try AtomicFile.write(encode(tensor, note: note), to: path)
     }
 }
 

@@ -18,6 +18,18 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         state = (splitMix(), splitMix(), splitMix(), splitMix())
     }
 
+    /// Generator number `stream` of the family `seed` names: streams are independent of each other, so work split by
+    /// stream (a synthesis batch) draws the same values wherever and in whatever order it runs.
+    public init(seed: UInt64, stream: UInt64) {
+        func mix(_ value: UInt64) -> UInt64 {
+            var z = value &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        self.init(seed: mix(seed) ^ mix(mix(stream ^ 0x5EED_57EA_3000_0000)))
+    }
+
     public mutating func next() -> UInt64 {
         let result = rotate(state.1 &* 5, 7) &* 9
         let t = state.1 << 17

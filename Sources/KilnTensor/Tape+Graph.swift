@@ -34,6 +34,7 @@ extension Tape {
             }
             if let axis = expected.firstIndex(of: batchDimension) { batch = input.shape[axis] }
         }
+        defer { profileLabel = nil }
         var lastUse: [ValueID: Int] = [:]
         for (index, node) in graph.nodes.enumerated() { for input in node.inputs { lastUse[input] = index } }
         var live: [ValueID: Variable] = [:]
@@ -57,10 +58,16 @@ extension Tape {
             let output: Variable
             var resolved = node
             resolved.op = op
+            let start = profile.map { _ in TapeProfile.now() }
+            if let profile { profileLabel = TapeProfile.label(op, operandShapes: operands.map(\.shape)) }
             if let replaced = try replace?(resolved, operands) {
                 output = replaced
             } else {
                 output = apply(op, operands, batchNorm: batchNorm)
+            }
+            if let profile, let start, let label = profileLabel {
+                profile.addForward(label, seconds: Double(TapeProfile.now() - start) / 1e9)
+                profileLabel = nil
             }
             observe?(node, operands, output)
             live[node.output] = output

@@ -31,6 +31,10 @@ public final class Tape {
 
     private var records: [Int: Record] = [:]
     private var count = 0
+    /// Where the time goes, when set: every op's forward (in graph runs) and backward is timed into it.
+    public var profile: TapeProfile?
+    /// The profile label of the graph op being recorded (nil outside `run`).
+    var profileLabel: String?
 
     /// An empty tape.
     public init() {}
@@ -55,7 +59,16 @@ public final class Tape {
         guard requires.contains(true) else {
             return Variable(id: id, value: value, requiresGradient: false)
         }
-        records[id] = Record(inputs: inputs.map(\.id), requires: requires, backward: backward)
+        var timed = backward
+        if let profile {
+            let label = profileLabel ?? TapeProfile.outsideGraph
+            timed = { gradient, needs in
+                let start = TapeProfile.now()
+                defer { profile.addBackward(label, seconds: Double(TapeProfile.now() - start) / 1e9) }
+                return backward(gradient, needs)
+            }
+        }
+        records[id] = Record(inputs: inputs.map(\.id), requires: requires, backward: timed)
         return Variable(id: id, value: value, requiresGradient: true)
     }
 
