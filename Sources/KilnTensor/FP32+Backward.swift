@@ -20,19 +20,30 @@ extension FP32 {
     public static func maxPoolBackward(_ x: Tensor, _ a: PoolAttributes, gradient: Tensor) -> Tensor {
         let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (gradient.shape[2], gradient.shape[3])
+        let geometry = PoolGeometry(a, height: h, width: w)
         var dx = [Float](repeating: 0, count: x.count)
-        for plane in 0..<planes {
-            for oy in 0..<oh {
-                for ox in 0..<ow {
-                    let window = PoolWindow(oy: oy, ox: ox, a: a, height: h, width: w)
-                    var best = -Float.infinity, at = -1
-                    for iy in window.rows {
-                        for ix in window.columns where x.scalars[(plane * h + iy) * w + ix] > best || at < 0 {
-                            best = x.scalars[(plane * h + iy) * w + ix]
-                            at = (plane * h + iy) * w + ix
+        x.scalars.withUnsafeBufferPointer { xp in
+            gradient.scalars.withUnsafeBufferPointer { gp in
+                dx.withUnsafeMutableBufferPointer { dp in
+                    let result = UncheckedSendable(dp)
+                    // Planes in parallel: each window writes only into its own plane.
+                    Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
+                        for plane in range {
+                            for oy in 0..<oh {
+                                for ox in 0..<ow {
+                                    let window = PoolWindow(oy: oy, ox: ox, geometry)
+                                    var best = -Float.infinity, at = -1
+                                    for iy in window.rows {
+                                        for ix in window.columns where xp[(plane * h + iy) * w + ix] > best || at < 0 {
+                                            best = xp[(plane * h + iy) * w + ix]
+                                            at = (plane * h + iy) * w + ix
+                                        }
+                                    }
+                                    if at >= 0 { result.value[at] += gp[(plane * oh + oy) * ow + ox] }
+                                }
+                            }
                         }
                     }
-                    if at >= 0 { dx[at] += gradient.scalars[(plane * oh + oy) * ow + ox] }
                 }
             }
         }
@@ -43,16 +54,62 @@ extension FP32 {
     public static func averagePoolBackward(inputShape: [Int], _ a: PoolAttributes, gradient: Tensor) -> Tensor {
         let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
         let (oh, ow) = (gradient.shape[2], gradient.shape[3])
+        let geometry = PoolGeometry(a, height: h, width: w), includePad = a.countIncludePad
         var dx = [Float](repeating: 0, count: inputShape.elementCount)
-        for plane in 0..<planes {
-            for oy in 0..<oh {
-                for ox in 0..<ow {
-                    let window = PoolWindow(oy: oy, ox: ox, a: a, height: h, width: w)
-                    let count = a.countIncludePad ? window.paddedCount(height: h, width: w, pads: a.pads)
-                                                  : window.rows.count * window.columns.count
-                    guard count > 0 else { continue }
-                    let share = gradient.scalars[(plane * oh + oy) * ow + ox] / Float(count)
-                    for iy in window.rows { for ix in window.columns { dx[(plane * h + iy) * w + ix] += share } }
+        gradient.scalars.withUnsafeBufferPointer { gp in
+            dx.withUnsafeMutableBufferPointer { dp in
+                let result = UncheckedSendable(dp)
+                Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
+                    for plane in range {
+                        for oy in 0..<oh {
+                            for ox in 0..<ow {
+                                let window = PoolWindow(oy: oy, ox: ox, geometry)
+                                let count = includePad ? window.paddedCount(geometry) : window.rowCount * window.columnCount
+                                guard count > 0 else { continue }
+                                let share = gp[(plane * oh + oy) * ow + ox] / Float(count)
+                                for iy in window.rows { for ix in window.columns { result.value[(plane * h + iy) * w + ix] += share } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: inputShape, scalars: dx)
+    }
+
+    /// The gradient where low < input (< high, when given), zero elsewhere: ReLU's and clip's backward.
+    public static func gradientPassed(_ gradient: Tensor, where input: Tensor, above low: Float, below high: Float?) -> Tensor {
+        let count = gradient.count
+        guard count > 0 else { return gradient }
+        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            gradient.scalars.withUnsafeBufferPointer { gp in
+                input.scalars.withUnsafeBufferPointer { xp in
+                    let (g, x, out) = (UnsafeSendablePointer(gp.baseAddress!), UnsafeSendablePointer(xp.baseAddress!),
+                                       UnsafeMutableSendablePointer(buffer.baseAddress!))
+                    Parallel.forEachSlice(count) { range in
+                        let (g, x, out) = (g.pointer, x.pointer, out.pointer)
+                        if let high {
+                            for i in range { out[i] = x[i] <= low || x[i] >= high ? 0 : g[i] }
+                        } else {
+                            for i in range { out[i] = x[i] <= low ? 0 : g[i] }
+                        }
+                    }
+                }
+            }
+            initialized = count
+        }
+        return Tensor(shape: gradient.shape, scalars: scalars)
+    }
+
+    /// Gradient of global average pooling: each plane's gradient spread evenly over its cells.
+    public static func globalAveragePoolBackward(_ gradient: Tensor, inputShape: [Int]) -> Tensor {
+        let planes = inputShape[0] * inputShape[1], size = inputShape[2] * inputShape[3]
+        var dx = [Float](repeating: 0, count: planes * size)
+        gradient.scalars.withUnsafeBufferPointer { gp in
+            dx.withUnsafeMutableBufferPointer { dp in
+                for plane in 0..<planes {
+                    let share = gp[plane] / Float(size)
+                    for i in (plane * size)..<((plane + 1) * size) { dp[i] = share }
                 }
             }
         }

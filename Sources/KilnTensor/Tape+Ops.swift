@@ -120,6 +120,12 @@ extension Tape {
         let y = FP32.activation(x.value, f)
         let xv = x.value
         return record(y, inputs: [x]) { dy, _ in
+            // ReLU and clip pass the gradient or zero: one pass into a fresh tensor, no copy of dy first.
+            switch f {
+            case .relu: return [FP32.gradientPassed(dy, where: xv, above: 0, below: nil)]
+            case .clip(let lo, let hi): return [FP32.gradientPassed(dy, where: xv, above: lo, below: hi)]
+            default: break
+            }
             var dx = dy
             dx.scalars.withUnsafeMutableBufferPointer { buffer in
                 xv.scalars.withUnsafeBufferPointer { inputBuffer in
@@ -226,7 +232,10 @@ extension Tape {
 
     /// Mean over H and W, as [N, C, 1, 1].
     public func globalAveragePool(_ x: Variable) -> Variable {
-        reduceMean(x, axes: [2, 3], keepDims: true)
+        let shape = x.shape
+        return record(FP32.globalAveragePool(x.value), inputs: [x]) { dy, _ in
+            [FP32.globalAveragePoolBackward(dy, inputShape: shape)]
+        }
     }
 
     /// Mean over `axes`.
