@@ -91,6 +91,43 @@ KILN_AVX2 static inline void store_tile16(__m256i acc0, __m256i acc1, int j, int
     _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1)));
 }
 
+/// Four rows of 32 bytes (one channel each) as 4-byte groups for 256-bit vpdpbusd, in quarter order: [0] channels
+/// 0–3 | 16–19, [1] 4–7 | 20–23, [2] 8–11 | 24–27, [3] 12–15 | 28–31 (the 3×3 depthwise kernels' kernel columns).
+KILN_AVX2 static inline void kiln_dw_groups32(__m256i r0, __m256i r1, __m256i r2, __m256i r3, __m256i out[4]) {
+    __m256i lo01 = _mm256_unpacklo_epi8(r0, r1), hi01 = _mm256_unpackhi_epi8(r0, r1);
+    __m256i lo23 = _mm256_unpacklo_epi8(r2, r3), hi23 = _mm256_unpackhi_epi8(r2, r3);
+    out[0] = _mm256_unpacklo_epi16(lo01, lo23);
+    out[1] = _mm256_unpackhi_epi16(lo01, lo23);
+    out[2] = _mm256_unpacklo_epi16(hi01, hi23);
+    out[3] = _mm256_unpackhi_epi16(hi01, hi23);
+}
+
+/// Four natural-order vectors of 8 int32 (channels 0–7, 8–15, 16–23, 24–31) in the quarter order of kiln_dw_groups32.
+KILN_AVX2 static inline void kiln_dw_quarters32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i out[4]) {
+    out[0] = _mm256_permute2x128_si256(v0, v2, 0x20);
+    out[1] = _mm256_permute2x128_si256(v0, v2, 0x31);
+    out[2] = _mm256_permute2x128_si256(v1, v3, 0x20);
+    out[3] = _mm256_permute2x128_si256(v1, v3, 0x31);
+}
+
+/// Output bytes, in natural channel order, of 32 accumulators in the quarter order of kiln_dw_groups32 (bias
+/// included), with the optional fused residual add of `residual` (the other input's 32 bytes, natural order).
+KILN_AVX2 static inline __m256i kiln_dw_levels32(const __m256i acc[4], const __m256 multiplier[4], const __m256i *residual,
+                                                 const kiln_requant *rq) {
+    __m256i level[4];
+    if (residual) {
+        __m256i zero = _mm256_setzero_si256();
+        __m256i lo = _mm256_unpacklo_epi8(*residual, zero), hi = _mm256_unpackhi_epi8(*residual, zero);
+        __m256i r[4] = {_mm256_unpacklo_epi16(lo, zero), _mm256_unpackhi_epi16(lo, zero),
+                        _mm256_unpacklo_epi16(hi, zero), _mm256_unpackhi_epi16(hi, zero)};
+        for (int q = 0; q < 4; q++) level[q] = level8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), multiplier[q]), &r[q], rq);
+    } else {
+        for (int q = 0; q < 4; q++) level[q] = level8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), multiplier[q]), NULL, rq);
+    }
+    // Levels are within 0…255, so the saturating packs are exact; they also restore natural channel order.
+    return _mm256_packus_epi16(_mm256_packs_epi32(level[0], level[1]), _mm256_packs_epi32(level[2], level[3]));
+}
+
 /// Channels `first` … c − 1 of one output row of a 3×3 depthwise convolution (the AVX2 kernel's arithmetic), for
 /// the wider kernels' last channels.
 KILN_AVX2 void kiln_dwconv3x3_channels__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,

@@ -4,6 +4,7 @@
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
 #include "avx2.h"
+#include "dwconv3x3.h"
 
 /// One column of 16 channels, rows given as 16-bit vectors (channels 0–7 | 8–15), as pairs in quarter order:
 /// [0] rows (0, 1) of channels 0–3 | 8–11, [1] the same of channels 4–7 | 12–15, [2] and [3] (row 2, 0) likewise.
@@ -45,13 +46,9 @@ KILN_AVX2 static inline void dw_store16(const __m256i acc[2], const __m256 multi
 KILN_AVX2 void kiln_dwconv3x3_channels__avx2(const uint8_t *x, int h, int w, int c, int oy, int ow, int stride,
                                              int pad_top, int pad_left, uint8_t input_zero, const int8_t *weights,
                                              uint8_t *y, const kiln_requant *rq, int first) {
-    const int iy0 = oy * stride - pad_top;
     int inside[3];
     const uint8_t *line[3];
-    for (int i = 0; i < 3; i++) {
-        inside[i] = iy0 + i >= 0 && iy0 + i < h;
-        line[i] = inside[i] ? x + (size_t)(iy0 + i) * w * c : x;
-    }
+    kiln_dw3x3_rows(x, h, w, c, oy, stride, pad_top, inside, line);
     const __m256i padding = _mm256_set1_epi16(input_zero);
     int ch = first;
     for (; ch + 16 <= c; ch += 16) {
@@ -83,19 +80,7 @@ KILN_AVX2 void kiln_dwconv3x3_channels__avx2(const uint8_t *x, int h, int w, int
                          inside[2] ? widen16(line[2] + at_) : padding, out); \
             } }
         for (int ox = 0; ox < ow; ox++) {
-            const int x0 = ox * stride - pad_left;
-            if (ox > 0 && stride == 1) {
-                for (int q = 0; q < 4; q++) { a[q] = b[q]; b[q] = cc[q]; }
-                KILN_DW_COLUMN16(x0 + 2, cc)
-            } else if (ox > 0 && stride == 2) {
-                for (int q = 0; q < 4; q++) a[q] = cc[q];
-                KILN_DW_COLUMN16(x0 + 1, b)
-                KILN_DW_COLUMN16(x0 + 2, cc)
-            } else {
-                KILN_DW_COLUMN16(x0, a)
-                KILN_DW_COLUMN16(x0 + 1, b)
-                KILN_DW_COLUMN16(x0 + 2, cc)
-            }
+            KILN_DW3X3_ADVANCE(ox, stride, pad_left, KILN_DW_COLUMN16)
             __m256i acc[2];
             for (int q = 0; q < 2; q++) {
                 __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(a[q], wt[0][q]), _mm256_madd_epi16(a[q + 2], wt[0][q + 2]));

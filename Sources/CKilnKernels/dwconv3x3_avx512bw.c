@@ -4,6 +4,7 @@
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
 #include "avx512.h"
+#include "dwconv3x3.h"
 
 /// One column of 32 channels, rows given as 16-bit vectors (128-bit lane l: channels 8l … 8l + 7), as pairs in
 /// quarter order: [0] rows (0, 1) of channels 0–3 | 8–11 | 16–19 | 24–27, [1] the same of 4–7 | 12–15 | 20–23 |
@@ -50,13 +51,9 @@ KILN_AVX512 static inline void dw_store32(const __m512i acc[2], const __m512 mul
 KILN_AVX512 void kiln_qu8s8_dwconv3x3_32c2__avx512bw(const uint8_t *x, int h, int w, int c, int oy, int ow,
                                                      int stride, int pad_top, int pad_left, uint8_t input_zero,
                                                      const int8_t *weights, uint8_t *y, const kiln_requant *rq) {
-    const int iy0 = oy * stride - pad_top;
     int inside[3];
     const uint8_t *line[3];
-    for (int i = 0; i < 3; i++) {
-        inside[i] = iy0 + i >= 0 && iy0 + i < h;
-        line[i] = inside[i] ? x + (size_t)(iy0 + i) * w * c : x;
-    }
+    kiln_dw3x3_rows(x, h, w, c, oy, stride, pad_top, inside, line);
     const __m512i padding = _mm512_set1_epi16(input_zero);
     for (int ch = 0; ch < c; ch += 32) {
         const __mmask32 mask = c - ch >= 32 ? 0xFFFFFFFFu : ((1u << (c - ch)) - 1);
@@ -87,19 +84,7 @@ KILN_AVX512 void kiln_qu8s8_dwconv3x3_32c2__avx512bw(const uint8_t *x, int h, in
                            inside[2] ? widen_u8(mask, line[2] + at_) : padding, out); \
             } }
         for (int ox = 0; ox < ow; ox++) {
-            const int x0 = ox * stride - pad_left;
-            if (ox > 0 && stride == 1) {
-                for (int q = 0; q < 4; q++) { a[q] = b[q]; b[q] = cc[q]; }
-                KILN_DW_COLUMN(x0 + 2, cc)
-            } else if (ox > 0 && stride == 2) {
-                for (int q = 0; q < 4; q++) a[q] = cc[q];
-                KILN_DW_COLUMN(x0 + 1, b)
-                KILN_DW_COLUMN(x0 + 2, cc)
-            } else {
-                KILN_DW_COLUMN(x0, a)
-                KILN_DW_COLUMN(x0 + 1, b)
-                KILN_DW_COLUMN(x0 + 2, cc)
-            }
+            KILN_DW3X3_ADVANCE(ox, stride, pad_left, KILN_DW_COLUMN)
             __m512i acc[2];
             for (int q = 0; q < 2; q++) {
                 __m512i s0 = _mm512_add_epi32(_mm512_madd_epi16(a[q], wt[0][q]), _mm512_madd_epi16(a[q + 2], wt[0][q + 2]));

@@ -1,7 +1,9 @@
 // 3×3 depthwise convolution on AVX-512 VNNI: kernel columns as 4-byte groups on vpdpbusd.
 #if defined(__x86_64__)
 #pragma STDC FP_CONTRACT OFF
+#include "avx2.h"
 #include "avx512.h"
+#include "dwconv3x3.h"
 
 /// Four rows of 64 bytes (one channel each) as four quarter-order vectors of 4-byte groups.
 KILN_TARGET static inline void dw_interleave(__m512i r0, __m512i r1, __m512i r2, __m512i r3, __m512i out[4]) {
@@ -53,62 +55,6 @@ KILN_TARGET static inline void dw_store(const __m512i acc[4], const __m512 multi
 // The same scheme 32 channels wide (two 128-bit lanes), for a last block of at most 32 channels: a 64-wide block
 // there would leave up to half its lanes idle.
 
-KILN_TARGET static inline void dw_interleave32(__m256i r0, __m256i r1, __m256i r2, __m256i r3, __m256i out[4]) {
-    __m256i lo01 = _mm256_unpacklo_epi8(r0, r1), hi01 = _mm256_unpackhi_epi8(r0, r1);
-    __m256i lo23 = _mm256_unpacklo_epi8(r2, r3), hi23 = _mm256_unpackhi_epi8(r2, r3);
-    out[0] = _mm256_unpacklo_epi16(lo01, lo23);
-    out[1] = _mm256_unpackhi_epi16(lo01, lo23);
-    out[2] = _mm256_unpacklo_epi16(hi01, hi23);
-    out[3] = _mm256_unpackhi_epi16(hi01, hi23);
-}
-
-/// Four natural-order vectors of 8 dwords (channels 0–7, 8–15, 16–23, 24–31) in quarter order.
-KILN_TARGET static inline void dw_quarters32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i out[4]) {
-    out[0] = _mm256_permute2x128_si256(v0, v2, 0x20);
-    out[1] = _mm256_permute2x128_si256(v0, v2, 0x31);
-    out[2] = _mm256_permute2x128_si256(v1, v3, 0x20);
-    out[3] = _mm256_permute2x128_si256(v1, v3, 0x31);
-}
-
-/// requant16 for 8 lanes (ymm has no embedded rounding: round, then convert exactly).
-KILN_TARGET static inline __m256i requant8(__m256 f, const kiln_requant *rq) {
-    f = _mm256_max_ps(f, _mm256_set1_ps((float)(rq->low - rq->zero_point)));
-    f = _mm256_min_ps(f, _mm256_set1_ps((float)(rq->high - rq->zero_point)));
-    f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_add_epi32(_mm256_cvttps_epi32(f), _mm256_set1_epi32(rq->zero_point));
-}
-
-KILN_TARGET static inline void dw_store32(const __m256i acc[4], const __m256 multiplier[4], __mmask32 mask,
-                                          const kiln_requant *rq, const uint8_t *residual, uint8_t *out) {
-    __m256i level[4], r[4];
-    if (residual) {
-        __m256i bytes = _mm256_maskz_loadu_epi8(mask, residual), zero = _mm256_setzero_si256();
-        __m256i lo = _mm256_unpacklo_epi8(bytes, zero), hi = _mm256_unpackhi_epi8(bytes, zero);
-        r[0] = _mm256_unpacklo_epi16(lo, zero);
-        r[1] = _mm256_unpackhi_epi16(lo, zero);
-        r[2] = _mm256_unpacklo_epi16(hi, zero);
-        r[3] = _mm256_unpackhi_epi16(hi, zero);
-    }
-    for (int q = 0; q < 4; q++) {
-        __m256i v = requant8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[q]), multiplier[q]), rq);
-        if (residual) {
-            __m256 a = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(rq->zero_point))),
-                                     _mm256_set1_ps(rq->scale));
-            __m256 b = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(r[q], _mm256_set1_epi32(rq->residual_zero_point))),
-                                     _mm256_set1_ps(rq->residual_scale));
-            __m256 s = _mm256_div_ps(_mm256_add_ps(a, b), _mm256_set1_ps(rq->output_scale));
-            s = _mm256_max_ps(s, _mm256_set1_ps((float)-rq->output_zero_point));
-            s = _mm256_min_ps(s, _mm256_set1_ps((float)(255 - rq->output_zero_point)));
-            s = _mm256_round_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            v = _mm256_add_epi32(_mm256_cvttps_epi32(s), _mm256_set1_epi32(rq->output_zero_point));
-            v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(rq->add_low)), _mm256_set1_epi32(rq->add_high));
-        }
-        level[q] = v;
-    }
-    __m256i packed = _mm256_packus_epi16(_mm256_packs_epi32(level[0], level[1]), _mm256_packs_epi32(level[2], level[3]));
-    _mm256_mask_storeu_epi8(out, mask, packed);
-}
-
 /// Channels ch … c − 1 (at most 32) of one output row; `inside`/`line` as in the 64-wide kernel.
 KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const line[3], int w, int c, int ch, int ow,
                                    int stride, int pad_left, uint8_t input_zero, const int8_t *weights, uint8_t *y,
@@ -117,7 +63,7 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
     __m256i padding = _mm256_set1_epi8((char)input_zero), zero = _mm256_setzero_si256();
     __m256i wt[3][4];
     for (int j = 0; j < 3; j++) {
-        dw_interleave32(_mm256_maskz_loadu_epi8(mask, weights + (size_t)j * c + ch),
+        kiln_dw_groups32(_mm256_maskz_loadu_epi8(mask, weights + (size_t)j * c + ch),
                         _mm256_maskz_loadu_epi8(mask, weights + (size_t)(3 + j) * c + ch),
                         _mm256_maskz_loadu_epi8(mask, weights + (size_t)(6 + j) * c + ch), zero, wt[j]);
     }
@@ -131,8 +77,8 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
             b[k] = _mm256_maskz_loadu_epi32(part, rq->bias + ch + 8 * k);
             m[k] = _mm256_castps_si256(_mm256_maskz_loadu_ps(part, rq->multiplier + ch + 8 * k));
         }
-        dw_quarters32(b[0], b[1], b[2], b[3], bias);
-        dw_quarters32(m[0], m[1], m[2], m[3], mq);
+        kiln_dw_quarters32(b[0], b[1], b[2], b[3], bias);
+        kiln_dw_quarters32(m[0], m[1], m[2], m[3], mq);
         for (int q = 0; q < 4; q++) multiplier[q] = _mm256_castsi256_ps(mq[q]);
     }
     __m256i a[4], b[4], cc[4];
@@ -142,31 +88,20 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
             out[0] = out[1] = out[2] = out[3] = padding; \
         } else { \
             size_t at_ = (size_t)ix_ * c + ch; \
-            dw_interleave32(inside[0] ? _mm256_maskz_loadu_epi8(mask, line[0] + at_) : padding, \
+            kiln_dw_groups32(inside[0] ? _mm256_maskz_loadu_epi8(mask, line[0] + at_) : padding, \
                             inside[1] ? _mm256_maskz_loadu_epi8(mask, line[1] + at_) : padding, \
                             inside[2] ? _mm256_maskz_loadu_epi8(mask, line[2] + at_) : padding, zero, out); \
         } }
     for (int ox = 0; ox < ow; ox++) {
-        int x0 = ox * stride - pad_left;
-        if (ox > 0 && stride == 1) {
-            for (int q = 0; q < 4; q++) { a[q] = b[q]; b[q] = cc[q]; }
-            KILN_DW_COLUMN32(x0 + 2, cc)
-        } else if (ox > 0 && stride == 2) {
-            for (int q = 0; q < 4; q++) a[q] = cc[q];
-            KILN_DW_COLUMN32(x0 + 1, b)
-            KILN_DW_COLUMN32(x0 + 2, cc)
-        } else {
-            KILN_DW_COLUMN32(x0, a)
-            KILN_DW_COLUMN32(x0 + 1, b)
-            KILN_DW_COLUMN32(x0 + 2, cc)
-        }
+        KILN_DW3X3_ADVANCE(ox, stride, pad_left, KILN_DW_COLUMN32)
         __m256i acc[4];
         for (int q = 0; q < 4; q++) {
             acc[q] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_dpbusd_epi32(bias[q], a[q], wt[0][q]), b[q], wt[1][q]),
                                          cc[q], wt[2][q]);
         }
         const uint8_t *res = rq->residual ? rq->residual + (size_t)ox * c + ch : NULL;
-        dw_store32(acc, multiplier, mask, rq, res, y + (size_t)ox * c + ch);
+        __m256i other = res ? _mm256_maskz_loadu_epi8(mask, res) : _mm256_setzero_si256();
+        _mm256_mask_storeu_epi8(y + (size_t)ox * c + ch, mask, kiln_dw_levels32(acc, multiplier, res ? &other : NULL, rq));
     }
 #undef KILN_DW_COLUMN32
 }
@@ -174,13 +109,9 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
 KILN_TARGET void kiln_qu8s8_dwconv3x3_64c4__avx512vnni(const uint8_t *x, int h, int w, int c, int oy, int ow,
                                                        int stride, int pad_top, int pad_left, uint8_t input_zero,
                                                        const int8_t *weights, uint8_t *y, const kiln_requant *rq) {
-    int iy0 = oy * stride - pad_top;
     int inside[3];
     const uint8_t *line[3];
-    for (int i = 0; i < 3; i++) {
-        inside[i] = iy0 + i >= 0 && iy0 + i < h;
-        line[i] = inside[i] ? x + (size_t)(iy0 + i) * w * c : x;
-    }
+    kiln_dw3x3_rows(x, h, w, c, oy, stride, pad_top, inside, line);
     __m512i padding = _mm512_set1_epi8((char)input_zero), zero = _mm512_setzero_si512();
     for (int ch = 0; ch < c; ch += 64) {
         if (c - ch <= 32) {
@@ -223,19 +154,7 @@ KILN_TARGET void kiln_qu8s8_dwconv3x3_64c4__avx512vnni(const uint8_t *x, int h, 
                               inside[2] ? _mm512_maskz_loadu_epi8(mask, line[2] + at_) : padding, zero, out); \
             } }
         for (int ox = 0; ox < ow; ox++) {
-            int x0 = ox * stride - pad_left;
-            if (ox > 0 && stride == 1) {
-                for (int q = 0; q < 4; q++) { a[q] = b[q]; b[q] = cc[q]; }
-                KILN_DW_COLUMN(x0 + 2, cc)
-            } else if (ox > 0 && stride == 2) {
-                for (int q = 0; q < 4; q++) a[q] = cc[q];
-                KILN_DW_COLUMN(x0 + 1, b)
-                KILN_DW_COLUMN(x0 + 2, cc)
-            } else {
-                KILN_DW_COLUMN(x0, a)
-                KILN_DW_COLUMN(x0 + 1, b)
-                KILN_DW_COLUMN(x0 + 2, cc)
-            }
+            KILN_DW3X3_ADVANCE(ox, stride, pad_left, KILN_DW_COLUMN)
             __m512i acc[4];
             for (int q = 0; q < 4; q++) {
                 acc[q] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(bias[q], a[q], wt[0][q]), b[q], wt[1][q]),

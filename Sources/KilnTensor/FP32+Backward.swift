@@ -19,30 +19,21 @@ extension FP32 {
     /// Gradient of max pooling: each window's gradient goes to its (first) largest in-bounds cell.
     public static func maxPoolBackward(_ x: Tensor, _ a: PoolAttributes, gradient: Tensor) -> Tensor {
         let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
-        let (oh, ow) = (gradient.shape[2], gradient.shape[3])
-        let geometry = PoolGeometry(a, height: h, width: w)
         var dx = [Float](repeating: 0, count: x.count)
         x.scalars.withUnsafeBufferPointer { xp in
             gradient.scalars.withUnsafeBufferPointer { gp in
                 dx.withUnsafeMutableBufferPointer { dp in
                     let result = UncheckedSendable(dp)
-                    // Planes in parallel: each window writes only into its own plane.
-                    Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
-                        for plane in range {
-                            for oy in 0..<oh {
-                                for ox in 0..<ow {
-                                    let window = PoolWindow(oy: oy, ox: ox, geometry)
-                                    var best = -Float.infinity, at = -1
-                                    for iy in window.rows {
-                                        for ix in window.columns where xp[(plane * h + iy) * w + ix] > best || at < 0 {
-                                            best = xp[(plane * h + iy) * w + ix]
-                                            at = (plane * h + iy) * w + ix
-                                        }
-                                    }
-                                    if at >= 0 { result.value[at] += gp[(plane * oh + oy) * ow + ox] }
-                                }
+                    forEachPoolWindow(planes: planes, oh: gradient.shape[2], ow: gradient.shape[3],
+                                      PoolGeometry(a, height: h, width: w)) { plane, cell, window in
+                        var best = -Float.infinity, at = -1
+                        for iy in window.rows {
+                            for ix in window.columns where xp[(plane * h + iy) * w + ix] > best || at < 0 {
+                                best = xp[(plane * h + iy) * w + ix]
+                                at = (plane * h + iy) * w + ix
                             }
                         }
+                        if at >= 0 { result.value[at] += gp[cell] }
                     }
                 }
             }
@@ -53,24 +44,16 @@ extension FP32 {
     /// Gradient of average pooling: each window's gradient is shared by its counted cells.
     public static func averagePoolBackward(inputShape: [Int], _ a: PoolAttributes, gradient: Tensor) -> Tensor {
         let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
-        let (oh, ow) = (gradient.shape[2], gradient.shape[3])
         let geometry = PoolGeometry(a, height: h, width: w), includePad = a.countIncludePad
         var dx = [Float](repeating: 0, count: inputShape.elementCount)
         gradient.scalars.withUnsafeBufferPointer { gp in
             dx.withUnsafeMutableBufferPointer { dp in
                 let result = UncheckedSendable(dp)
-                Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
-                    for plane in range {
-                        for oy in 0..<oh {
-                            for ox in 0..<ow {
-                                let window = PoolWindow(oy: oy, ox: ox, geometry)
-                                let count = includePad ? window.paddedCount(geometry) : window.rowCount * window.columnCount
-                                guard count > 0 else { continue }
-                                let share = gp[(plane * oh + oy) * ow + ox] / Float(count)
-                                for iy in window.rows { for ix in window.columns { result.value[(plane * h + iy) * w + ix] += share } }
-                            }
-                        }
-                    }
+                forEachPoolWindow(planes: planes, oh: gradient.shape[2], ow: gradient.shape[3], geometry) { plane, cell, window in
+                    let count = includePad ? window.paddedCount(geometry) : window.rowCount * window.columnCount
+                    guard count > 0 else { return }
+                    let share = gp[cell] / Float(count)
+                    for iy in window.rows { for ix in window.columns { result.value[(plane * h + iy) * w + ix] += share } }
                 }
             }
         }

@@ -37,30 +37,36 @@ extension FP32 {
         return Tensor(shape: [x.shape[0], x.shape[1], 1, 1], scalars: out)
     }
 
-    /// Shared window walk of the pooling ops, planes in parallel; `reduce` sees the in-bounds parts of one window.
+    /// Shared window walk of the pooling ops; `reduce` sees the in-bounds parts of one window.
     private static func pool(_ x: Tensor, _ a: PoolAttributes,
                              _ reduce: (PoolWindow, PoolGeometry, UnsafeBufferPointer<Float>) -> Float) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let shape = try! Op.maxPool(a).outputShape(inputShapes: [x.shape])
-        let (oh, ow) = (shape[2], shape[3])
         let geometry = PoolGeometry(a, height: h, width: w)
-        var out = [Float](repeating: 0, count: n * c * oh * ow)
+        var out = [Float](repeating: 0, count: n * c * shape[2] * shape[3])
         x.scalars.withUnsafeBufferPointer { xp in
             out.withUnsafeMutableBufferPointer { op in
                 let result = UncheckedSendable(op)
-                Parallel.forEachChunk(n * c, grain: max(1, 4096 / max(oh * ow, 1))) { planes in
-                    for plane in planes {
-                        let source = UnsafeBufferPointer(rebasing: xp[(plane * h * w)..<((plane + 1) * h * w)])
-                        for oy in 0..<oh {
-                            for ox in 0..<ow {
-                                result.value[(plane * oh + oy) * ow + ox] = reduce(PoolWindow(oy: oy, ox: ox, geometry), geometry, source)
-                            }
-                        }
-                    }
+                forEachPoolWindow(planes: n * c, oh: shape[2], ow: shape[3], geometry) { plane, cell, window in
+                    result.value[cell] = reduce(window, geometry, UnsafeBufferPointer(rebasing: xp[(plane * h * w)..<((plane + 1) * h * w)]))
                 }
             }
         }
         return Tensor(shape: shape, scalars: out)
+    }
+
+    /// Calls `body(plane, cell, window)` for every output cell (index `cell` of the [planes][oh][ow] output) of a
+    /// pooling op, planes in parallel: a call may write only into its own plane.
+    @inline(__always)
+    static func forEachPoolWindow(planes: Int, oh: Int, ow: Int, _ geometry: PoolGeometry,
+                                  _ body: (_ plane: Int, _ cell: Int, _ window: PoolWindow) -> Void) {
+        Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
+            for plane in range {
+                for oy in 0..<oh {
+                    for ox in 0..<ow { body(plane, (plane * oh + oy) * ow + ox, PoolWindow(oy: oy, ox: ox, geometry)) }
+                }
+            }
+        }
     }
 }
 
