@@ -10,9 +10,8 @@
 int main(void) {
     printf("CPU: %s\n", kiln_cpu_model());
     printf("Kiln kernel tier: %s (supported:", kiln_isa_name(kiln_cpu_isa()));
-    static const int all[] = {KILN_ISA_SCALAR, KILN_ISA_AVX2, KILN_ISA_AVXVNNI, KILN_ISA_AVX512VNNI, KILN_ISA_NEONDOT};
-    for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        if (kiln_cpu_supports(all[i])) printf(" %s", kiln_isa_name(all[i]));
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (kiln_cpu_supports(isa)) printf(" %s", kiln_isa_name(isa));
     }
     const char *forced = getenv("KILN_ISA");
     printf(")%s%s\n", forced ? "; KILN_ISA=" : "", forced ? forced : "");
