@@ -66,7 +66,7 @@ KILN_AVX2 static inline void store8(__m256i acc, int j, int count, const kiln_re
 /// Requantizes a GEMM tile row of 16 accumulators (columns j..j+15, bias not yet added) and stores the first
 /// `count` of them, with the optional residual.
 KILN_AVX2 static inline void store_tile16(__m256i acc0, __m256i acc1, int j, int count, const kiln_requant *rq,
-                                     const uint8_t *residual, uint8_t *out) {
+                                          const uint8_t *residual, uint8_t *out) {
     if (count < 16) {
         store8(acc0, j, count < 8 ? count : 8, rq, residual, out);
         if (count > 8) store8(acc1, j + 8, count - 8, rq, residual ? residual + 8 : NULL, out + 8);

@@ -64,8 +64,8 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
     __m256i wt[3][4];
     for (int j = 0; j < 3; j++) {
         kiln_dw_groups32(_mm256_maskz_loadu_epi8(mask, weights + (size_t)j * c + ch),
-                        _mm256_maskz_loadu_epi8(mask, weights + (size_t)(3 + j) * c + ch),
-                        _mm256_maskz_loadu_epi8(mask, weights + (size_t)(6 + j) * c + ch), zero, wt[j]);
+                         _mm256_maskz_loadu_epi8(mask, weights + (size_t)(3 + j) * c + ch),
+                         _mm256_maskz_loadu_epi8(mask, weights + (size_t)(6 + j) * c + ch), zero, wt[j]);
     }
     __m256i bias[4];
     __m256 multiplier[4];
@@ -89,8 +89,8 @@ KILN_TARGET static void dw_block32(const int inside[3], const uint8_t *const lin
         } else { \
             size_t at_ = (size_t)ix_ * c + ch; \
             kiln_dw_groups32(inside[0] ? _mm256_maskz_loadu_epi8(mask, line[0] + at_) : padding, \
-                            inside[1] ? _mm256_maskz_loadu_epi8(mask, line[1] + at_) : padding, \
-                            inside[2] ? _mm256_maskz_loadu_epi8(mask, line[2] + at_) : padding, zero, out); \
+                             inside[1] ? _mm256_maskz_loadu_epi8(mask, line[1] + at_) : padding, \
+                             inside[2] ? _mm256_maskz_loadu_epi8(mask, line[2] + at_) : padding, zero, out); \
         } }
     for (int ox = 0; ox < ow; ox++) {
         KILN_DW3X3_ADVANCE(ox, stride, pad_left, KILN_DW_COLUMN32)

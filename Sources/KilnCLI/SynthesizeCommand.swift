@@ -102,13 +102,12 @@ struct SynthesizeCommand: ParsableCommand {
             options.inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
             options.shard = try parsedShard()
             let result = try Synthesis.run(graph, options: options, teacher: teacher)
-            if let shard = options.shard {
-                let note = ShardNote(shard: shard.index, of: shard.count,
-                                     run: try ShardFiles.runIdentity(teacher: teacher, options: options, threads: compute.threads))
-                try NPY.write(result.images, to: output, note: try note.encoded())
-            } else {
-                try NPY.write(result.images, to: output)
+            // A shard records which shard of which run it is, for --merge.
+            let note = try options.shard.map { shard in
+                try ShardNote(shard: shard.index, of: shard.count,
+                              run: ShardFiles.runIdentity(teacher: teacher, options: options, threads: compute.threads)).encoded()
             }
+            try NPY.write(result.images, to: output, note: note)
             let summary = SynthesisSummary(teacher: teacher, output: output, method: method, count: count,
                                            shard: options.shard.map { "\($0.index)/\($0.count)" }, images: result.images.shape[0],
                                            iterations: options.method == .gaussian ? 0 : iterations, batch: batch, seed: seed,

@@ -60,30 +60,6 @@ extension FP32 {
         return Tensor(shape: inputShape, scalars: dx)
     }
 
-    /// The gradient where low < input (< high, when given), zero elsewhere: ReLU's and clip's backward.
-    public static func gradientPassed(_ gradient: Tensor, where input: Tensor, above low: Float, below high: Float?) -> Tensor {
-        let count = gradient.count
-        guard count > 0 else { return gradient }
-        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            gradient.scalars.withUnsafeBufferPointer { gp in
-                input.scalars.withUnsafeBufferPointer { xp in
-                    let (g, x, out) = (UnsafeSendablePointer(gp.baseAddress!), UnsafeSendablePointer(xp.baseAddress!),
-                                       UnsafeMutableSendablePointer(buffer.baseAddress!))
-                    Parallel.forEachSlice(count) { range in
-                        let (g, x, out) = (g.pointer, x.pointer, out.pointer)
-                        if let high {
-                            for i in range { out[i] = x[i] <= low || x[i] >= high ? 0 : g[i] }
-                        } else {
-                            for i in range { out[i] = x[i] <= low ? 0 : g[i] }
-                        }
-                    }
-                }
-            }
-            initialized = count
-        }
-        return Tensor(shape: gradient.shape, scalars: scalars)
-    }
-
     /// Gradient of global average pooling: each plane's gradient spread evenly over its cells.
     public static func globalAveragePoolBackward(_ gradient: Tensor, inputShape: [Int]) -> Tensor {
         let planes = inputShape[0] * inputShape[1], size = inputShape[2] * inputShape[3]

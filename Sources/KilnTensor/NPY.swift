@@ -103,8 +103,6 @@ public enum NPY {
             throw DataFileError(file: file, "header at byte \(headerStart) is not text")
         }
         let fields = try parseHeader(header, file: file, offset: headerStart)
-        let note = header.firstIndex(of: "}").flatMap { close in header[close...].firstIndex(of: "#") }
-            .map { header[header.index(after: $0)...].trimmingCharacters(in: .whitespacesAndNewlines) }
         let payloadStart = headerStart + headerLength
         let (count, overflow) = fields.shape.reduce((1, false)) { acc, d in
             let (p, o) = acc.0.multipliedReportingOverflow(by: d)
@@ -117,13 +115,16 @@ public enum NPY {
             throw DataFileError(file: file, "shape \(fields.shape.shapeDescription) of '\(fields.dtype.rawValue)' needs \(needed) data bytes after byte \(payloadStart), file has \(available)")
         }
         return Array(shape: fields.shape, dtype: fields.dtype, payload: data.subdata(in: (data.startIndex + payloadStart)..<data.endIndex),
-                     note: note)
+                     note: fields.note)
     }
 
-    /// Reads `descr`, `fortran_order` and `shape` from the Python-literal header dictionary.
-    private static func parseHeader(_ text: String, file: String, offset: Int) throws -> (dtype: DType, shape: [Int]) {
-        // The dictionary ends at its first closing brace (its values hold none); a note may follow.
-        let header = text.firstIndex(of: "}").map { text[...$0] } ?? Substring(text)
+    /// Reads `descr`, `fortran_order` and `shape` from the Python-literal header dictionary, and the note after it.
+    private static func parseHeader(_ text: String, file: String, offset: Int) throws -> (dtype: DType, shape: [Int], note: String?) {
+        // The dictionary ends at its first closing brace (its values hold none); a note (`# …`) may follow.
+        let close = text.firstIndex(of: "}")
+        let header = close.map { text[...$0] } ?? Substring(text)
+        let note = close.flatMap { text[$0...].firstIndex(of: "#") }
+            .map { text[text.index(after: $0)...].trimmingCharacters(in: .whitespacesAndNewlines) }
         func value(of key: String) throws -> Substring {
             guard let keyRange = header.range(of: "'\(key)'") else {
                 throw DataFileError(file: file, "header at byte \(offset) has no '\(key)'")
@@ -160,7 +161,7 @@ public enum NPY {
             }
             return d
         }
-        return (dtype, shape)
+        return (dtype, shape, note)
     }
 
     /// The bytes of a float32 `.npy` file holding the tensor, with an optional one-line note after the header's

@@ -58,15 +58,16 @@ extension Tape {
             let output: Variable
             var resolved = node
             resolved.op = op
-            let start = profile.map { _ in TapeProfile.now() }
-            if let profile { profileLabel = TapeProfile.label(op, operandShapes: operands.map(\.shape)) }
+            // Profiled: the label the op's backward is recorded under, and its forward timed.
+            profileLabel = profile.map { _ in TapeProfile.label(op, operandShapes: operands.map(\.shape)) }
+            let start = TapeProfile.now()
             if let replaced = try replace?(resolved, operands) {
                 output = replaced
             } else {
                 output = apply(op, operands, batchNorm: batchNorm)
             }
-            if let profile, let start, let label = profileLabel {
-                profile.addForward(label, seconds: Double(TapeProfile.now() - start) / 1e9)
+            if let profile, let label = profileLabel {
+                profile.addForward(label, seconds: TapeProfile.seconds(since: start))
                 profileLabel = nil
             }
             observe?(node, operands, output)

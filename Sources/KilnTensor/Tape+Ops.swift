@@ -120,68 +120,67 @@ extension Tape {
         let y = FP32.activation(x.value, f)
         let xv = x.value
         return record(y, inputs: [x]) { dy, _ in
-            // ReLU and clip pass the gradient or zero: one pass into a fresh tensor, no copy of dy first.
-            switch f {
-            case .relu: return [FP32.gradientPassed(dy, where: xv, above: 0, below: nil)]
-            case .clip(let lo, let hi): return [FP32.gradientPassed(dy, where: xv, above: lo, below: hi)]
-            default: break
-            }
-            var dx = dy
-            dx.scalars.withUnsafeMutableBufferPointer { buffer in
-                xv.scalars.withUnsafeBufferPointer { inputBuffer in
-                    y.scalars.withUnsafeBufferPointer { outputBuffer in
-                        let (gradients, inputs, outputs) = (UnsafeMutableSendablePointer(buffer.baseAddress!),
-                                                            UnsafeSendablePointer(inputBuffer.baseAddress!),
-                                                            UnsafeSendablePointer(outputBuffer.baseAddress!))
-                        Parallel.forEachSlice(buffer.count) { range in
-                        let (d, input, output) = (gradients.pointer, inputs.pointer, outputs.pointer)
-                        let indices = range
-                        switch f {
-                        case .relu:
-                            for i in indices { d[i] = input[i] <= 0 ? 0 : d[i] }  // a select, not a branch
-                        case .clip(let lo, let hi):
-                            for i in indices { d[i] = input[i] <= lo || input[i] >= hi ? 0 : d[i] }
-                        case .leakyRelu(let alpha):
-                            for i in indices where input[i] < 0 { d[i] *= alpha }
-                        case .sigmoid:
-                            for i in indices { d[i] *= output[i] * (1 - output[i]) }
-                        case .tanh:
-                            for i in indices { d[i] *= 1 - output[i] * output[i] }
-                        case .hardSigmoid(let alpha, let beta):
-                            for i in indices {
-                                let u = alpha * input[i] + beta
-                                d[i] = u > 0 && u < 1 ? d[i] * alpha : 0
+            // One pass: dy and the forward tensors read, the gradient written into a fresh tensor (no copy of dy).
+            let count = dy.count
+            guard count > 0 else { return [dy] }
+            let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                dy.scalars.withUnsafeBufferPointer { gradientBuffer in
+                    xv.scalars.withUnsafeBufferPointer { inputBuffer in
+                        y.scalars.withUnsafeBufferPointer { outputBuffer in
+                            let (results, gradients, inputs, outputs) = (UnsafeMutableSendablePointer(buffer.baseAddress!),
+                                                                         UnsafeSendablePointer(gradientBuffer.baseAddress!),
+                                                                         UnsafeSendablePointer(inputBuffer.baseAddress!),
+                                                                         UnsafeSendablePointer(outputBuffer.baseAddress!))
+                            Parallel.forEachSlice(count) { indices in
+                            let (d, g, input, output) = (results.pointer, gradients.pointer, inputs.pointer, outputs.pointer)
+                            switch f {
+                            case .relu:
+                                for i in indices { d[i] = input[i] <= 0 ? 0 : g[i] }  // a select, not a branch
+                            case .clip(let lo, let hi):
+                                for i in indices { d[i] = input[i] <= lo || input[i] >= hi ? 0 : g[i] }
+                            case .leakyRelu(let alpha):
+                                for i in indices { d[i] = input[i] < 0 ? g[i] * alpha : g[i] }
+                            case .sigmoid:
+                                for i in indices { d[i] = g[i] * (output[i] * (1 - output[i])) }
+                            case .tanh:
+                                for i in indices { d[i] = g[i] * (1 - output[i] * output[i]) }
+                            case .hardSigmoid(let alpha, let beta):
+                                for i in indices {
+                                    let u = alpha * input[i] + beta
+                                    d[i] = u > 0 && u < 1 ? g[i] * alpha : 0
+                                }
+                            case .hardSwish:
+                                for i in indices {
+                                    let v = input[i]
+                                    d[i] = g[i] * (v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6)
+                                }
+                            case .silu:
+                                for i in indices {
+                                    let s = 1 / (1 + exponential(-input[i]))
+                                    d[i] = g[i] * (s * (1 + input[i] * (1 - s)))
+                                }
+                            case .gelu:
+                                for i in indices {
+                                    let v = input[i]
+                                    let cdf = 0.5 * (1 + errorFunction(v * 0.70710678118654752))
+                                    d[i] = g[i] * (cdf + v * 0.39894228040143268 * exponential(-0.5 * v * v))
+                                }
+                            case .elu(let alpha):
+                                for i in indices { d[i] = input[i] <= 0 ? g[i] * (output[i] + alpha) : g[i] }
+                            case .softplus:
+                                for i in indices { d[i] = g[i] * (1 / (1 + exponential(-input[i]))) }
+                            case .erf:
+                                for i in indices { d[i] = g[i] * (1.1283791670955126 * exponential(-input[i] * input[i])) }
+                            case .squareRoot:
+                                for i in indices { d[i] = g[i] * (0.5 / output[i]) }
                             }
-                        case .hardSwish:
-                            for i in indices {
-                                let v = input[i]
-                                d[i] *= v <= -3 ? 0 : v >= 3 ? 1 : (2 * v + 3) / 6
                             }
-                        case .silu:
-                            for i in indices {
-                                let s = 1 / (1 + exponential(-input[i]))
-                                d[i] *= s * (1 + input[i] * (1 - s))
-                            }
-                        case .gelu:
-                            for i in indices {
-                                let v = input[i]
-                                let cdf = 0.5 * (1 + errorFunction(v * 0.70710678118654752))
-                                d[i] *= cdf + v * 0.39894228040143268 * exponential(-0.5 * v * v)
-                            }
-                        case .elu(let alpha):
-                            for i in indices where input[i] <= 0 { d[i] *= output[i] + alpha }
-                        case .softplus:
-                            for i in indices { d[i] *= 1 / (1 + exponential(-input[i])) }
-                        case .erf:
-                            for i in indices { d[i] *= 1.1283791670955126 * exponential(-input[i] * input[i]) }
-                        case .squareRoot:
-                            for i in indices { d[i] *= 0.5 / output[i] }
-                        }
                         }
                     }
                 }
+                initialized = count
             }
-            return [dx]
+            return [Tensor(shape: dy.shape, scalars: scalars)]
         }
     }
 

@@ -64,7 +64,7 @@ public final class Tape {
             let label = profileLabel ?? TapeProfile.outsideGraph
             timed = { gradient, needs in
                 let start = TapeProfile.now()
-                defer { profile.addBackward(label, seconds: Double(TapeProfile.now() - start) / 1e9) }
+                defer { profile.addBackward(label, seconds: TapeProfile.seconds(since: start)) }
                 return backward(gradient, needs)
             }
         }

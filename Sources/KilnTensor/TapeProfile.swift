@@ -40,4 +40,7 @@ public final class TapeProfile {
     }
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Seconds since `start` (a `now()` reading).
+    static func seconds(since start: UInt64) -> Double { Double(now() - start) / 1e9 }
 }
