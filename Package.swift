@@ -4,7 +4,7 @@ import PackageDescription
 // Layers (see docs/ARCHITECTURE.md): imports only point downward.
 //   KilnStudent (the student IR, .kiln codec, file errors and atomic writes; system libraries only)
 //   KilnRuntime (int8 student runtime) <- KilnStudent, CKilnKernels
-//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS, interpreter) <- KilnStudent (file errors)
+//   KilnGraph (IR) <- KilnTensor (fp32 ops on OpenBLAS and oneDNN, interpreter) <- KilnStudent (file errors)
 //   KilnONNX (importer, QDQ export of students) <- KilnGraph, KilnStudent
 //   KilnQuant (the quantization pipeline, lowering to students) <- KilnGraph, KilnTensor, KilnStudent, KilnRuntime
 //   CKilnRuntime (C API, libkilnrt.so) <- KilnRuntime
@@ -40,7 +40,10 @@ let package = Package(
         .target(name: "KilnRuntime", dependencies: ["KilnStudent", "CKilnKernels"]),
         // Test support: every kernel of the list against the portable one (also cross-compiled for arm64 by a test).
         .target(name: "CKilnKernelChecks", dependencies: ["CKilnKernels"]),
-        .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib"]),
+        // The fp32 engine's C side, for KilnTensor only: convolutions on oneDNN (Debian libdnnl-dev) and the OpenMP
+        // (libgomp) thread team that oneDNN and every parallel loop of KilnTensor share.
+        .target(name: "CKilnFP32", linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
+        .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib", "CKilnFP32"]),
         .target(name: "KilnONNX", dependencies: [
             "KilnGraph", "KilnStudent",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -2,8 +2,44 @@ import KilnGraph
 
 extension FP32 {
     /// Gradients of `conv2d` with respect to its input, weight and bias (each computed only if asked for).
+    ///
+    /// Runs on oneDNN; a shape it refuses takes Kiln's own loops (`im2colConv2dBackward`).
     public static func conv2dBackward(_ x: Tensor, weight: Tensor, _ a: ConvAttributes, gradient dy: Tensor,
                                       input needInput: Bool, weight needWeight: Bool, bias needBias: Bool)
+        -> (input: Tensor?, weight: Tensor?, bias: Tensor?)
+    {
+        let g = ConvGeometry(input: x.shape, weight: weight.shape, a)
+        var done = true
+        var dx: [Float]?, dw: [Float]?
+        dy.scalars.withUnsafeBufferPointer { gp in
+            if needInput {
+                dx = [Float](unsafeUninitializedCapacity: x.count) { buffer, count in
+                    done = weight.scalars.withUnsafeBufferPointer { wp in
+                        OneDNN.backwardData(g, wp.baseAddress!, gp.baseAddress!, buffer.baseAddress!)
+                    }
+                    count = x.count
+                }
+            }
+            if needWeight && done {
+                dw = [Float](unsafeUninitializedCapacity: weight.count) { buffer, count in
+                    done = x.scalars.withUnsafeBufferPointer { xp in
+                        OneDNN.backwardWeights(g, xp.baseAddress!, gp.baseAddress!, buffer.baseAddress!)
+                    }
+                    count = weight.count
+                }
+            }
+        }
+        if !done {
+            return im2colConv2dBackward(x, weight: weight, a, gradient: dy, input: needInput, weight: needWeight,
+                                        bias: needBias)
+        }
+        return (dx.map { Tensor(shape: x.shape, scalars: $0) }, dw.map { Tensor(shape: weight.shape, scalars: $0) },
+                needBias ? biasGradient(g, dy) : nil)
+    }
+
+    /// `conv2dBackward` on Kiln's own loops (direct depthwise, im2col + sgemm + col2im otherwise).
+    static func im2colConv2dBackward(_ x: Tensor, weight: Tensor, _ a: ConvAttributes, gradient dy: Tensor,
+                                     input needInput: Bool, weight needWeight: Bool, bias needBias: Bool)
         -> (input: Tensor?, weight: Tensor?, bias: Tensor?)
     {
         _ = blasConfigured
@@ -23,22 +59,24 @@ extension FP32 {
                 }
             }
         }
-        var db: Tensor?
-        if needBias {
-            var sums = [Float](repeating: 0, count: g.m)
-            dy.scalars.withUnsafeBufferPointer { gp in
-                for image in 0..<g.n {
-                    for channel in 0..<g.m {
-                        let base = (image * g.m + channel) * g.outputPlane
-                        var s: Float = 0
-                        for i in 0..<g.outputPlane { s += gp[base + i] }
-                        sums[channel] += s
-                    }
+        return (dx.map { Tensor(shape: x.shape, scalars: $0) }, dw.map { Tensor(shape: weight.shape, scalars: $0) },
+                needBias ? biasGradient(g, dy) : nil)
+    }
+
+    /// The bias gradient: the output gradient summed over images and pixels, per channel.
+    private static func biasGradient(_ g: ConvGeometry, _ dy: Tensor) -> Tensor {
+        var sums = [Float](repeating: 0, count: g.m)
+        dy.scalars.withUnsafeBufferPointer { gp in
+            for image in 0..<g.n {
+                for channel in 0..<g.m {
+                    let base = (image * g.m + channel) * g.outputPlane
+                    var s: Float = 0
+                    for i in 0..<g.outputPlane { s += gp[base + i] }
+                    sums[channel] += s
                 }
             }
-            db = Tensor(shape: [g.m], scalars: sums)
         }
-        return (dx.map { Tensor(shape: x.shape, scalars: $0) }, dw.map { Tensor(shape: weight.shape, scalars: $0) }, db)
+        return Tensor(shape: [g.m], scalars: sums)
     }
 
     /// dX = col2im(Wᵀ · dY) and dW = Σ dY · colᵀ per (image, group), parallel over images with per-worker dW.

@@ -3,18 +3,24 @@ import KilnGraph
 extension FP32 {
     /// A pointwise activation applied to every element.
     public static func activation(_ x: Tensor, _ f: Activation) -> Tensor {
-        var out = x
-        out.scalars.withUnsafeMutableBufferPointer { buffer in
-            let p = UnsafeMutableSendablePointer(buffer.baseAddress!)
-            Parallel.forEachSlice(buffer.count) { range in
-                switch f {
-                case .relu: for i in range { p.pointer[i] = p.pointer[i] > 0 ? p.pointer[i] : 0 }
-                case .clip(let lo, let hi): for i in range { p.pointer[i] = min(max(p.pointer[i], lo), hi) }
-                default: for i in range { p.pointer[i] = f.apply(p.pointer[i]) }
+        // One pass from x into a fresh buffer (a copy of x transformed in place reads and writes it twice).
+        let count = x.count
+        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            x.scalars.withUnsafeBufferPointer { source in
+                guard count > 0 else { return }
+                let d = UnsafeMutableSendablePointer(buffer.baseAddress!), s = UnsafeSendablePointer(source.baseAddress!)
+                Parallel.forEachSlice(count) { range in
+                    let (out, v) = (d.pointer, s.pointer)
+                    switch f {
+                    case .relu: for i in range { let e = v[i]; out[i] = e > 0 ? e : 0 }
+                    case .clip(let lo, let hi): for i in range { out[i] = min(max(v[i], lo), hi) }
+                    default: for i in range { out[i] = f.apply(v[i]) }
+                    }
                 }
             }
+            initialized = count
         }
-        return out
+        return Tensor(shape: x.shape, scalars: scalars)
     }
 
     /// Broadcasting elementwise arithmetic, with fast paths for equal shapes, scalars and per-channel operands.

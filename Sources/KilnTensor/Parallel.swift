@@ -1,6 +1,6 @@
-import Dispatch
+import CKilnFP32
 
-/// Data-parallel loops over a fixed number of worker threads.
+/// Data-parallel loops over a fixed number of worker threads: the OpenMP team oneDNN's convolutions run on too.
 public enum Parallel {
     /// Number of threads the fp32 ops use; defaults to the number of active processors.
     nonisolated(unsafe) public static var threadCount: Int = max(1, ProcessInfoLite.activeProcessorCount)
@@ -15,14 +15,24 @@ public enum Parallel {
         }
         withoutActuallyEscaping(body) { body in
             // Each chunk touches disjoint data; callers guarantee that sharing `body` is safe.
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = count * chunk / chunks
-                let end = count * (chunk + 1) / chunks
-                if start < end { shared.value(start..<end) }
+            var loop = ChunkedLoop(count: count, chunks: chunks, body: body)
+            withUnsafeMutablePointer(to: &loop) { pointer in
+                kiln_parallel_for(Int64(chunks), pointer) { context, chunk in
+                    let loop = context!.assumingMemoryBound(to: ChunkedLoop.self).pointee
+                    let start = loop.count * Int(chunk) / loop.chunks
+                    let end = loop.count * (Int(chunk) + 1) / loop.chunks
+                    if start < end { loop.body(start..<end) }
+                }
             }
         }
     }
+}
+
+/// One `forEachChunk` call as the C loop sees it: chunk c covers count·c/chunks ..< count·(c+1)/chunks.
+private struct ChunkedLoop {
+    let count: Int
+    let chunks: Int
+    let body: (Range<Int>) -> Void
 }
 
 extension Parallel {

@@ -134,12 +134,14 @@ extension Tape {
                             Parallel.forEachSlice(count) { indices in
                             let (d, g, input, output) = (results.pointer, gradients.pointer, inputs.pointer, outputs.pointer)
                             switch f {
+                            // g[i] is read before the select so that the loops vectorize (a conditional load
+                            // compiles to a branch per element).
                             case .relu:
-                                for i in indices { d[i] = input[i] <= 0 ? 0 : g[i] }  // a select, not a branch
+                                for i in indices { let gi = g[i]; d[i] = input[i] <= 0 ? 0 : gi }
                             case .clip(let lo, let hi):
-                                for i in indices { d[i] = input[i] <= lo || input[i] >= hi ? 0 : g[i] }
+                                for i in indices { let gi = g[i], v = input[i]; d[i] = v <= lo || v >= hi ? 0 : gi }
                             case .leakyRelu(let alpha):
-                                for i in indices { d[i] = input[i] < 0 ? g[i] * alpha : g[i] }
+                                for i in indices { let gi = g[i]; d[i] = input[i] < 0 ? gi * alpha : gi }
                             case .sigmoid:
                                 for i in indices { d[i] = g[i] * (output[i] * (1 - output[i])) }
                             case .tanh:

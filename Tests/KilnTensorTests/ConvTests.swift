@@ -1,5 +1,5 @@
 import KilnGraph
-import KilnTensor
+@testable import KilnTensor
 import Testing
 
 /// Direct 7-loop convolution in Float64: the oracle for every conv path (im2col, 1×1, depthwise, threading).
@@ -64,11 +64,15 @@ let convCases: [ConvCase] = [
     (1, 16, 6, 6, 40, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),   // pointwise, batch 1 (split rows)
     (2, 3, 10, 10, 4, [5, 5], [3, 2], [2, 1, 0, 3], [1, 2], 1),   // big kernel, strides and dilation mixed
     (1, 5, 4, 4, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),     // strided 1×1 (needs im2col)
+    (2, 16, 14, 14, 32, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1), // 16-channel blocks (oneDNN's blocked layouts)
+    (2, 24, 9, 9, 24, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 24),  // depthwise, channels not a multiple of 16
+    (2, 32, 8, 8, 48, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),   // blocked pointwise
+    (1, 3, 17, 17, 16, [7, 7], [2, 2], [3, 3, 3, 3], [1, 1], 1),  // a stem: 3 channels, 7×7 stride 2
 ]
 
 @Suite("fp32 convolution")
 struct ConvTests {
-    @Test("every conv path matches the direct Float64 convolution", arguments: convCases.indices)
+    @Test("oneDNN and Kiln's own loops match the direct Float64 convolution", arguments: convCases.indices)
     func matchesNaive(_ index: Int) {
         let t = convCases[index]
         var rng = SplitMix(state: UInt64(index + 1))
@@ -79,11 +83,45 @@ struct ConvTests {
         let expected = naiveConv(x, w, b, a)
         for threads in [1, 2, 3] {
             Parallel.threadCount = threads
-            let y = FP32.conv2d(x, weight: w, bias: b, a)
-            #expect(y.shape == (try! Op.conv(a).outputShape(inputShapes: [x.shape, w.shape, b.shape])))
-            let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
-            #expect(worst < 1e-4, "case \(index) with \(threads) threads: max error \(worst)")
+            for (path, y) in [("oneDNN", FP32.conv2d(x, weight: w, bias: b, a)),
+                              ("im2col", FP32.im2colConv2d(x, weight: w, bias: b, a))] {
+                #expect(y.shape == (try! Op.conv(a).outputShape(inputShapes: [x.shape, w.shape, b.shape])))
+                let worst = zip(y.scalars, expected).map { abs(Double($0) - $1) }.max() ?? 0
+                #expect(worst < 1e-4, "case \(index), \(path), \(threads) threads: max error \(worst)")
+            }
         }
         Parallel.threadCount = 2
+    }
+
+    @Test("oneDNN runs every case (none falls back to Kiln's loops)", arguments: convCases.indices)
+    func oneDNNTakesEveryCase(_ index: Int) {
+        let t = convCases[index]
+        let a = ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g)
+        let geometry = ConvGeometry(input: [t.n, t.c, t.h, t.w], weight: [t.m, t.c / t.g] + t.k, a)
+        #expect(OneDNN.convolution(geometry, bias: true) != nil, "case \(index)")
+    }
+
+    @Test("oneDNN's input, weight and bias gradients match Kiln's loops", arguments: convCases.indices)
+    func backwardMatchesLoops(_ index: Int) {
+        let t = convCases[index]
+        var rng = SplitMix(state: UInt64(index + 100))
+        let x = randomTensor([t.n, t.c, t.h, t.w], &rng)
+        let w = randomTensor([t.m, t.c / t.g] + t.k, &rng)
+        let a = ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g)
+        let dy = randomTensor(FP32.conv2d(x, weight: w, bias: nil, a).shape, &rng)
+        let fast = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: true, bias: true)
+        let loops = FP32.im2colConv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: true, bias: true)
+        for (name, got, want) in [("input", fast.input, loops.input), ("weight", fast.weight, loops.weight),
+                                  ("bias", fast.bias, loops.bias)] {
+            guard let got, let want else {
+                Issue.record("case \(index): no \(name) gradient")
+                continue
+            }
+            let scale = want.scalars.map { abs($0) }.max() ?? 1
+            let worst = zip(got.scalars, want.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-5 * max(scale, 1), "case \(index) \(name): max difference \(worst) of \(scale)")
+        }
+        let inputOnly = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: false, bias: false)
+        #expect(inputOnly.weight == nil && inputOnly.bias == nil && inputOnly.input?.scalars == fast.input?.scalars)
     }
 }
