@@ -26,12 +26,10 @@ extension FP32 {
                     let result = UncheckedSendable(dp)
                     forEachPoolWindow(planes: planes, oh: gradient.shape[2], ow: gradient.shape[3],
                                       PoolGeometry(a, height: h, width: w)) { plane, cell, window in
+                        let base = plane * h * w
                         var best = -Float.infinity, at = -1
-                        for iy in window.rows {
-                            for ix in window.columns where xp[(plane * h + iy) * w + ix] > best || at < 0 {
-                                best = xp[(plane * h + iy) * w + ix]
-                                at = (plane * h + iy) * w + ix
-                            }
+                        window.forEachOffset(width: w) { offset in
+                            if xp[base + offset] > best || at < 0 { (best, at) = (xp[base + offset], base + offset) }
                         }
                         if at >= 0 { result.value[at] += gp[cell] }
                     }
@@ -53,7 +51,8 @@ extension FP32 {
                     let count = includePad ? window.paddedCount(geometry) : window.rowCount * window.columnCount
                     guard count > 0 else { return }
                     let share = gp[cell] / Float(count)
-                    for iy in window.rows { for ix in window.columns { result.value[(plane * h + iy) * w + ix] += share } }
+                    let base = plane * h * w
+                    window.forEachOffset(width: w) { result.value[base + $0] += share }
                 }
             }
         }

@@ -6,7 +6,7 @@ extension FP32 {
         let w = x.shape[3]
         return pool(x, a) { window, _, plane in
             var best = -Float.infinity
-            for iy in window.rows { for ix in window.columns { best = max(best, plane[iy * w + ix]) } }
+            window.forEachOffset(width: w) { best = max(best, plane[$0]) }
             return best
         }
     }
@@ -16,7 +16,7 @@ extension FP32 {
         let w = x.shape[3], includePad = a.countIncludePad
         return pool(x, a) { window, geometry, plane in
             var sum: Float = 0
-            for iy in window.rows { for ix in window.columns { sum += plane[iy * w + ix] } }
+            window.forEachOffset(width: w) { sum += plane[$0] }
             let count = includePad ? window.paddedCount(geometry) : window.rowCount * window.columnCount
             return count > 0 ? sum / Float(count) : 0
         }
@@ -39,7 +39,7 @@ extension FP32 {
 
     /// Shared window walk of the pooling ops; `reduce` sees the in-bounds parts of one window.
     private static func pool(_ x: Tensor, _ a: PoolAttributes,
-                             _ reduce: (PoolWindow, PoolGeometry, UnsafeBufferPointer<Float>) -> Float) -> Tensor {
+                             _ reduce: (PoolWindow, PoolGeometry, UnsafePointer<Float>) -> Float) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let shape = try! Op.maxPool(a).outputShape(inputShapes: [x.shape])
         let geometry = PoolGeometry(a, height: h, width: w)
@@ -48,7 +48,7 @@ extension FP32 {
             out.withUnsafeMutableBufferPointer { op in
                 let result = UncheckedSendable(op)
                 forEachPoolWindow(planes: n * c, oh: shape[2], ow: shape[3], geometry) { plane, cell, window in
-                    result.value[cell] = reduce(window, geometry, UnsafeBufferPointer(rebasing: xp[(plane * h * w)..<((plane + 1) * h * w)]))
+                    result.value[cell] = reduce(window, geometry, UnsafePointer(xp.baseAddress! + plane * h * w))
                 }
             }
         }
@@ -56,14 +56,30 @@ extension FP32 {
     }
 
     /// Calls `body(plane, cell, window)` for every output cell (index `cell` of the [planes][oh][ow] output) of a
-    /// pooling op, planes in parallel: a call may write only into its own plane.
+    /// pooling op, planes in parallel: a call may write only into its own plane. The windows' in-bounds rows and
+    /// columns are found once per op, not per cell.
     @inline(__always)
     static func forEachPoolWindow(planes: Int, oh: Int, ow: Int, _ geometry: PoolGeometry,
                                   _ body: (_ plane: Int, _ cell: Int, _ window: PoolWindow) -> Void) {
-        Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
-            for plane in range {
-                for oy in 0..<oh {
-                    for ox in 0..<ow { body(plane, (plane * oh + oy) * ow + ox, PoolWindow(oy: oy, ox: ox, geometry)) }
+        let g = geometry
+        let rows = (0..<oh).map { PoolSpan(start: $0 * g.strideH - g.padTop, kernel: g.kernelH, dilation: g.dilationH,
+                                           size: g.height) }
+        let columns = (0..<ow).map { PoolSpan(start: $0 * g.strideW - g.padLeft, kernel: g.kernelW,
+                                              dilation: g.dilationW, size: g.width) }
+        rows.withUnsafeBufferPointer { rowSpans in
+            columns.withUnsafeBufferPointer { columnSpans in
+                let spans = UncheckedSendable((rowSpans, columnSpans))
+                Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
+                    let (rowSpans, columnSpans) = spans.value
+                    for plane in range {
+                        var cell = plane * oh * ow
+                        for oy in 0..<oh {
+                            for ox in 0..<ow {
+                                body(plane, cell, PoolWindow(rows: rowSpans[oy], columns: columnSpans[ox]))
+                                cell += 1
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -85,34 +101,50 @@ struct PoolGeometry {
     }
 }
 
-/// The input cells of one pooling window: the in-bounds rows and columns (strided by the dilation), without
-/// allocating.
-struct PoolWindow {
-    let rows: StrideTo<Int>
-    let columns: StrideTo<Int>
-    let rowCount: Int, columnCount: Int
-    let rowStart: Int, columnStart: Int
+/// One window along one axis: where it starts (padding included) and its in-bounds positions
+/// first, first + dilation, … (`count` of them).
+struct PoolSpan {
+    let start: Int, first: Int, count: Int, dilation: Int
 
-    init(oy: Int, ox: Int, _ g: PoolGeometry) {
-        rowStart = oy * g.strideH - g.padTop
-        columnStart = ox * g.strideW - g.padLeft
-        (rows, rowCount) = PoolWindow.inBounds(start: rowStart, kernel: g.kernelH, dilation: g.dilationH, size: g.height)
-        (columns, columnCount) = PoolWindow.inBounds(start: columnStart, kernel: g.kernelW, dilation: g.dilationW, size: g.width)
-    }
-
-    /// Positions start + k·dilation (k in 0..<kernel) within 0..<size, and how many there are.
-    private static func inBounds(start: Int, kernel: Int, dilation: Int, size: Int) -> (StrideTo<Int>, Int) {
+    /// Positions start + k·dilation (k in 0..<kernel) within 0..<size.
+    init(start: Int, kernel: Int, dilation: Int, size: Int) {
         // First k with start + k·d ≥ 0 and first k with start + k·d ≥ size, both clamped to 0…kernel.
-        let first = start >= 0 ? 0 : min(kernel, (-start + dilation - 1) / dilation)
+        let low = start >= 0 ? 0 : min(kernel, (-start + dilation - 1) / dilation)
         let end = start >= size ? 0 : min(kernel, (size - start + dilation - 1) / dilation)
-        let count = max(0, end - first)
-        return (stride(from: start + first * dilation, to: start + (first + count) * dilation, by: dilation), count)
+        (self.start, self.dilation) = (start, dilation)
+        count = max(0, end - low)
+        first = start + low * dilation
+    }
+}
+
+/// The input cells of one pooling window: its in-bounds rows and columns.
+struct PoolWindow {
+    let rowSpan: PoolSpan, columnSpan: PoolSpan
+
+    init(rows: PoolSpan, columns: PoolSpan) { (rowSpan, columnSpan) = (rows, columns) }
+
+    var rowCount: Int { rowSpan.count }
+    var columnCount: Int { columnSpan.count }
+
+    /// Calls `body(iy · width + ix)` for every in-bounds cell (iy, ix), row by row (plain counting loops: a
+    /// stride sequence per cell costs more than the cell's work).
+    @inline(__always)
+    func forEachOffset(width: Int, _ body: (Int) -> Void) {
+        var row = rowSpan.first * width
+        for _ in 0..<rowSpan.count {
+            var offset = row + columnSpan.first
+            for _ in 0..<columnSpan.count {
+                body(offset)
+                offset += columnSpan.dilation
+            }
+            row += rowSpan.dilation * width
+        }
     }
 
     /// Window size counting padding cells but not cells beyond the padding (count_include_pad).
     func paddedCount(_ g: PoolGeometry) -> Int {
-        let rowEnd = min(rowStart + g.kernelH, g.height + g.padBottom)
-        let columnEnd = min(columnStart + g.kernelW, g.width + g.padRight)
-        return max(0, rowEnd - rowStart) * max(0, columnEnd - columnStart)
+        let rowEnd = min(rowSpan.start + g.kernelH, g.height + g.padBottom)
+        let columnEnd = min(columnSpan.start + g.kernelW, g.width + g.padRight)
+        return max(0, rowEnd - rowSpan.start) * max(0, columnEnd - columnSpan.start)
     }
 }
