@@ -16,27 +16,28 @@ extension FP32 {
         return Tensor(shape: shape, scalars: out)
     }
 
-    /// Gradient of max pooling: each window's gradient goes to its (first) largest in-bounds cell.
-    public static func maxPoolBackward(_ x: Tensor, _ a: PoolAttributes, gradient: Tensor) -> Tensor {
-        let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
-        var dx = [Float](repeating: 0, count: x.count)
-        x.scalars.withUnsafeBufferPointer { xp in
+    /// Gradient of max pooling: each output's gradient goes to its winner (`maxPoolWithWinners`).
+    public static func maxPoolBackward(inputShape: [Int], winners: [Int32], gradient: Tensor) -> Tensor {
+        let planes = inputShape[0] * inputShape[1], plane = inputShape[2] * inputShape[3]
+        let cells = gradient.shape[2] * gradient.shape[3]
+        var dx = [Float](repeating: 0, count: inputShape.elementCount)
+        winners.withUnsafeBufferPointer { wp in
             gradient.scalars.withUnsafeBufferPointer { gp in
                 dx.withUnsafeMutableBufferPointer { dp in
-                    let result = UncheckedSendable(dp)
-                    forEachPoolWindow(planes: planes, oh: gradient.shape[2], ow: gradient.shape[3],
-                                      PoolGeometry(a, height: h, width: w)) { plane, cell, window in
-                        let base = plane * h * w
-                        var best = -Float.infinity, at = -1
-                        window.forEachOffset(width: w) { offset in
-                            if xp[base + offset] > best || at < 0 { (best, at) = (xp[base + offset], base + offset) }
+                    let (w, g, d) = (UnsafeSendablePointer(wp.baseAddress!), UnsafeSendablePointer(gp.baseAddress!),
+                                     UnsafeMutableSendablePointer(dp.baseAddress!))
+                    Parallel.forEachChunk(planes, grain: max(1, 4096 / max(cells, 1))) { range in
+                        for p in range {
+                            let target = d.pointer + p * plane
+                            for cell in (p * cells)..<((p + 1) * cells) where w.pointer[cell] >= 0 {
+                                target[Int(w.pointer[cell])] += g.pointer[cell]
+                            }
                         }
-                        if at >= 0 { result.value[at] += gp[cell] }
                     }
                 }
             }
         }
-        return Tensor(shape: x.shape, scalars: dx)
+        return Tensor(shape: inputShape, scalars: dx)
     }
 
     /// Gradient of average pooling: each window's gradient is shared by its counted cells.

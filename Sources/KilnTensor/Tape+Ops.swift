@@ -219,8 +219,9 @@ extension Tape {
 
     /// 2-D max pooling.
     public func maxPool(_ x: Variable, _ a: PoolAttributes) -> Variable {
-        let xv = x.value
-        return record(FP32.maxPool(xv, a), inputs: [x]) { dy, _ in [FP32.maxPoolBackward(xv, a, gradient: dy)] }
+        let (y, winners) = FP32.maxPoolWithWinners(x.value, a)
+        let shape = x.shape
+        return record(y, inputs: [x]) { dy, _ in [FP32.maxPoolBackward(inputShape: shape, winners: winners, gradient: dy)] }
     }
 
     /// 2-D average pooling.
