@@ -21,10 +21,11 @@ struct QuantizeCommand: ParsableCommand {
             minmax for synthesized data, whose extremes are signal, not outliers. When the teacher's metadata gives its input \
             normalization (kiln.input_mean, kiln.input_std), the input is quantized over the whole normalized pixel \
             range instead. Without --calibration, Kiln synthesizes the \
-            calibration set from the teacher's BatchNorm statistics (Genie; see `kiln synthesize --help`): by default \
-            \(SynthesisOptions().count) images, \(SynthesisOptions().iterations) iterations per batch of \
-            \(SynthesisOptions().batch), a few minutes on 2 cores for the Fashion-MNIST teachers; --save-calibration keeps \
-            them. With --bits below w8a8 (or --distill genie) the student is distilled block by block on the calibration \
+            calibration set from the teacher's BatchNorm statistics (Genie; see `kiln synthesize --help`); --budget sets \
+            how much work that and reconstruction take: the default is up to 128 images, 200 iterations per batch of \
+            \(SynthesisOptions().batch) and 500 reconstruction iterations per block, with fewer images and iterations for \
+            teachers that cost more per image (a ResNet-18 at 224×224 gets 16 images), and each batch stops once its \
+            loss stops falling; --time-limit caps the wall time instead. --save-calibration keeps the images. With --bits below w8a8 (or --distill genie) the student is distilled block by block on the calibration \
             images: every weight and activation step starts from a search over clipping ranges, then each block \
             (a residual or inverted residual block, a conv+activation group, the head) learns AdaRound rounding, \
             weight and activation steps with QDrop to reproduce the teacher's block; a checkpoint is written after \
@@ -44,11 +45,13 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .customLong("save-calibration"), help: "Write the synthesized calibration images to this .npy.")
     var saveCalibration: String?
 
-    @Option(name: .customLong("synthetic-count"), help: "Synthesized images (without --calibration).")
-    var syntheticCount: Int = SynthesisOptions().count
+    @Option(name: .customLong("synthetic-count"), help: "Synthesized images (without --calibration; default: from --budget).")
+    var syntheticCount: Int?
 
-    @Option(name: .customLong("synthetic-iterations"), help: "Synthesis iterations per batch (without --calibration).")
-    var syntheticIterations: Int = SynthesisOptions().iterations
+    @Option(name: .customLong("synthetic-iterations"), help: "Synthesis iterations per batch at most (without --calibration; default: from --budget).")
+    var syntheticIterations: Int?
+
+    @OptionGroup(title: "Budget (how much work zero-shot quantization takes)") var budget: BudgetOptions
 
     @Option(help: "Seed of the synthesis (without --calibration).")
     var seed: UInt64 = 0
@@ -68,8 +71,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Block reconstruction: genie (AdaRound + learned steps + QDrop per block) or none (default: none for w8a8, genie otherwise).")
     var distill: String?
 
-    @Option(name: .customLong("iterations-per-block"), help: "Reconstruction steps per block.")
-    var iterationsPerBlock: Int = DistillOptions().iterationsPerBlock
+    @Option(name: .customLong("iterations-per-block"), help: "Reconstruction steps per block (default: from --budget).")
+    var iterationsPerBlock: Int?
 
     @Flag(name: .customLong("all-layers"), help: "Quantize the first and last layers to --bits too.")
     var allLayers = false
@@ -93,26 +96,30 @@ struct QuantizeCommand: ParsableCommand {
         guard calibration == nil || saveCalibration == nil else {
             throw ValidationError("--save-calibration saves synthesized data; it does not go with --calibration")
         }
-        guard syntheticCount >= 1, syntheticIterations >= 1 else { throw ValidationError("--synthetic-count and --synthetic-iterations must be ≥ 1") }
+        guard (syntheticCount ?? 1) >= 1, (syntheticIterations ?? 1) >= 1 else { throw ValidationError("--synthetic-count and --synthetic-iterations must be ≥ 1") }
         guard BitWidths(bits) != nil else { throw ValidationError("--bits must look like w8a8, w7a8, w4a8, w4a4, w2a4 (2–8 bits each)") }
         guard distill.map({ ["genie", "none"].contains($0) }) ?? true else { throw ValidationError("--distill must be genie or none") }
-        guard iterationsPerBlock >= 1 else { throw ValidationError("--iterations-per-block must be at least 1") }
+        guard (iterationsPerBlock ?? 1) >= 1 else { throw ValidationError("--iterations-per-block must be at least 1") }
     }
 
     /// The pipeline's job for these arguments.
     func job(_ graph: Graph, inputDomain: InputDomain?) throws -> QuantizationJob {
         let source: CalibrationSource
+        let plan = budget.plan(for: graph)
         if let calibration {
             source = .images(try CalibrationSet.load(calibration), description: calibration)
         } else {
-            var options = SynthesisOptions(count: syntheticCount, iterations: syntheticIterations, seed: seed)
-            options.batch = min(options.batch, max(2, syntheticCount))
+            let count = syntheticCount ?? plan.images
+            var options = SynthesisOptions(count: count, iterations: syntheticIterations ?? plan.iterations, seed: seed)
+            options.batch = min(options.batch, max(2, count))
+            options.plateau = budget.plateau
             source = .synthesized(options)
         }
         var job = QuantizationJob(teacher: graph, teacherName: teacher, calibration: source, bits: BitWidths(bits)!)
         job.range = range.map { $0 == "minmax" ? .minmax : $0 == "mse" ? .mse : .percentile(percentile) }
         job.reconstruct = distill.map { $0 == "genie" }
-        job.distill.iterationsPerBlock = iterationsPerBlock
+        job.distill.iterationsPerBlock = iterationsPerBlock ?? plan.iterationsPerBlock
+        job.timeLimit = budget.timeLimit
         job.distill.allLayers = allLayers
         job.distill.seed = seed
         job.inputDomain = inputDomain
@@ -125,6 +132,7 @@ struct QuantizeCommand: ParsableCommand {
             let graph = try importTeacher(try ONNXModel(contentsOf: teacher))
             let inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
             let job = try job(graph, inputDomain: inputDomain)
+            if calibration == nil { budget.report(for: graph) }
             let checkpointPath = output + ".checkpoint.json"
             var hooks = QuantizationHooks()
             var bars: [Progress] = []

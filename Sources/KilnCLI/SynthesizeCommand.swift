@@ -37,14 +37,16 @@ struct SynthesizeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Where to write the images (float32 .npy).")
     var output: String
 
-    @Option(help: "Number of images.")
-    var count: Int = SynthesisOptions().count
+    @Option(help: "Number of images (default: from --budget).")
+    var count: Int?
 
     @Option(help: "genie, zeroq or gaussian.")
     var method: String = "genie"
 
-    @Option(help: "Optimisation steps per batch.")
-    var iterations: Int = SynthesisOptions().iterations
+    @Option(help: "Optimisation steps per batch at most; a batch stops earlier once its loss stops falling (default: from --budget).")
+    var iterations: Int?
+
+    @OptionGroup(title: "Budget (how much work synthesis takes)") var budget: BudgetOptions
 
     @Option(help: "Images per batch.")
     var batch: Int = SynthesisOptions().batch
@@ -68,7 +70,10 @@ struct SynthesizeCommand: ParsableCommand {
         _ = try parsedShard()
         _ = try domain.stated()
         guard SynthesisMethod(rawValue: method) != nil else { throw ValidationError("--method must be genie, zeroq or gaussian") }
-        guard count >= 1, iterations >= 1, batch >= 2 else { throw ValidationError("--count and --iterations must be ≥ 1, --batch ≥ 2") }
+        guard (count ?? 1) >= 1, (iterations ?? 1) >= 1, batch >= 2 else { throw ValidationError("--count and --iterations must be ≥ 1, --batch ≥ 2") }
+        guard shard == nil || budget.timeLimit == nil else {
+            throw ValidationError("--time-limit makes the images depend on the machine's speed, so shards of such a run cannot join into one run's images: give --shard without it")
+        }
     }
 
     /// `--shard I/N` as a shard (nil without the flag).
@@ -96,9 +101,13 @@ struct SynthesizeCommand: ParsableCommand {
             guard let teacher else { throw ValidationError("give the teacher (.onnx)") }
             try compute.apply()
             let graph = try importTeacher(try ONNXModel(contentsOf: teacher))
+            let plan = budget.plan(for: graph)
+            if count == nil || iterations == nil { budget.report(for: graph) }
+            let count = self.count ?? plan.images, iterations = self.iterations ?? plan.iterations
             var options = SynthesisOptions(method: SynthesisMethod(rawValue: method)!, count: count, iterations: iterations,
                                            batch: batch, seed: seed)
-            options.count = count
+            options.deadline = budget.timeLimit.map { Deadline(secondsFromNow: $0) }
+            options.plateau = budget.plateau
             options.inputDomain = try domain.resolve(metadata: graph.metadata, channels: graph.inputChannels, file: teacher)?.domain
             options.shard = try parsedShard()
             let result = try Synthesis.run(graph, options: options, teacher: teacher)
@@ -110,7 +119,8 @@ struct SynthesizeCommand: ParsableCommand {
             try NPY.write(result.images, to: output, note: note)
             let summary = SynthesisSummary(teacher: teacher, output: output, method: method, count: count,
                                            shard: options.shard.map { "\($0.index)/\($0.count)" }, images: result.images.shape[0],
-                                           iterations: options.method == .gaussian ? 0 : iterations, batch: batch, seed: seed,
+                                           iterations: options.method == .gaussian ? 0 : iterations, iterationsRun: result.iterationsRun,
+                                           batch: batch, seed: seed,
                                            initialLoss: result.initialLosses, finalLoss: result.finalLosses,
                                            secondsPer100Iterations: result.secondsPer100Iterations)
             if json {
@@ -148,7 +158,9 @@ struct SynthesisSummary: Encodable {
     /// "I/N" for a shard of the run, which holds `images` of its `count`.
     var shard: String?
     var images: Int
+    /// Iterations per batch at most, and how many each batch ran (it stops on a plateau or the time limit).
     var iterations: Int
+    var iterationsRun: [Int]
     var batch: Int
     var seed: UInt64
     var initialLoss: [Float]
@@ -162,6 +174,10 @@ struct SynthesisSummary: Encodable {
             let first = initialLoss.reduce(0, +) / Float(initialLoss.count), last = finalLoss.reduce(0, +) / Float(finalLoss.count)
             lines.append(String(format: "BatchNorm-statistics loss: %.4g → %.4g (%.0f× lower), mean over %d batches", first, last,
                                 first / max(last, 1e-12), finalLoss.count))
+            let run = iterationsRun.reduce(0, +)
+            if run < iterations * iterationsRun.count {
+                lines.append("iterations run per batch: \(iterationsRun.map(String.init).joined(separator: ", ")) of at most \(iterations) (plateau or time limit)")
+            }
         }
         if let secondsPer100Iterations {
             lines.append(String(format: "%.1f s per 100 iterations at batch %d", secondsPer100Iterations, batch))
@@ -204,7 +220,7 @@ enum ShardFiles {
         }
         let teacherDigest = String(format: "%08x", crc32(bytes))
         return "teacher \(bytes.count) bytes crc32 \(teacherDigest), \(options.method.rawValue), \(options.count) images, "
-            + "batch \(options.batch), \(options.iterations) iterations, seed \(options.seed), "
+            + "batch \(options.batch), \(options.iterations) iterations\(options.plateau == nil ? "" : " or a plateau"), seed \(options.seed), "
             + "domain \(options.inputDomain?.description ?? "unstated"), threads \(threads.map(String.init) ?? "all")"
     }
 

@@ -64,6 +64,10 @@ public struct DistillOptions: Sendable {
     public var inputDomain: InputDomain?
     /// Seed of batch sampling and QDrop.
     public var seed: UInt64 = 0
+    /// Finish reconstruction by this time (nil: no limit): each block gets an equal share of the time left when it
+    /// starts and runs as many of `iterationsPerBlock` as its first iteration's time says fit, with its schedules
+    /// (learning rates, rounding annealing) laid out over that count.
+    public var deadline: Deadline?
 
     /// Options with the given bit widths, reconstruction switch and iterations; the rest as the reference.
     public init(bits: BitWidths = .w8a8, distill: Bool = true, iterationsPerBlock: Int = 500) {
@@ -457,6 +461,7 @@ public struct Distiller {
     func reconstruct(_ block: Block, index blockIndex: Int, teacherInput: Tensor, studentInput: Tensor, teacherOutput: Tensor,
                      state: inout DistillState, progress: ((DistillProgress) -> Void)?, shouldStop: (() -> Bool)?) throws -> BlockReport {
         let clock = ContinuousClock(), start = clock.now
+        let blockDeadline = options.deadline?.share(of: blocks.count - blockIndex)
         let lossBefore = blockError(try hardForward(block, studentInput, state: state), teacherOutput)
         let (sub, map) = try graph.subgraph(block)
         let reverse = Dictionary(uniqueKeysWithValues: map.map { ($1, $0) })
@@ -495,13 +500,20 @@ public struct Distiller {
         var bitsOptimizer = Adam(learningRate: options.roundingLearningRate)
         var weightStepOptimizer = Adam(learningRate: options.weightStepLearningRate)
         var activationStepOptimizer = Adam(learningRate: options.activationStepLearningRate)
-        let schedule = (weight: CosineSchedule(base: options.weightStepLearningRate, total: options.iterationsPerBlock),
-                        activation: CosineSchedule(base: options.activationStepLearningRate, total: options.iterationsPerBlock))
+        // Steps of this block: all of `iterationsPerBlock`, or with a deadline as many as fit in the block's share at
+        // the speed of its first step (the schedules below are then laid out again over that count).
+        var total = options.iterationsPerBlock
+        func schedules() -> (weight: CosineSchedule, activation: CosineSchedule, warmup: Int) {
+            (CosineSchedule(base: options.weightStepLearningRate, total: total),
+             CosineSchedule(base: options.activationStepLearningRate, total: total), Int(Float(total) * options.warmup))
+        }
+        var schedule = schedules()
         var rng = SeededGenerator(seed: options.seed &+ UInt64(blockIndex) &* 7919)
         let count = teacherInput.shape[0], batch = min(options.batch, count)
         let channels = teacherOutput.shape.count > 1 ? Float(teacherOutput.shape[1]) : 1
-        let warmup = Int(Float(options.iterationsPerBlock) * options.warmup)
-        for iteration in 0..<options.iterationsPerBlock {
+        var iteration = 0
+        while iteration < total {
+            defer { iteration += 1 }
             if shouldStop?() == true { throw DistillationInterrupted(state: state) }
             let picks = (0..<batch).map { _ in rng.nextIndex(count) }
             let xTeacher = rows(teacherInput, picks), xStudent = rows(studentInput, picks), target = rows(teacherOutput, picks)
@@ -544,8 +556,8 @@ public struct Distiller {
             })[0]
             var loss = tape.scale(tape.meanSquaredError(y, tape.constant(target)), by: channels)
             let reconstruction = loss.value.scalars[0]
-            if iteration >= warmup && options.roundingWeight > 0 {
-                let progressAfterWarmup = Float(iteration - warmup) / Float(max(options.iterationsPerBlock - warmup, 1))
+            if iteration >= schedule.warmup && options.roundingWeight > 0 {
+                let progressAfterWarmup = Float(iteration - schedule.warmup) / Float(max(total - schedule.warmup, 1))
                 let beta = options.betaEnd + (options.betaStart - options.betaEnd) * max(0, 1 - progressAfterWarmup)
                 for h in softBits {
                     loss = tape.binary(loss, tape.scale(tape.roundingRegularizer(h, beta: beta), by: options.roundingWeight), .add)
@@ -559,7 +571,16 @@ public struct Distiller {
             for i in activationSteps.indices { activationSteps[i].scalars = activationSteps[i].scalars.map { max($0, 1e-8) } }
             weightStepOptimizer.learningRate = schedule.weight.rate(at: iteration + 1)
             activationStepOptimizer.learningRate = schedule.activation.rate(at: iteration + 1)
-            progress?(DistillProgress(block: blockIndex, blocks: blocks.count, iteration: iteration, iterations: options.iterationsPerBlock,
+            if iteration == 0, let blockDeadline {
+                let first = clock.now - start, left = blockDeadline.secondsLeft
+                let perStep = Double(first.components.seconds) + Double(first.components.attoseconds) / 1e18
+                let fit = max(1, Int(left / max(perStep, 1e-6)) + 1)
+                if fit < total {
+                    total = fit
+                    schedule = schedules()
+                }
+            }
+            progress?(DistillProgress(block: blockIndex, blocks: blocks.count, iteration: iteration, iterations: total,
                                       loss: reconstruction))
         }
         // Hard rounding: round up where h(V) ≥ 0.5, i.e. V ≥ 0.

@@ -33,6 +33,11 @@ public struct QuantizationJob: Sendable {
     public var distill = DistillOptions()
     /// What real inputs look like; nil: what the teacher's metadata states, if anything (see `InputRange`).
     public var inputDomain: InputDomain?
+    /// Seconds the whole run may take (nil: no limit). Synthesis must end by `synthesisShare` of it (by 85% without
+    /// reconstruction) and reconstruction by 90%; the rest is for calibration and the report.
+    public var timeLimit: Double?
+    /// The part of `timeLimit` synthesis gets when blocks are reconstructed.
+    public static let synthesisShare = 0.35
 
     /// A job with the defaults.
     public init(teacher: Graph, teacherName: String, calibration: CalibrationSource, bits: BitWidths = .w8a8) {
@@ -120,7 +125,7 @@ public enum QuantizationPipeline {
     static func execute(_ job: QuantizationJob, _ hooks: QuantizationHooks) throws -> QuantizationOutcome {
         // A graph that cannot become a student fails now, not after minutes of synthesis.
         try Quantizer.checkLowering(job.teacher, islands: !job.usesDistiller)
-        let clock = ContinuousClock()
+        let clock = ContinuousClock(), runStart = clock.now
         var synthesis: SynthesisResult?
         let images: Tensor, description: String
         var synthesisSeconds = 0.0
@@ -129,14 +134,21 @@ public enum QuantizationPipeline {
             (images, description) = (given, text)
         case .synthesized(var options):
             options.inputDomain = options.inputDomain ?? job.inputDomain
+            if let limit = job.timeLimit {
+                options.deadline = Deadline(secondsFromNow: limit * (job.usesDistiller ? QuantizationJob.synthesisShare : 0.85))
+            }
             let start = clock.now
             let result = try Synthesizer.synthesize(job.teacher, options: options, progress: hooks.synthesis)
             synthesisSeconds = seconds(clock.now - start)
             synthesis = result
             images = result.images
-            description = "\(options.method.rawValue) synthesis (\(options.count) images, \(options.iterations) iterations, seed \(options.seed))"
+            description = "\(options.method.rawValue) synthesis (\(options.count) images, \(result.iterationsDescription(of: options)), seed \(options.seed))"
         }
         let start = clock.now
+        var job = job
+        if let limit = job.timeLimit {
+            job.distill.deadline = Deadline(secondsFromNow: limit * 0.9 - seconds(clock.now - runStart))
+        }
         var outcome = job.usesDistiller
             ? try distill(job, images, hooks)
             : try quantize(job, images, hooks)

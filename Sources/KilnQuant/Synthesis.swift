@@ -18,7 +18,7 @@ public struct SynthesisOptions: Sendable {
     public var method: SynthesisMethod = .genie
     /// Number of images.
     public var count = 128
-    /// Optimisation steps per batch.
+    /// Optimisation steps per batch at most (see `plateau` and `deadline`).
     public var iterations = 200
     /// Images per batch (each batch has its own generator and latents).
     public var batch = 64
@@ -38,6 +38,14 @@ public struct SynthesisOptions: Sendable {
     /// from the teacher's first BatchNorm (`InputStatistics`) instead of 0 and 1, and scale the generator's output
     /// to them, so that a teacher trained on inputs in another convention (x/255, [−1, 1]) gets images in it.
     public var estimateInputStatistics = true
+
+    /// Stop a batch once its loss has stopped improving (nil: always run `iterations`).
+    public var plateau: PlateauStop? = SynthesisOptions.defaultPlateau
+    /// The plateau rule of the defaults: the lowest loss has not fallen by 2% in 40 iterations (README, "Budgets").
+    public static let defaultPlateau = PlateauStop(patience: 40, minimumImprovement: 0.02)
+    /// Stop by this time: each batch gets an equal share of the time left when it starts (nil: no limit). The images
+    /// then depend on the machine's speed.
+    public var deadline: Deadline?
 
     /// Make only this shard of the run: its share of the batches, each image the same bit for bit as in the whole
     /// run (every batch draws from its own seeded stream); nil makes all of them.
@@ -86,8 +94,20 @@ public struct SynthesisResult: Sendable {
     /// the images of its lowest loss, so a late spike of the optimisation costs nothing (empty for gaussian).
     public var initialLosses: [Float]
     public var finalLosses: [Float]
+    /// Iterations each batch ran (fewer than the options' when it stopped on a plateau or its share of the time).
+    public var iterationsRun: [Int] = []
     /// Wall time per 100 iterations of one batch, in seconds.
     public var secondsPer100Iterations: Double?
+}
+
+extension SynthesisResult {
+    /// "200 iterations", or how many the batches ran when some stopped early ("at most 200 iterations, 57–123 run").
+    public func iterationsDescription(of options: SynthesisOptions) -> String {
+        guard let fewest = iterationsRun.min(), let most = iterationsRun.max(), fewest < options.iterations else {
+            return "\(options.iterations) iterations"
+        }
+        return "at most \(options.iterations) iterations, \(fewest == most ? "\(fewest)" : "\(fewest)–\(most)") run"
+    }
 }
 
 /// Zero-shot calibration data from a teacher's BatchNorm statistics.
@@ -136,33 +156,41 @@ public enum Synthesizer {
             inputTargets = (estimate.mean, estimate.std)
         }
         var images: [Float] = []
-        var initial: [Float] = [], final: [Float] = []
+        var initial: [Float] = [], final: [Float] = [], iterationsRun: [Int] = []
         let clock = ContinuousClock()
         let start = clock.now
         for index in mine {
             let size = batchSize(index)
             var rng = stream(index)
+            // Until the batch's share of the time left, or the plateau, or `iterations`.
+            let batchDeadline = options.deadline?.share(of: mine.upperBound - index)
+            var plateau = options.plateau.map(PlateauStop.Tracker.init)
+            var ran = 0
+            let step = { (iteration: Int, loss: Float) -> Bool in
+                ran = iteration + 1
+                progress?(SynthesisProgress(batch: index - mine.lowerBound, batches: mine.count, iteration: iteration, iterations: options.iterations, loss: loss))
+                let flat = plateau?.update(loss: loss) ?? false
+                return flat || batchDeadline?.passed == true
+            }
             let run: (first: Float, last: Float, images: Tensor)
             switch options.method {
             case .genie:
-                run = try genieBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
-                    progress?(SynthesisProgress(batch: index - mine.lowerBound, batches: mine.count, iteration: iteration, iterations: options.iterations, loss: loss))
-                }
+                run = try genieBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng, report: step)
             case .zeroq:
-                run = try zeroqBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng) { iteration, loss in
-                    progress?(SynthesisProgress(batch: index - mine.lowerBound, batches: mine.count, iteration: iteration, iterations: options.iterations, loss: loss))
-                }
+                run = try zeroqBatch(teacher, statistics, inputTargets, size: max(size, 2), sample: sample, options, &rng, report: step)
             case .gaussian:
                 fatalError("handled above")
             }
             images += run.images.scalars.prefix(size * sample.elementCount)
             initial.append(run.first)
             final.append(run.last)
+            iterationsRun.append(ran)
         }
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return SynthesisResult(images: Tensor(shape: [shardCount] + sample, scalars: images), initialLosses: initial,
-                               finalLosses: final, secondsPer100Iterations: seconds / Double(mine.count) / Double(options.iterations) * 100)
+                               finalLosses: final, iterationsRun: iterationsRun,
+                               secondsPer100Iterations: seconds / Double(max(iterationsRun.reduce(0, +), 1)) * 100)
     }
 
     /// Images clamped into the per-channel ranges of `domain` ([N, C, ...] layout).
@@ -268,12 +296,12 @@ public enum Synthesizer {
         return total
     }
 
-    /// One Genie batch: a fresh generator and latents, optimised together; returns the images of the iteration with
-    /// the lowest loss.
+    /// One Genie batch: a fresh generator and latents, optimised together until `report` (called with each
+    /// iteration's loss) says stop; returns the images of the iteration with the lowest loss.
     static func genieBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
                            size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
-                           report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
+                           report: (Int, Float) -> Bool) throws -> (first: Float, last: Float, images: Tensor) {
         var generator = try GenieGenerator(latentSize: options.latentSize, output: sample, rng: &rng)
         var latents = [rng.normal([size, options.latentSize])]
         var latentOptimizer = Adam(learningRate: options.latentLearningRate)
@@ -284,26 +312,31 @@ public enum Synthesizer {
         var images = Tensor(shape: [size] + sample, repeating: 0)
         var swing = rng
         for iteration in 0..<options.iterations {
-            let tape = Tape()
-            let z = tape.leaf(latents[0])
-            let parameters = generator.parameters.map { tape.leaf($0) }
-            var x = generator.forward(tape, z, parameters)
-            if let inputTargets, inputTargets.std != 1 || inputTargets.mean.contains(where: { $0 != 0 }) {
-                x = affine(tape, x, inputTargets)
-            }
-            if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
-            let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
-                try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets,
-                                   swing: options.swingConvolution ? pointer : nil)
-            }
-            let value = loss.value.scalars[0]
+            // The tape (and the weights it holds) is gone before the optimizers update the weights in place:
+            // while it holds them, each update would copy them first (400 MB for a 224×224 generator).
+            let (value, gradients, output): (Float, [Tensor?], Tensor) = try {
+                let tape = Tape()
+                let z = tape.leaf(latents[0])
+                let parameters = generator.parameters.map { tape.leaf($0) }
+                var x = generator.forward(tape, z, parameters)
+                if let inputTargets, inputTargets.std != 1 || inputTargets.mean.contains(where: { $0 != 0 }) {
+                    x = affine(tape, x, inputTargets)
+                }
+                if let domain = options.inputDomain { x = intoDomain(tape, x, domain) }
+                let loss = try withUnsafeMutablePointer(to: &swing) { pointer in
+                    try statisticsLoss(tape, teacher, targets, input: x, inputTargets: inputTargets,
+                                       swing: options.swingConvolution ? pointer : nil)
+                }
+                let value = loss.value.scalars[0]
+                if report(iteration, value) { return (value, [], x.value) }
+                return (value, tape.gradients(of: loss, withRespectTo: [z] + parameters), x.value)
+            }()
             if iteration == 0 { first = value }
             if value < best || iteration == 0 {
                 best = value
-                images = x.value
+                images = output
             }
-            report(iteration, value)
-            let gradients = tape.gradients(of: loss, withRespectTo: [z] + parameters)
+            if gradients.isEmpty { break }
             latentOptimizer.step(&latents, gradients: [gradients[0]])
             generatorOptimizer.step(&generator.parameters, gradients: Array(gradients.dropFirst()))
             latentOptimizer.learningRate = plateau.update(loss: value, learningRate: latentOptimizer.learningRate)
@@ -313,12 +346,12 @@ public enum Synthesizer {
         return (first, best, images)
     }
 
-    /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing); returns the
-    /// pixels of the iteration with the lowest loss.
+    /// One ZeroQ batch: N(0, 1) pixels optimised directly with Adam against the same loss (no swing) until `report`
+    /// says stop; returns the pixels of the iteration with the lowest loss.
     static func zeroqBatch(_ teacher: Graph, _ targets: [Int: (mean: Tensor, std: Tensor)], _ inputTargets: (mean: [Float], std: Float)?,
                            size: Int, sample: [Int],
                            _ options: SynthesisOptions, _ rng: inout SeededGenerator,
-                           report: (Int, Float) -> Void) throws -> (first: Float, last: Float, images: Tensor) {
+                           report: (Int, Float) -> Bool) throws -> (first: Float, last: Float, images: Tensor) {
         var pixels = [rng.normal([size] + sample)]
         if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
         if let inputTargets {
@@ -338,7 +371,7 @@ public enum Synthesizer {
                 best = value
                 images = pixels[0]
             }
-            report(iteration, value)
+            if report(iteration, value) { break }
             optimizer.step(&pixels, gradients: tape.gradients(of: loss, withRespectTo: [x]))
             if let domain = options.inputDomain { pixels[0] = clamped(pixels[0], to: domain) }
         }
@@ -372,6 +405,13 @@ struct GenieGenerator {
             Tensor(shape: [Self.narrow], repeating: 1), Tensor(shape: [Self.narrow], repeating: 0),
             uniform([channels, Self.narrow, 3, 3], fanIn: Self.narrow * 9), uniform([channels], fanIn: Self.narrow * 9),
         ]
+    }
+
+    /// Multiply-accumulates of one image through the generator (its linear layer and two convolutions).
+    static func macsPerImage(latentSize: Int, output: [Int]) -> Int {
+        let (channels, height, width) = (output[0], output[1], output[2])
+        return latentSize * wide * (height / 4) * (width / 4) + wide * narrow * 9 * (height / 2) * (width / 2)
+            + narrow * channels * 9 * height * width
     }
 
     func forward(_ tape: Tape, _ z: Variable, _ p: [Variable]) -> Variable {

@@ -80,10 +80,22 @@ extension FP32 {
         let (planes, h, w) = (inputShape[0] * inputShape[1], inputShape[2], inputShape[3])
         let (oh, ow) = (h * scaleH, w * scaleW)
         var dx = [Float](repeating: 0, count: inputShape.elementCount)
-        for plane in 0..<planes {
-            for oy in 0..<oh {
-                for ox in 0..<ow {
-                    dx[(plane * h + oy / scaleH) * w + ox / scaleW] += gradient.scalars[(plane * oh + oy) * ow + ox]
+        gradient.scalars.withUnsafeBufferPointer { gp in
+            dx.withUnsafeMutableBufferPointer { dp in
+                guard dp.count > 0 else { return }
+                let (g, d) = (UnsafeSendablePointer(gp.baseAddress!), UnsafeMutableSendablePointer(dp.baseAddress!))
+                Parallel.forEachChunk(planes, grain: max(1, 65536 / max(oh * ow, 1))) { range in
+                    for plane in range {
+                        for oy in 0..<oh {
+                            let line = g.pointer + (plane * oh + oy) * ow
+                            let target = d.pointer + (plane * h + oy / scaleH) * w
+                            for ix in 0..<w {
+                                var sum: Float = 0
+                                for k in 0..<scaleW { sum += line[ix * scaleW + k] }
+                                target[ix] += sum
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -124,13 +124,26 @@ extension FP32 {
     public static func upsampleNearest(_ x: Tensor, scaleH: Int, scaleW: Int) -> Tensor {
         let (planes, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (h * scaleH, w * scaleW)
-        var out = [Float](repeating: 0, count: planes * oh * ow)
-        for plane in 0..<planes {
-            for oy in 0..<oh {
-                for ox in 0..<ow {
-                    out[(plane * oh + oy) * ow + ox] = x.scalars[(plane * h + oy / scaleH) * w + ox / scaleW]
+        let count = planes * oh * ow
+        let out = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            x.scalars.withUnsafeBufferPointer { source in
+                guard count > 0 else { return }
+                let (s, d) = (UnsafeSendablePointer(source.baseAddress!), UnsafeMutableSendablePointer(buffer.baseAddress!))
+                Parallel.forEachChunk(planes, grain: max(1, 65536 / max(oh * ow, 1))) { range in
+                    for plane in range {
+                        for iy in 0..<h {
+                            let line = s.pointer + (plane * h + iy) * w
+                            let first = d.pointer + (plane * oh + iy * scaleH) * ow
+                            for ix in 0..<w {
+                                let v = line[ix]
+                                for k in 0..<scaleW { first[ix * scaleW + k] = v }
+                            }
+                            for k in 1..<max(scaleH, 1) { (first + k * ow).update(from: first, count: ow) }
+                        }
+                    }
                 }
             }
+            initialized = count
         }
         return Tensor(shape: [x.shape[0], x.shape[1], oh, ow], scalars: out)
     }

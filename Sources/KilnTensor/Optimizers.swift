@@ -42,18 +42,25 @@ public struct Adam: Optimizer {
             guard let gradient = gradients[index] else { continue }
             let (rate, decay, decoupled) = (learningRate, weightDecay, decoupledWeightDecay)
             let (b1, b2, eps) = (beta1, beta2, epsilon)
-            parameters[index].scalars.withUnsafeMutableBufferPointer { p in
-                gradient.scalars.withUnsafeBufferPointer { g in
-                    first[index].withUnsafeMutableBufferPointer { m in
-                        second[index].withUnsafeMutableBufferPointer { v in
-                            for i in p.indices {
-                                var gi = g[i]
-                                if decay != 0 {
-                                    if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
+            parameters[index].scalars.withUnsafeMutableBufferPointer { pb in
+                gradient.scalars.withUnsafeBufferPointer { gb in
+                    first[index].withUnsafeMutableBufferPointer { mb in
+                        second[index].withUnsafeMutableBufferPointer { vb in
+                            guard pb.count > 0 else { return }
+                            let (ps, gs) = (UnsafeMutableSendablePointer(pb.baseAddress!), UnsafeSendablePointer(gb.baseAddress!))
+                            let (ms, vs) = (UnsafeMutableSendablePointer(mb.baseAddress!), UnsafeMutableSendablePointer(vb.baseAddress!))
+                            // Elementwise, so in parallel slices (a generator's linear layer has 10⁸ weights).
+                            Parallel.forEachSlice(pb.count) { range in
+                                let (p, g, m, v) = (ps.pointer, gs.pointer, ms.pointer, vs.pointer)
+                                for i in range {
+                                    var gi = g[i]
+                                    if decay != 0 {
+                                        if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
+                                    }
+                                    m[i] = b1 * m[i] + (1 - b1) * gi
+                                    v[i] = b2 * v[i] + (1 - b2) * gi * gi
+                                    p[i] -= rate * (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
                                 }
-                                m[i] = b1 * m[i] + (1 - b1) * gi
-                                v[i] = b2 * v[i] + (1 - b2) * gi * gi
-                                p[i] -= rate * (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
                             }
                         }
                     }

@@ -1,0 +1,127 @@
+import KilnGraph
+
+/// How much work zero-shot quantization spends: images and iterations of synthesis and iterations of block
+/// reconstruction. Each preset is a most-work point for small teachers; a teacher whose synthesis would cost more
+/// than the preset's cap of multiply-accumulates gets fewer images, then fewer iterations, so that the wall time
+/// follows the model's cost instead of growing with it. Synthesis batches also stop on a plateau of their loss.
+public enum QuantizationBudget: String, Sendable, CaseIterable {
+    case fast
+    case `default`
+    case thorough
+
+    /// Images, iterations per batch and reconstruction iterations per block for a teacher of `teacherMACs`
+    /// multiply-accumulates per image whose generator costs `generatorMACs` per image.
+    public struct Plan: Sendable, Equatable {
+        public var images: Int
+        public var iterations: Int
+        public var iterationsPerBlock: Int
+        /// Whether the cap cut the preset's images or iterations.
+        public var scaledDown: Bool
+    }
+
+    /// The preset's images, iterations per batch and reconstruction iterations per block, before the cap.
+    var preset: (images: Int, iterations: Int, iterationsPerBlock: Int) {
+        switch self {
+        case .fast: return (64, 100, 100)
+        case .default: return (128, 200, 500)
+        case .thorough: return (256, 500, 2000)
+        }
+    }
+
+    /// Synthesis multiply-accumulates (teacher and generator, forward only, summed over images and iterations) the
+    /// preset spends at most. The default's cap puts a zero-shot W8A8 ResNet-18 at 224×224 near 10 minutes on 2
+    /// cores (README, "Budgets"); the others are a quarter and four times it.
+    var cap: Double {
+        switch self {
+        case .fast: return 2.5e12
+        case .default: return 10e12
+        case .thorough: return 40e12
+        }
+    }
+
+    /// Fewest images and iterations a cut goes down to.
+    static let floor = (images: 16, iterations: 50)
+
+    /// The plan for a teacher of `teacherMACs` and a generator of `generatorMACs` per image.
+    public func plan(teacherMACs: Int, generatorMACs: Int) -> Plan {
+        let preset = self.preset
+        let perImageIteration = Double(max(1, teacherMACs + generatorMACs))
+        var images = preset.images, iterations = preset.iterations
+        // Images first (a multiple of 8, down to the floor), then iterations (down to theirs): fewer images cost
+        // the calibration ranges less than fewer steps cost every image.
+        let affordable = cap / perImageIteration  // image-iterations within the cap
+        if Double(images * iterations) > affordable {
+            images = max(Self.floor.images, min(images, Int(affordable / Double(iterations)) / 8 * 8))
+            iterations = max(Self.floor.iterations, min(iterations, Int(affordable / Double(images))))
+        }
+        return Plan(images: images, iterations: iterations, iterationsPerBlock: preset.iterationsPerBlock,
+                    scaledDown: images < preset.images || iterations < preset.iterations)
+    }
+
+    /// The plan for `teacher` with Genie's generator at its input size.
+    public func plan(for teacher: Graph, latentSize: Int = SynthesisOptions().latentSize) -> Plan {
+        let shape = teacher.inputs.first.map { teacher[$0].shape } ?? []
+        let sample = shape.count == 4 ? Array(shape.dropFirst()) : [1, 4, 4]
+        return plan(teacherMACs: teacher.macsPerSample, generatorMACs: GenieGenerator.macsPerImage(latentSize: latentSize, output: sample))
+    }
+}
+
+/// When a synthesis batch has stopped improving: its lowest loss has not fallen by `minimumImprovement` (relative)
+/// within the last `patience` iterations.
+public struct PlateauStop: Sendable, Equatable {
+    public var patience: Int
+    public var minimumImprovement: Float
+
+    /// A plateau rule.
+    public init(patience: Int, minimumImprovement: Float) {
+        self.patience = patience
+        self.minimumImprovement = minimumImprovement
+    }
+
+    /// Tracks one batch: call `update` with each iteration's loss; it returns true when the batch should stop.
+    struct Tracker {
+        let rule: PlateauStop
+        private var reference = Float.infinity  // the lowest loss when the current wait began
+        private var waited = 0
+
+        init(_ rule: PlateauStop) { self.rule = rule }
+
+        mutating func update(loss: Float) -> Bool {
+            if loss.isFinite && loss < reference * (1 - rule.minimumImprovement) {
+                reference = loss
+                waited = 0
+                return false
+            }
+            waited += 1
+            return waited >= rule.patience
+        }
+    }
+}
+
+/// A wall-clock limit shared out over a run's remaining parts (synthesis batches, reconstruction blocks).
+public struct Deadline: Sendable {
+    public let instant: ContinuousClock.Instant
+
+    /// The deadline `seconds` from now.
+    public init(secondsFromNow seconds: Double) {
+        instant = ContinuousClock.now.advanced(by: .milliseconds(Int64(seconds * 1000)))
+    }
+
+    init(instant: ContinuousClock.Instant) { self.instant = instant }
+
+    /// The deadline of the next of `remaining` equal parts: now plus an equal share of the time left.
+    func share(of remaining: Int) -> Deadline {
+        let now = ContinuousClock.now
+        guard instant > now, remaining > 1 else { return self }
+        return Deadline(instant: now + (instant - now) / remaining)
+    }
+
+    /// Whether it has passed.
+    var passed: Bool { ContinuousClock.now >= instant }
+
+    /// Seconds left (negative once passed).
+    var secondsLeft: Double {
+        let left = instant - ContinuousClock.now
+        return Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+    }
+}
