@@ -57,7 +57,7 @@ def export_resnet18(path):
 
 def photographs(count, mean, std):
     """Fashion-MNIST test images as [count, 3, 224, 224] RGB, normalized by per-channel mean and std."""
-    images, _ = fashion_mnist.load("test")
+    images, _ = fashion_mnist.load("t10k")
     x = images[:count].astype(np.float32) / 255.0
     x = np.repeat(np.repeat(x, 8, axis=1), 8, axis=2)
     x = np.repeat(x[:, None], 3, axis=1)
@@ -103,6 +103,9 @@ def main():
                 raise SystemExit(f"{' '.join(command)} failed:\n{err[-2000:]}")
             summary = json.loads(out)
             peak_mb = usage.ru_maxrss / 1024
+            print(f"{name}: {wall:.0f} s wall ({summary['synthesisSeconds']:.0f} s synthesis), peak RSS {peak_mb:.0f} MB; "
+                  f"calibration: {summary['calibration']}")
+            sys.stdout.flush()
             inputs = os.path.join(tmp, f"{name}-photos.npy")
             np.save(inputs, photographs(args.eval_images, mean, std))
             logits = []
@@ -113,8 +116,6 @@ def main():
                 logits.append(np.load(out_path).reshape(args.eval_images, -1))
             agreement = float(np.mean(logits[0].argmax(1) == logits[1].argmax(1)))
             cosine = np.sum(logits[0] * logits[1], 1) / (np.linalg.norm(logits[0], axis=1) * np.linalg.norm(logits[1], axis=1))
-            print(f"{name}: {wall:.0f} s wall ({summary['synthesisSeconds']:.0f} s synthesis), peak RSS {peak_mb:.0f} MB; "
-                  f"calibration: {summary['calibration']}")
             print(f"  student against the fp32 teacher on {args.eval_images} photographs: top-1 agreement "
                   f"{agreement * 100:.1f}%, logit cosine mean {cosine.mean():.4f}, worst {cosine.min():.4f}")
             sys.stdout.flush()

@@ -120,7 +120,7 @@ struct SynthesizeCommand: ParsableCommand {
             let summary = SynthesisSummary(teacher: teacher, output: output, method: method, count: count,
                                            shard: options.shard.map { "\($0.index)/\($0.count)" }, images: result.images.shape[0],
                                            iterations: options.method == .gaussian ? 0 : iterations, iterationsRun: result.iterationsRun,
-                                           batch: batch, seed: seed,
+                                           batch: min(batch, count), seed: seed,
                                            initialLoss: result.initialLosses, finalLoss: result.finalLosses,
                                            secondsPer100Iterations: result.secondsPer100Iterations)
             if json {

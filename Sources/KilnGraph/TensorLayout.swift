@@ -71,14 +71,24 @@ public enum TensorLayout {
         }
     }
 
-    /// Elements of `source` read through an arbitrary strided view of the given output shape.
+    /// Elements of `source` read through an arbitrary strided view of the given output shape. Inlinable, so that
+    /// callers get it specialized for their element type; the odometer steps once per output row.
+    @inlinable
     public static func gatherStrided<T>(_ source: [T], outputShape: [Int], base: Int, strides: [Int]) -> [T] {
         let total = outputShape.elementCount
         if total == 0 { return [] }
+        guard let width = outputShape.last, let step = strides.last else { return [source[base]] }
+        var rows = outputShape
+        rows[rows.count - 1] = 1
         return [T](unsafeUninitializedCapacity: total) { buffer, initialized in
             source.withUnsafeBufferPointer { input in
-                walk(shape: outputShape, sources: [(base, strides)]) { output, offsets in
-                    (buffer.baseAddress! + output).initialize(to: input[offsets[0]])
+                walk(shape: rows, sources: [(base, strides)]) { row, offsets in
+                    let out = buffer.baseAddress! + row * width
+                    var at = offsets[0]
+                    for i in 0..<width {
+                        (out + i).initialize(to: input[at])
+                        at += step
+                    }
                 }
             }
             initialized = total

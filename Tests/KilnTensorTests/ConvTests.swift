@@ -70,16 +70,20 @@ let convCases: [ConvCase] = [
     (1, 3, 17, 17, 16, [7, 7], [2, 2], [3, 3, 3, 3], [1, 1], 1),  // a stem: 3 channels, 7×7 stride 2
 ]
 
+/// A case's input and weight (random, from `rng`) and attributes.
+func convCaseOperands(_ t: ConvCase, _ rng: inout SplitMix) -> (x: Tensor, w: Tensor, a: ConvAttributes) {
+    (randomTensor([t.n, t.c, t.h, t.w], &rng), randomTensor([t.m, t.c / t.g] + t.k, &rng),
+     ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g))
+}
+
 @Suite("fp32 convolution")
 struct ConvTests {
     @Test("oneDNN and Kiln's own loops match the direct Float64 convolution", arguments: convCases.indices)
     func matchesNaive(_ index: Int) {
         let t = convCases[index]
         var rng = SplitMix(state: UInt64(index + 1))
-        let x = randomTensor([t.n, t.c, t.h, t.w], &rng)
-        let w = randomTensor([t.m, t.c / t.g] + t.k, &rng)
+        let (x, w, a) = convCaseOperands(t, &rng)
         let b = randomTensor([t.m], &rng)
-        let a = ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g)
         let expected = naiveConv(x, w, b, a)
         for threads in [1, 2, 3] {
             Parallel.threadCount = threads
@@ -105,9 +109,7 @@ struct ConvTests {
     func backwardMatchesLoops(_ index: Int) {
         let t = convCases[index]
         var rng = SplitMix(state: UInt64(index + 100))
-        let x = randomTensor([t.n, t.c, t.h, t.w], &rng)
-        let w = randomTensor([t.m, t.c / t.g] + t.k, &rng)
-        let a = ConvAttributes(strides: t.s, pads: t.p, dilations: t.d, group: t.g)
+        let (x, w, a) = convCaseOperands(t, &rng)
         let dy = randomTensor(FP32.conv2d(x, weight: w, bias: nil, a).shape, &rng)
         let fast = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: true, bias: true)
         let loops = FP32.im2colConv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: true, bias: true)
