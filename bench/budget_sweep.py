@@ -34,6 +34,7 @@ def main():
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations-per-block", type=int, default=None, help="w4a4 only (default: the budget's)")
+    parser.add_argument("--points", nargs="+", type=int, default=None, help="indices into the grid (default: all)")
     args = parser.parse_args()
     print(subprocess.run([os.path.join(ROOT, "scripts", "machine-info.sh")], capture_output=True, text=True).stdout.strip())
     print(f"{'teacher':<12} {'bits':<5} {'images':>6} {'iterations':>14} {'plateau':>7} {'seconds':>8} {'top-1':>7}")
@@ -41,7 +42,7 @@ def main():
         for name in args.teachers:
             teacher = os.path.join(ROOT, "models", f"{name}.onnx")
             for bits in args.bits:
-                for images, iterations, plateau, extra in POINTS:
+                for images, iterations, plateau, extra in [POINTS[i] for i in (args.points or range(len(POINTS)))]:
                     student = os.path.join(tmp, "student.kiln")
                     command = [args.kiln, "quantize", teacher, "-o", student, "--bits", bits, "--synthetic-count",
                                str(images), "--synthetic-iterations", str(iterations), "--threads", str(args.threads),
