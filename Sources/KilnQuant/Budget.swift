@@ -29,8 +29,9 @@ public enum QuantizationBudget: String, Sendable, CaseIterable {
     }
 
     /// Synthesis multiply-accumulates (teacher and generator, forward only, summed over images and iterations) the
-    /// preset spends at most. The default's cap puts a zero-shot W8A8 ResNet-18 at 224×224 near 10 minutes on 2
-    /// cores (README, "Budgets"); the others are a quarter and four times it.
+    /// preset spends at most. The default's cap gives ResNet-18 at 224×224 16 images, a zero-shot W8A8 run of 474 s
+    /// on a 2-core Zen 5 (README, "Budgets"); the others are a quarter and four times it. Memory-bound teachers
+    /// (EfficientNet-Lite0) take longer per multiply-accumulate than this count assumes.
     var cap: Double {
         switch self {
         case .fast: return 2.5e12
