@@ -99,6 +99,11 @@ public struct PlateauStop: Sendable, Equatable {
     }
 }
 
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 /// A wall-clock limit shared out over a run's remaining parts (synthesis batches, reconstruction blocks).
 public struct Deadline: Sendable {
     public let instant: ContinuousClock.Instant
@@ -122,7 +127,6 @@ public struct Deadline: Sendable {
 
     /// Seconds left (negative once passed).
     var secondsLeft: Double {
-        let left = instant - ContinuousClock.now
-        return Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+        (instant - ContinuousClock.now).seconds
     }
 }

@@ -572,8 +572,7 @@ public struct Distiller {
             weightStepOptimizer.learningRate = schedule.weight.rate(at: iteration + 1)
             activationStepOptimizer.learningRate = schedule.activation.rate(at: iteration + 1)
             if iteration == 0, let blockDeadline {
-                let first = clock.now - start, left = blockDeadline.secondsLeft
-                let perStep = Double(first.components.seconds) + Double(first.components.attoseconds) / 1e18
+                let perStep = (clock.now - start).seconds, left = blockDeadline.secondsLeft
                 let fit = max(1, Int(left / max(perStep, 1e-6)) + 1)
                 if fit < total {
                     total = fit
@@ -596,7 +595,7 @@ public struct Distiller {
         let elapsed = clock.now - start
         let report = BlockReport(block: graph.nodes[block.nodes.lowerBound].name, nodes: block.nodes.count, lossBefore: lossBefore,
                                  lossReconstructed: blockError(try hardForward(block, studentInput, state: state), teacherOutput),
-                                 seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                                 seconds: elapsed.seconds)
         if report.keptInitialization {
             // Reconstruction made this block worse on the calibration set (the fp32 path differs between CPUs, and
             // so does where the optimisation ends): the student keeps the block as it started.

@@ -139,7 +139,7 @@ public enum QuantizationPipeline {
             }
             let start = clock.now
             let result = try Synthesizer.synthesize(job.teacher, options: options, progress: hooks.synthesis)
-            synthesisSeconds = seconds(clock.now - start)
+            synthesisSeconds = (clock.now - start).seconds
             synthesis = result
             images = result.images
             description = "\(options.method.rawValue) synthesis (\(options.count) images, \(result.iterationsDescription(of: options)), seed \(options.seed))"
@@ -147,12 +147,12 @@ public enum QuantizationPipeline {
         let start = clock.now
         var job = job
         if let limit = job.timeLimit {
-            job.distill.deadline = Deadline(secondsFromNow: limit * 0.9 - seconds(clock.now - runStart))
+            job.distill.deadline = Deadline(secondsFromNow: limit * 0.9 - (clock.now - runStart).seconds)
         }
         var outcome = job.usesDistiller
             ? try distill(job, images, hooks)
             : try quantize(job, images, hooks)
-        outcome.quantizationSeconds = seconds(clock.now - start)
+        outcome.quantizationSeconds = (clock.now - start).seconds
         outcome.synthesisSeconds = synthesisSeconds
         outcome.synthesis = synthesis
         outcome.calibration = images
@@ -226,9 +226,5 @@ public enum QuantizationPipeline {
             metadata["kiln.scheme"] = "w8a8: int8 per-channel symmetric weights, uint8 asymmetric activations, int32 bias"
         }
         return metadata
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

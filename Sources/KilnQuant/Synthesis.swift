@@ -187,7 +187,7 @@ public enum Synthesizer {
             iterationsRun.append(ran)
         }
         let elapsed = clock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.seconds
         return SynthesisResult(images: Tensor(shape: [shardCount] + sample, scalars: images), initialLosses: initial,
                                finalLosses: final, iterationsRun: iterationsRun,
                                secondsPer100Iterations: seconds / Double(max(iterationsRun.reduce(0, +), 1)) * 100)
