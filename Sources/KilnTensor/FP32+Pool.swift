@@ -12,77 +12,71 @@ extension FP32 {
         maxPool(x, a, winners: true)
     }
 
-    /// Max pooling walked row by row: for each window row and kernel column, one pass along the output row, so that
-    /// neighbouring outputs are independent (a per-window maximum is a chain of dependent compares).
+    /// Max pooling one plane and one kernel cell at a time: the cell's candidates for every output of the plane are
+    /// gathered (−∞ where the cell falls in the padding), then compared with the running maxima across the whole
+    /// plane, eight outputs per vector compare — a per-window maximum is a chain of dependent compares, and a
+    /// per-row pass leaves short rows (7–14 outputs) to scalar compares that branch.
     @inline(__always)
     private static func maxPool(_ x: Tensor, _ a: PoolAttributes, winners: Bool) -> (output: Tensor, winners: [Int32]) {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let shape = try! Op.maxPool(a).outputShape(inputShapes: [x.shape])
         let (oh, ow) = (shape[2], shape[3])
         let g = PoolGeometry(a, height: h, width: w)
-        let planes = n * c, count = planes * oh * ow
-        // Output columns whose input column for kernel column kj is in bounds, per kj.
-        let columns = (0..<g.kernelW).map { kj -> Range<Int> in
-            let offset = kj * g.dilationW - g.padLeft  // input column = ox · strideW + offset
-            let low = offset >= 0 ? 0 : (-offset + g.strideW - 1) / g.strideW
-            let high = w - 1 - offset < 0 ? 0 : (w - 1 - offset) / g.strideW + 1
-            return min(low, ow)..<max(min(high, ow), min(low, ow))
+        let planes = n * c, cells = oh * ow, count = planes * cells
+        // Per kernel row and column: the output rows (columns) whose input row (column) is in bounds.
+        let rowRanges = (0..<g.kernelH).map {
+            inBoundsOutputs(offset: $0 * g.dilationH - g.padTop, stride: g.strideH, size: h, outputs: oh)
         }
-        let rows = (0..<oh).map { PoolSpan(start: $0 * g.strideH - g.padTop, kernel: g.kernelH, dilation: g.dilationH,
-                                           size: h) }
-        // Each output column's first in-bounds input column (−1 if none): a window's winner until a larger cell
-        // comes, so that the loop below needs one compare (an all −∞ window still sends its gradient somewhere).
-        let firstColumns = (0..<ow).map { ox in
-            PoolSpan(start: ox * g.strideW - g.padLeft, kernel: g.kernelW, dilation: g.dilationW, size: w)
-        }.map { $0.count > 0 ? $0.first : -1 }
+        let columnRanges = (0..<g.kernelW).map {
+            inBoundsOutputs(offset: $0 * g.dilationW - g.padLeft, stride: g.strideW, size: w, outputs: ow)
+        }
+        // Output (oy, ox) reads input cell oy·strideH·w + ox·strideW + the kernel cell's offset.
+        let origins = (0..<cells).map { Int32(truncatingIfNeeded: ($0 / ow) * g.strideH * w + ($0 % ow) * g.strideW) }
+        // Each output's first in-bounds cell (−1 if none): its winner until a larger cell comes, so that an all −∞
+        // window still sends its gradient somewhere.
+        let firstCells = (0..<cells).map { cell -> Int32 in
+            let row = PoolSpan(start: (cell / ow) * g.strideH - g.padTop, kernel: g.kernelH, dilation: g.dilationH, size: h)
+            let column = PoolSpan(start: (cell % ow) * g.strideW - g.padLeft, kernel: g.kernelW, dilation: g.dilationW,
+                                  size: w)
+            return row.count > 0 && column.count > 0 ? Int32(truncatingIfNeeded: row.first * w + column.first) : -1
+        }
         var indices = [Int32](repeating: -1, count: winners ? count : 0)
         let out = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             x.scalars.withUnsafeBufferPointer { xp in
                 indices.withUnsafeMutableBufferPointer { ip in
-                    let (source, target) = (UnsafeSendablePointer(xp.baseAddress!), UnsafeMutableSendablePointer(buffer.baseAddress!))
-                    // (An empty array may still have a base address: the flag decides.)
-                    let chosen = winners ? ip.baseAddress.map(UnsafeMutableSendablePointer.init) : nil
-                    Parallel.forEachChunk(planes, grain: max(1, 4096 / max(oh * ow, 1))) { range in
-                        let gathered = UnsafeMutableSendablePointer(UnsafeMutablePointer<Float>.allocate(capacity: max(ow, 1)))
-                        defer { gathered.pointer.deallocate() }
-                        for plane in range {
-                            let src = source.pointer + plane * h * w
-                            for oy in 0..<oh {
-                                let cell = (plane * oh + oy) * ow
-                                let outRow = target.pointer + cell
-                                outRow.initialize(repeating: -Float.infinity, count: ow)
-                                let winnerRow = chosen.map { $0.pointer + cell }
-                                if let winnerRow, rows[oy].count > 0 {
-                                    for ox in 0..<ow where firstColumns[ox] >= 0 {
-                                        winnerRow[ox] = Int32(truncatingIfNeeded: rows[oy].first * w + firstColumns[ox])
-                                    }
-                                }
-                                var iy = rows[oy].first
-                                for _ in 0..<rows[oy].count {
-                                    let line = src + iy * w
-                                    for kj in 0..<g.kernelW {
-                                        let offset = kj * g.dilationW - g.padLeft
-                                        let span = columns[kj]
-                                        guard let first = span.first else { continue }
-                                        // The candidates of this kernel cell, made contiguous for the vector compare.
-                                        let candidates = g.strideW == 1 ? line + first + offset : UnsafePointer(gathered.pointer)
-                                        if g.strideW != 1 {
-                                            var from = line + first * g.strideW + offset
-                                            for k in 0..<span.count {
-                                                gathered.pointer[k] = from.pointee
-                                                from += g.strideW
-                                            }
+                    origins.withUnsafeBufferPointer { op in
+                        let (source, target) = (UnsafeSendablePointer(xp.baseAddress!), UnsafeMutableSendablePointer(buffer.baseAddress!))
+                        // (An empty array may still have a base address: the flag decides.)
+                        let chosen = winners ? ip.baseAddress.map(UnsafeMutableSendablePointer.init) : nil
+                        let origin = UnsafeSendablePointer(op.baseAddress!)
+                        Parallel.forEachChunk(planes, grain: max(1, 4096 / max(cells, 1))) { range in
+                            let candidates = UnsafeMutablePointer<Float>.allocate(capacity: max(cells, 1))
+                            defer { candidates.deallocate() }
+                            for plane in range {
+                                let src = source.pointer + plane * h * w, end = src + h * w
+                                let best = target.pointer + plane * cells
+                                best.initialize(repeating: -Float.infinity, count: cells)
+                                let winnerPlane = chosen.map { $0.pointer + plane * cells }
+                                winnerPlane?.update(from: firstCells, count: cells)
+                                for ki in 0..<g.kernelH where !rowRanges[ki].isEmpty {
+                                    for kj in 0..<g.kernelW where !columnRanges[kj].isEmpty {
+                                        let (rows, columns) = (rowRanges[ki], columnRanges[kj])
+                                        let offset = (ki * g.dilationH - g.padTop) * w + kj * g.dilationW - g.padLeft
+                                        if rows.count < oh || columns.count < ow {
+                                            candidates.initialize(repeating: -Float.infinity, count: cells)
                                         }
-                                        if let winnerRow {
-                                            let base = Int32(truncatingIfNeeded: iy * w + first * g.strideW + offset)
-                                            keepLarger(candidates, outRow + first, count: span.count,
-                                                       winners: winnerRow + first, base: base,
-                                                       step: Int32(truncatingIfNeeded: g.strideW))
+                                        for oy in rows {
+                                            let first = oy * ow + columns.lowerBound
+                                            gather(from: src + Int(origin.pointer[first]) + offset, stride: g.strideW,
+                                                   count: columns.count, end: end, into: candidates + first)
+                                        }
+                                        if let winnerPlane {
+                                            keepLarger(candidates, best, count: cells, winners: winnerPlane,
+                                                       origins: origin.pointer, offset: Int32(truncatingIfNeeded: offset))
                                         } else {
-                                            keepLarger(candidates, outRow + first, count: span.count)
+                                            keepLarger(candidates, best, count: cells)
                                         }
                                     }
-                                    iy += g.dilationH
                                 }
                             }
                         }
@@ -94,43 +88,83 @@ extension FP32 {
         return (Tensor(shape: shape, scalars: out), indices)
     }
 
+    /// The outputs o in 0..<outputs whose input position o · stride + offset lies within 0..<size.
+    private static func inBoundsOutputs(offset: Int, stride: Int, size: Int, outputs: Int) -> Range<Int> {
+        let low = offset >= 0 ? 0 : (-offset + stride - 1) / stride
+        let high = size - 1 - offset < 0 ? 0 : (size - 1 - offset) / stride + 1
+        return min(low, outputs)..<max(min(high, outputs), min(low, outputs))
+    }
+
+    /// target[k] = source[k · stride] for k in 0..<count, reading nothing at or past `end`; strides 1 and 2 (the
+    /// pooling strides in use) by vectors.
+    @inline(__always)
+    private static func gather(from source: UnsafePointer<Float>, stride: Int, count: Int, end: UnsafePointer<Float>,
+                               into target: UnsafeMutablePointer<Float>) {
+        var k = 0
+        if stride == 1 {
+            target.update(from: source, count: count)
+            return
+        }
+        if stride == 2 {
+            while k + 8 <= count && source + 2 * k + 16 <= end {
+                let pairs = UnsafeRawPointer(source + 2 * k).loadUnaligned(as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(target + k).storeBytes(of: pairs.evenHalf, as: SIMD8<Float>.self)
+                k += 8
+            }
+        }
+        while k < count {
+            target[k] = source[k * stride]
+            k += 1
+        }
+    }
+
     /// best[k] = max(best[k], candidates[k]) for k in 0..<count, eight at a time.
     @inline(__always)
     private static func keepLarger(_ candidates: UnsafePointer<Float>, _ best: UnsafeMutablePointer<Float>, count: Int) {
-        var k = 0
-        while k + 8 <= count {
+        forEachVector(count) { k in
             let v = UnsafeRawPointer(candidates + k).loadUnaligned(as: SIMD8<Float>.self)
             let b = UnsafeRawPointer(best + k).loadUnaligned(as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(best + k).storeBytes(of: b.replacing(with: v, where: v .> b), as: SIMD8<Float>.self)
-            k += 8
+        } scalar: { k in
+            best[k] = candidates[k] > best[k] ? candidates[k] : best[k]
         }
-        while k < count { best[k] = candidates[k] > best[k] ? candidates[k] : best[k]; k += 1 }
     }
 
-    /// Where candidates[k] > best[k]: best[k] = candidates[k] and winners[k] = base + k·step; eight at a time (a
-    /// scalar compare-and-select compiles to a branch, and which cell wins is unpredictable).
+    /// Calls `vector(k)` for k = 0, 8, 16, … and once more for the last eight of `count` (overlapping: the updates
+    /// here are idempotent), or `scalar(k)` for each k when there are fewer than eight.
+    @inline(__always)
+    private static func forEachVector(_ count: Int, _ vector: (Int) -> Void, scalar: (Int) -> Void) {
+        guard count >= 8 else {
+            for k in 0..<count { scalar(k) }
+            return
+        }
+        var k = 0
+        while k + 8 <= count {
+            vector(k)
+            k += 8
+        }
+        if k < count { vector(count - 8) }
+    }
+
+    /// Where candidates[k] > best[k]: best[k] = candidates[k] and winners[k] = origins[k] + offset; eight at a
+    /// time (a scalar compare-and-select compiles to a branch, and which cell wins is unpredictable).
     @inline(__always)
     private static func keepLarger(_ candidates: UnsafePointer<Float>, _ best: UnsafeMutablePointer<Float>, count: Int,
-                                   winners: UnsafeMutablePointer<Int32>, base: Int32, step: Int32) {
-        var k = 0
-        var codes = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7) &* step &+ base
-        while k + 8 <= count {
+                                   winners: UnsafeMutablePointer<Int32>, origins: UnsafePointer<Int32>, offset: Int32) {
+        forEachVector(count) { k in
             let v = UnsafeRawPointer(candidates + k).loadUnaligned(as: SIMD8<Float>.self)
             let b = UnsafeRawPointer(best + k).loadUnaligned(as: SIMD8<Float>.self)
             let w = UnsafeRawPointer(winners + k).loadUnaligned(as: SIMD8<Int32>.self)
+            let codes = UnsafeRawPointer(origins + k).loadUnaligned(as: SIMD8<Int32>.self) &+ offset
             let larger = v .> b
             UnsafeMutableRawPointer(best + k).storeBytes(of: b.replacing(with: v, where: larger), as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(winners + k).storeBytes(of: w.replacing(with: codes, where: larger),
                                                             as: SIMD8<Int32>.self)
-            codes &+= 8 &* step
-            k += 8
-        }
-        while k < count {
+        } scalar: { k in
             if candidates[k] > best[k] {
                 best[k] = candidates[k]
-                winners[k] = base &+ Int32(truncatingIfNeeded: k) &* step
+                winners[k] = origins[k] &+ offset
             }
-            k += 1
         }
     }
 
