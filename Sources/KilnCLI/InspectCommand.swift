@@ -52,6 +52,8 @@ struct InspectReport: Encodable {
     var ops: [String: Int]
     var parameters: Int
     var macs: Int
+    /// A teacher's activation elements per sample (`Graph.activationsPerSample`).
+    var activations: Int?
     var batchNorms: Int?
     var metadata: [String: String]
     /// What real inputs look like, as the metadata states it ("unknown" when it does not).
@@ -82,6 +84,7 @@ struct InspectReport: Encodable {
             ops = graph.opHistogram
             parameters = graph.parameterCount
             macs = graph.macsPerSample
+            activations = graph.activationsPerSample
             batchNorms = graph.batchNormCount
             metadata = graph.metadata
             if graph.batchNormCount == 0 {
@@ -168,6 +171,7 @@ struct InspectReport: Encodable {
         lines += [
             "MACs:        \(macs.formatted()) per sample",
         ]
+        if let activations { lines.append("activations: \(activations.formatted()) floats per sample") }
         if let batchNorms { lines.append("BatchNorm:   \(batchNorms)") }
         if let lowering { lines.append("int8 lowering: \(lowering)") }
         if let onnxOps { lines.append("ONNX ops (\(onnxOps.values.reduce(0, +)) nodes):\n\(histogram(onnxOps))") }

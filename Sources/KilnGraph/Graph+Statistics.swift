@@ -33,6 +33,13 @@ extension Graph {
 }
 
 extension Graph {
+    /// Float elements the nodes of one inference of one sample write (batch dimension taken as 1): the activation
+    /// memory traffic, which bounds the ops that do little arithmetic per element (BatchNorm, activations,
+    /// depthwise convolutions).
+    public var activationsPerSample: Int {
+        nodes.reduce(0) { $0 + self[$1.output].shape.substitutingBatch(1).elementCount }
+    }
+
     /// Channels of the first input (its second dimension; nil for inputs of rank < 2).
     public var inputChannels: Int? {
         guard let input = inputs.first, self[input].shape.count >= 2 else { return nil }

@@ -9,14 +9,39 @@ public enum QuantizationBudget: String, Sendable, CaseIterable {
     case `default`
     case thorough
 
-    /// Images, iterations per batch and reconstruction iterations per block for a teacher of `teacherMACs`
-    /// multiply-accumulates per image whose generator costs `generatorMACs` per image.
+    /// Images, iterations per batch and reconstruction iterations per block for a teacher and generator of given
+    /// per-image costs.
     public struct Plan: Sendable, Equatable {
         public var images: Int
         public var iterations: Int
         public var iterationsPerBlock: Int
         /// Whether the cap cut the preset's images or iterations.
         public var scaledDown: Bool
+    }
+
+    /// What one image costs in one synthesis iteration, forward: multiply-accumulates and activation elements
+    /// written. Both count: ops that do little arithmetic per element (BatchNorm, activations, depthwise
+    /// convolutions, the generator's upsampling) are bound by memory traffic, not multiply-accumulates.
+    public struct ImageCost: Sendable, Equatable {
+        public var macs: Int
+        public var activations: Int
+
+        /// A cost.
+        public init(macs: Int, activations: Int) {
+            (self.macs, self.activations) = (macs, activations)
+        }
+
+        /// Multiply-accumulates an activation element costs as much time as, fitted to two measured synthesis
+        /// steps (forward and backward, generator included, 2 threads of a Zen 5): ResNet-18 at 224×224, 2.9 G MACs
+        /// and 17.5 M activations, 131 ms per image and iteration; EfficientNet-Lite0, 1.5 G and 33.9 M, 183 ms.
+        static let macsPerActivation = 275.0
+
+        /// The cost in multiply-accumulate equivalents.
+        var equivalentMACs: Double { Double(macs) + Self.macsPerActivation * Double(activations) }
+
+        static func + (a: ImageCost, b: ImageCost) -> ImageCost {
+            ImageCost(macs: a.macs + b.macs, activations: a.activations + b.activations)
+        }
     }
 
     /// The preset's images, iterations per batch and reconstruction iterations per block, before the cap.
@@ -28,25 +53,25 @@ public enum QuantizationBudget: String, Sendable, CaseIterable {
         }
     }
 
-    /// Synthesis multiply-accumulates (teacher and generator, forward only, summed over images and iterations) the
-    /// preset spends at most. The default's cap gives ResNet-18 at 224×224 16 images, a zero-shot W8A8 run of 474 s
-    /// on a 2-core Zen 5 (README, "Budgets"); the others are a quarter and four times it. Memory-bound teachers
-    /// (EfficientNet-Lite0) take longer per multiply-accumulate than this count assumes.
+    /// Synthesis work (teacher and generator, forward, in multiply-accumulate equivalents, `ImageCost`, summed over
+    /// images and iterations) the preset spends at most. The default's cap gives ResNet-18 at 224×224 16 images × 200
+    /// iterations (a zero-shot W8A8 run of 474 s on a 2-core Zen 5, README "Budgets") and EfficientNet-Lite0 16 × 144;
+    /// the others are a quarter and four times it.
     var cap: Double {
         switch self {
-        case .fast: return 2.5e12
-        case .default: return 10e12
-        case .thorough: return 40e12
+        case .fast: return 6.25e12
+        case .default: return 25e12
+        case .thorough: return 100e12
         }
     }
 
     /// Fewest images and iterations a cut goes down to.
     static let floor = (images: 16, iterations: 50)
 
-    /// The plan for a teacher of `teacherMACs` and a generator of `generatorMACs` per image.
-    public func plan(teacherMACs: Int, generatorMACs: Int) -> Plan {
+    /// The plan for a teacher and a generator of the given per-image costs.
+    public func plan(teacher: ImageCost, generator: ImageCost) -> Plan {
         let preset = self.preset
-        let perImageIteration = Double(max(1, teacherMACs + generatorMACs))
+        let perImageIteration = max(1, (teacher + generator).equivalentMACs)
         var images = preset.images, iterations = preset.iterations
         // Images first (a multiple of 8, down to the floor), then iterations (down to theirs): fewer images cost
         // the calibration ranges less than fewer steps cost every image.
@@ -63,7 +88,8 @@ public enum QuantizationBudget: String, Sendable, CaseIterable {
     public func plan(for teacher: Graph, latentSize: Int = SynthesisOptions().latentSize) -> Plan {
         let shape = teacher.inputs.first.map { teacher[$0].shape } ?? []
         let sample = shape.count == 4 ? Array(shape.dropFirst()) : [1, 4, 4]
-        return plan(teacherMACs: teacher.macsPerSample, generatorMACs: GenieGenerator.macsPerImage(latentSize: latentSize, output: sample))
+        return plan(teacher: ImageCost(macs: teacher.macsPerSample, activations: teacher.activationsPerSample),
+                    generator: GenieGenerator.cost(latentSize: latentSize, output: sample))
     }
 }
 

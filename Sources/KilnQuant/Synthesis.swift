@@ -407,11 +407,16 @@ struct GenieGenerator {
         ]
     }
 
-    /// Multiply-accumulates of one image through the generator (its linear layer and two convolutions).
-    static func macsPerImage(latentSize: Int, output: [Int]) -> Int {
+    /// What one image costs through the generator: the multiply-accumulates of its linear layer and two
+    /// convolutions, and the elements each step of `forward` writes.
+    static func cost(latentSize: Int, output: [Int]) -> QuantizationBudget.ImageCost {
         let (channels, height, width) = (output[0], output[1], output[2])
-        return latentSize * wide * (height / 4) * (width / 4) + wide * narrow * 9 * (height / 2) * (width / 2)
-            + narrow * channels * 9 * height * width
+        let (quarter, half, full) = ((height / 4) * (width / 4), (height / 2) * (width / 2), height * width)
+        let macs = latentSize * wide * quarter + wide * narrow * 9 * half + narrow * channels * 9 * full
+        // Linear, bias, reshape, BatchNorm at a quarter; upsampled; convolution, BatchNorm, activation at half;
+        // upsampled; convolution, tanh, BatchNorm at full size.
+        let activations = 4 * wide * quarter + wide * half + 3 * narrow * half + narrow * full + 3 * channels * full
+        return .init(macs: macs, activations: activations)
     }
 
     func forward(_ tape: Tape, _ z: Variable, _ p: [Variable]) -> Variable {

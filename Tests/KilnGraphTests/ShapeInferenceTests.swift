@@ -81,6 +81,7 @@ struct GraphTests {
         var graph = try smallGraph()
         try graph.verify()
         #expect(graph.macsPerSample == 2 * 3 * 3 * 9)
+        #expect(graph.activationsPerSample == 2 * (2 * 3 * 3))  // conv and relu, each [1, 2, 3, 3]
         graph.eliminateDeadCode()
         #expect(graph.parameterCount == 18)
         #expect(graph.opHistogram == ["Conv": 1, "Relu": 1])

@@ -8,26 +8,40 @@ import Testing
 struct BudgetTests {
     @Test("small teachers get the preset; costly ones fewer images (a multiple of 8), then fewer iterations")
     func planScales() {
-        // The committed ResNet-20 (31 M MACs at 28×28, generator about 8 M): the whole preset fits every cap.
+        // The committed ResNet-20 (31 M MACs and 0.5 M activations at 28×28, generator about 17 M MACs and
+        // 0.2 M activations): the whole preset fits every cap.
+        let small = QuantizationBudget.ImageCost(macs: 31_000_000, activations: 520_000)
+        let smallGenerator = GenieGenerator.cost(latentSize: 256, output: [1, 28, 28])
         for budget in QuantizationBudget.allCases {
-            let plan = budget.plan(teacherMACs: 31_000_000, generatorMACs: 8_000_000)
+            let plan = budget.plan(teacher: small, generator: smallGenerator)
             #expect(plan.images == budget.preset.images && plan.iterations == budget.preset.iterations && !plan.scaledDown)
             #expect(plan.iterationsPerBlock == budget.preset.iterationsPerBlock)
         }
-        // ResNet-18 at 224×224 with Genie's generator there (1.11 G MACs): images cut to fit the default cap.
-        let generator = GenieGenerator.macsPerImage(latentSize: 256, output: [3, 224, 224])
-        #expect(generator == 256 * 128 * 56 * 56 + 128 * 64 * 9 * 112 * 112 + 64 * 3 * 9 * 224 * 224)
-        let resnet18 = QuantizationBudget.default.plan(teacherMACs: 1_814_000_000, generatorMACs: generator)
+        // ResNet-18 at 224×224 with Genie's generator there (1.11 G MACs, 9.3 M activations): images cut to fit
+        // the default cap, iterations kept.
+        let generator = GenieGenerator.cost(latentSize: 256, output: [3, 224, 224])
+        #expect(generator.macs == 256 * 128 * 56 * 56 + 128 * 64 * 9 * 112 * 112 + 64 * 3 * 9 * 224 * 224)
+        #expect(generator.activations == 4 * 128 * 56 * 56 + 128 * 112 * 112 + 3 * 64 * 112 * 112 + 64 * 224 * 224
+                + 3 * 3 * 224 * 224)
+        let resnet18Cost = QuantizationBudget.ImageCost(macs: 1_814_073_344, activations: 8_231_888)
+        let resnet18 = QuantizationBudget.default.plan(teacher: resnet18Cost, generator: generator)
         #expect(resnet18.scaledDown && resnet18.images % 8 == 0 && resnet18.iterations == 200)
-        #expect(Double(resnet18.images * resnet18.iterations) * Double(1_814_000_000 + generator) <= QuantizationBudget.default.cap)
+        #expect(Double(resnet18.images * resnet18.iterations) * (resnet18Cost + generator).equivalentMACs
+                <= QuantizationBudget.default.cap)
         #expect(resnet18.images >= 16 && resnet18.images < 128)
+        // EfficientNet-Lite0: a fifth of ResNet-18's multiply-accumulates but three times its activations, so it
+        // costs more and gets fewer iterations, not more images.
+        let efficientNet = QuantizationBudget.default.plan(
+            teacher: .init(macs: 385_187_552, activations: 24_616_883), generator: generator)
+        #expect(efficientNet.images == QuantizationBudget.floor.images && efficientNet.iterations < resnet18.iterations)
         // A teacher so costly that the image floor is reached: then the iterations fall, to their floor at most.
-        let huge = QuantizationBudget.default.plan(teacherMACs: 40_000_000_000, generatorMACs: 0)
+        let huge = QuantizationBudget.default.plan(teacher: .init(macs: 40_000_000_000, activations: 0),
+                                                   generator: .init(macs: 0, activations: 0))
         #expect(huge.images == QuantizationBudget.floor.images)
         #expect(huge.iterations < 200 && huge.iterations >= QuantizationBudget.floor.iterations)
         // More budget never gives less work.
-        let fast = QuantizationBudget.fast.plan(teacherMACs: 1_814_000_000, generatorMACs: generator)
-        let thorough = QuantizationBudget.thorough.plan(teacherMACs: 1_814_000_000, generatorMACs: generator)
+        let fast = QuantizationBudget.fast.plan(teacher: resnet18Cost, generator: generator)
+        let thorough = QuantizationBudget.thorough.plan(teacher: resnet18Cost, generator: generator)
         #expect(fast.images * fast.iterations <= resnet18.images * resnet18.iterations)
         #expect(resnet18.images * resnet18.iterations <= thorough.images * thorough.iterations)
     }
