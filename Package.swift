@@ -43,7 +43,10 @@ let package = Package(
         // The fp32 engine's C side, for KilnTensor only: convolutions on oneDNN (Debian libdnnl-dev) and the OpenMP
         // (libgomp) thread team that oneDNN and every parallel loop of KilnTensor share.
         .target(name: "CKilnFP32", linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("gomp")]),
-        .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib", "CKilnFP32"]),
+        // PNG and JPEG decoding with Debian's libpng and libjpeg-turbo, for KilnTensor's image readers.
+        .target(name: "CKilnImage", linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
+        .target(name: "KilnTensor", dependencies: ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib", "CKilnFP32",
+                                                   "CKilnImage"]),
         .target(name: "KilnONNX", dependencies: [
             "KilnGraph", "KilnStudent",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -60,9 +63,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fixtures and helpers shared by the test targets (repository paths and records, the tiny student, processes).
-        .target(name: "KilnTestSupport", dependencies: ["KilnStudent", "KilnGraph", "KilnONNX"], path: "Tests/KilnTestSupport"),
+        .target(name: "KilnTestSupport", dependencies: ["KilnStudent", "KilnGraph", "KilnONNX", "CZlib"],
+                path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph"]),
-        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph", "KilnStudent", "KilnTestSupport"]),
+        .testTarget(name: "KilnTensorTests", dependencies: ["KilnTensor", "KilnGraph", "KilnStudent", "KilnTestSupport"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnTensor", "KilnGraph", "KilnTestSupport"],
                     resources: [.copy("backend-manifest.txt")]),
         .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime", "KilnStudent", "CKilnKernelChecks", "KilnTestSupport"]),

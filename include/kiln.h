@@ -80,6 +80,42 @@ void kiln_context_free(kiln_context *context);
  *  batch × output_sample_size(i) floats (outputs are dequantized). */
 kiln_status kiln_run(kiln_context *context, const float *const *inputs, float *const *outputs, size_t batch, char **error);
 
+/** Runs one 8-bit image of any size: `pixels` holds `height` rows top to bottom, `stride` bytes apart (0: width ×
+ *  channels), channels interleaved (1 = gray, 3 = RGB). The image is preprocessed as the student records
+ *  (kiln_model_image_preprocessing: color, shorter side resized, center crop) and quantized straight from its
+ *  pixels with the recorded normalization fused into the input quantizer — no float tensor in between.
+ *  `outputs[i]` receives output_sample_size(i) floats. KILN_ERROR_RUNTIME when the student records no
+ *  preprocessing or normalization (students made before pixel input, or whose input is not an image). */
+kiln_status kiln_run_image(kiln_context *context, const uint8_t *pixels, size_t width, size_t height, size_t channels,
+                           size_t stride, float *const *outputs, char **error);
+
+/** The metadata value of `key` (e.g. "kiln.input_mean", "kiln.teacher"), NULL if absent; valid while the model
+ *  lives. */
+const char *kiln_model_metadata(const kiln_model *model, const char *key);
+
+/** Number of metadata entries, and the key of entry `index` in sorted order (NULL if out of range). */
+size_t kiln_model_metadata_count(const kiln_model *model);
+const char *kiln_model_metadata_key(const kiln_model *model, size_t index);
+
+/** The input normalization, x = (pixel / 255 - mean[c]) / std[c]: writes up to `capacity` values each to `mean`
+ *  and `std` (either may be NULL) and returns how many there are (1 for all channels alike, or one per channel);
+ *  0 when the student records none. */
+size_t kiln_model_input_normalization(const kiln_model *model, float *mean, float *std, size_t capacity);
+
+/** The image preprocessing: shorter side resized to `resize`, center crop `crop_height` × `crop_width`,
+ *  `channels` (1 gray, 3 color) and `bgr` (1 when the model takes BGR order); any pointer may be NULL. Returns 1,
+ *  or 0 when the student records none. */
+int kiln_model_image_preprocessing(const kiln_model *model, int *resize, int *crop_height, int *crop_width,
+                                   int *channels, int *bgr);
+
+/** Number of class names the student records (kiln.class_names, one per output index; 0 when none), and name
+ *  `index` (NULL if out of range); valid while the model lives. */
+size_t kiln_model_class_count(const kiln_model *model);
+const char *kiln_model_class_name(const kiln_model *model, size_t index);
+
+/** The kernel variant the model runs ("avx512vnni", "avx2", "scalar", ...); valid while the model lives. */
+const char *kiln_model_isa(const kiln_model *model);
+
 /** Releases an error message. NULL is ignored. */
 void kiln_string_free(char *string);
 

@@ -12,14 +12,28 @@ final class ModelHandle {
     let model: KilnModel
     let inputNames: [UnsafeMutablePointer<CChar>]
     let outputNames: [UnsafeMutablePointer<CChar>]
+    /// Metadata keys in sorted order and their values.
+    let metadataKeys: [UnsafeMutablePointer<CChar>]
+    let metadataValues: [String: UnsafeMutablePointer<CChar>]
+    let classNames: [UnsafeMutablePointer<CChar>]
+    let isa: UnsafeMutablePointer<CChar>
 
     init(_ model: KilnModel) {
         self.model = model
         inputNames = model.inputs.map { strdup($0.name)! }
         outputNames = model.outputs.map { strdup($0.name)! }
+        let metadata = model.student.metadata
+        metadataKeys = metadata.keys.sorted().map { strdup($0)! }
+        metadataValues = metadata.mapValues { strdup($0)! }
+        classNames = model.classNames.map { strdup($0)! }
+        isa = strdup("\(model.options.kernels)")!
     }
 
-    deinit { for name in inputNames + outputNames { free(name) } }
+    deinit {
+        for string in inputNames + outputNames + metadataKeys + Array(metadataValues.values) + classNames + [isa] {
+            free(string)
+        }
+    }
 }
 
 /// A context and the model it belongs to (kept alive with it).
@@ -204,6 +218,100 @@ public func kiln_run(_ context: OpaquePointer?, _ inputs: UnsafePointer<UnsafePo
     } catch let thrown {
         return fail(thrown, error)
     }
+}
+
+@_cdecl("kiln_run_image")
+public func kiln_run_image(_ context: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ width: Int, _ height: Int,
+                           _ channels: Int, _ stride: Int, _ outputs: UnsafePointer<UnsafeMutablePointer<Float>?>?,
+                           _ error: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    guard let context, let pixels, let outputs else {
+        return fail(.invalidArgument, "kiln_run_image: context, pixels and outputs must not be NULL", error)
+    }
+    guard channels == 1 || channels == 3 else {
+        return fail(.invalidArgument, "kiln_run_image: channels must be 1 (gray) or 3 (RGB), got \(channels)", error)
+    }
+    guard width >= 1, height >= 1, width <= 65536, height <= 65536 else {
+        return fail(.invalidArgument, "kiln_run_image: width and height must be 1 to 65536, got \(width) × \(height)", error)
+    }
+    let row = width * channels, stride = stride == 0 ? row : stride
+    guard stride >= row else {
+        return fail(.invalidArgument, "kiln_run_image: stride \(stride) is less than width × channels = \(row)", error)
+    }
+    let handle = Unmanaged<ContextHandle>.fromOpaque(UnsafeRawPointer(context)).takeUnretainedValue()
+    let model = handle.owner.model
+    var outputBuffers: [UnsafeMutableBufferPointer<Float>] = []
+    for (i, spec) in model.outputs.enumerated() {
+        guard let pointer = outputs[i] else { return fail(.invalidArgument, "kiln_run_image: output \(i) ('\(spec.name)') is NULL", error) }
+        outputBuffers.append(UnsafeMutableBufferPointer(start: pointer, count: spec.sampleCount))
+    }
+    var bytes = [UInt8](repeating: 0, count: row * height)
+    for y in 0..<height { for x in 0..<row { bytes[y * row + x] = pixels[y * stride + x] } }
+    do {
+        let input = try model.pixelInput()
+        let cropped = try input.cropped([PixelImage(width: width, height: height, channels: channels, pixels: bytes)])
+        try cropped.withUnsafeBufferPointer { cropped in
+            try handle.context.run(croppedPixels: cropped.baseAddress!, outputs: outputBuffers, batch: 1)
+        }
+        return Status.ok.rawValue
+    } catch let thrown {
+        return fail(thrown, error)
+    }
+}
+
+@_cdecl("kiln_model_metadata")
+public func kiln_model_metadata(_ model: OpaquePointer?, _ key: UnsafePointer<CChar>?) -> UnsafePointer<CChar>? {
+    guard let handle = modelHandle(model), let key else { return nil }
+    return handle.metadataValues[String(cString: key)].map { UnsafePointer($0) }
+}
+
+@_cdecl("kiln_model_metadata_count")
+public func kiln_model_metadata_count(_ model: OpaquePointer?) -> Int { modelHandle(model)?.metadataKeys.count ?? 0 }
+
+@_cdecl("kiln_model_metadata_key")
+public func kiln_model_metadata_key(_ model: OpaquePointer?, _ index: Int) -> UnsafePointer<CChar>? {
+    guard let keys = modelHandle(model)?.metadataKeys, keys.indices.contains(index) else { return nil }
+    return UnsafePointer(keys[index])
+}
+
+@_cdecl("kiln_model_input_normalization")
+public func kiln_model_input_normalization(_ model: OpaquePointer?, _ mean: UnsafeMutablePointer<Float>?,
+                                           _ std: UnsafeMutablePointer<Float>?, _ capacity: Int) -> Int {
+    guard let handle = modelHandle(model), let domain = try? InputDomain(metadata: handle.model.student.metadata) else { return 0 }
+    let (means, stds) = domain.normalization
+    let count = max(means.count, stds.count)
+    for i in 0..<min(count, max(0, capacity)) {
+        mean?[i] = means.count == 1 ? means[0] : means[i]
+        std?[i] = stds.count == 1 ? stds[0] : stds[i]
+    }
+    return count
+}
+
+@_cdecl("kiln_model_image_preprocessing")
+public func kiln_model_image_preprocessing(_ model: OpaquePointer?, _ resize: UnsafeMutablePointer<Int32>?,
+                                           _ cropHeight: UnsafeMutablePointer<Int32>?, _ cropWidth: UnsafeMutablePointer<Int32>?,
+                                           _ channels: UnsafeMutablePointer<Int32>?, _ bgr: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guard let handle = modelHandle(model),
+          let preprocessing = try? ImagePreprocessing(metadata: handle.model.student.metadata) else { return 0 }
+    resize?.pointee = Int32(preprocessing.resize)
+    cropHeight?.pointee = Int32(preprocessing.cropHeight)
+    cropWidth?.pointee = Int32(preprocessing.cropWidth)
+    channels?.pointee = Int32(preprocessing.color.channels)
+    bgr?.pointee = preprocessing.color == .bgr ? 1 : 0
+    return 1
+}
+
+@_cdecl("kiln_model_class_count")
+public func kiln_model_class_count(_ model: OpaquePointer?) -> Int { modelHandle(model)?.classNames.count ?? 0 }
+
+@_cdecl("kiln_model_class_name")
+public func kiln_model_class_name(_ model: OpaquePointer?, _ index: Int) -> UnsafePointer<CChar>? {
+    guard let names = modelHandle(model)?.classNames, names.indices.contains(index) else { return nil }
+    return UnsafePointer(names[index])
+}
+
+@_cdecl("kiln_model_isa")
+public func kiln_model_isa(_ model: OpaquePointer?) -> UnsafePointer<CChar>? {
+    modelHandle(model).map { UnsafePointer($0.isa) }
 }
 
 @_cdecl("kiln_string_free")

@@ -13,8 +13,12 @@ struct EvalCommand: ParsableCommand {
         discussion: """
             Exit status 2 means a bar (--min-top1, --max-drop, --min-agreement, --min-sqnr, --min-cosine) was missed; \
             1 means an error. Data comes from --dataset fashion-mnist[=DIR] (the 10k test images; default DIR \
-            \(FashionMNIST.defaultDirectory)) or from --inputs X.npy (float32, the model's input layout) with \
-            --labels Y.npy (int64, int32 or uint8). Without --labels (detectors, segmenters, any output) give \
+            \(FashionMNIST.defaultDirectory)), from --images DIR (PNG and JPEG files in torchvision's ImageFolder \
+            layout, DIR/<class>/*.png with classes in sorted order as labels; decoded batch by batch, resized, \
+            cropped and normalized as --resize/--crop/--color and the input-domain flags say, else as the \
+            student records, else to the model's input size) or from --inputs X.npy (float32, the model's input \
+            layout) with --labels Y.npy (int64, int32 or uint8). With labels it prints top-1, top-5 and each \
+            class's top-1. Without --labels (detectors, segmenters, any output) give \
             --reference: every output is compared with the reference's — SQNR in dB over all images and the \
             cosine of each image's output (mean and worst). Fashion-MNIST pixels are scaled to [0, 1] and normalized as \
             --input-mean/--input-std (or --preprocess, --input-range) say, or as the model's metadata says when \
@@ -29,6 +33,9 @@ struct EvalCommand: ParsableCommand {
 
     @Option(help: "Input images as float32 .npy.")
     var inputs: String?
+
+    @Option(help: "A folder of PNG/JPEG images in ImageFolder layout (DIR/<class>/*.png), or of unlabelled images with --reference.")
+    var images: String?
 
     @Option(help: "Labels as int .npy (with --inputs; optional with --reference).")
     var labels: String?
@@ -63,20 +70,22 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
-    @OptionGroup(title: "Input domain (how Fashion-MNIST pixels are normalized)") var domain: InputDomainOptions
+    @OptionGroup(title: "Input domain (how image pixels are normalized)") var domain: InputDomainOptions
+
+    @OptionGroup(title: "Images (with --images)") var image: ImageOptions
 
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         _ = try domain.stated()
-        guard (dataset == nil) != (inputs == nil) else {
-            throw ValidationError("give either --dataset fashion-mnist[=DIR] or --inputs X.npy --labels Y.npy")
+        guard [dataset != nil, inputs != nil, images != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("give one of --dataset fashion-mnist[=DIR], --images DIR or --inputs X.npy --labels Y.npy")
         }
         if labels != nil && inputs == nil { throw ValidationError("--labels goes with --inputs") }
         if inputs != nil && labels == nil && reference == nil {
             throw ValidationError("--inputs without --labels needs --reference (outputs are then compared with it)")
         }
-        if labels == nil && dataset == nil && (minTop1 != nil || maxDrop != nil || minAgreement != nil) {
+        if labels == nil && dataset == nil && images == nil && (minTop1 != nil || maxDrop != nil || minAgreement != nil) {
             throw ValidationError("--min-top1, --max-drop and --min-agreement need labels")
         }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
@@ -104,7 +113,7 @@ struct EvalCommand: ParsableCommand {
                     throw ValidationError("--layers needs a .kiln student and its ONNX teacher as --reference")
                 }
                 let full = try KilnFile.decode(try [UInt8](Data(contentsOf: URL(fileURLWithPath: model))))
-                let images = data.batch(0..<min(data.count, 1000))
+                let images = try data.batch(0..<min(data.count, 1000))
                 do {
                     result.layers = try Quantizer.layerReport(full, teacher: graph, images: images)
                 } catch let error as QuantizeError {
@@ -154,10 +163,12 @@ struct EvalData {
     let count: Int
     /// Class of each image, when the data is labelled.
     let labels: [Int]?
-    /// How Fashion-MNIST pixels were normalized, for the report.
+    /// Class names by label, when the data names them (an image folder's subfolders).
+    var classes: [String]? = nil
+    /// How image pixels were preprocessed and normalized, for the report.
     let normalization: String?
     /// Images `range` as a batch tensor.
-    let batch: (Range<Int>) -> Tensor
+    let batch: (Range<Int>) throws -> Tensor
 
     init(_ options: EvalCommand, model: LoadedModel) throws {
         if let dataset = options.dataset {
@@ -172,6 +183,21 @@ struct EvalData {
             labels = Array(set.labels.prefix(count))
             normalization = resolved.map { "\($0.domain) (\($0.source))" } ?? "x/255 (none given)"
             batch = { set.tensor($0, mean: mean, std: std) }
+        } else if let images = options.images {
+            let folder = try ImageFolder(images)
+            let preprocessing = try options.image.resolve(inputShape: model.inputShape, metadata: model.metadata,
+                                                          preset: options.domain.preprocess, file: model.path)
+            let resolved = try options.domain.resolve(metadata: model.metadata, channels: preprocessing.color.channels,
+                                                      file: model.path)
+            let domain = resolved?.domain ?? .normalized(mean: [0], std: [1])
+            if folder.classes.isEmpty && options.reference == nil {
+                throw DataFileError(file: images, "holds images but no class subfolders (DIR/<class>/*.png): unlabelled images need --reference")
+            }
+            count = min(options.limit ?? folder.count, folder.count)
+            labels = folder.classes.isEmpty ? nil : Array(folder.labels.prefix(count))
+            classes = folder.classes.isEmpty ? nil : folder.classes
+            normalization = "\(preprocessing), " + (resolved.map { "\($0.domain) (\($0.source))" } ?? "x/255 (none given)")
+            batch = { try folder.batch($0, preprocessing: preprocessing, domain: domain) }
         } else {
             let x = try NPY.readTensor(options.inputs!)
             guard x.rank >= 1 else { throw DataFileError(file: options.inputs!, "holds a scalar, not a batch of inputs") }
@@ -205,6 +231,13 @@ struct OutputAgreement: Encodable {
     var minCosine: Double
 }
 
+/// Top-1 of the images of one class.
+struct ClassAccuracy: Encodable {
+    var name: String
+    var images: Int
+    var top1: Double
+}
+
 /// Top-1, agreement and per-output figures of one evaluation.
 struct Evaluation: Encodable {
     var model = ""
@@ -214,6 +247,10 @@ struct Evaluation: Encodable {
     /// With labels: images whose argmax is the label, and that as a fraction.
     var correct: Int?
     var top1: Double?
+    /// With labels and at least five classes: images whose label is among the five largest logits, as a fraction.
+    var top5: Double?
+    /// With labels: top-1 of each class (named when the data names its classes).
+    var classes: [ClassAccuracy]?
     var referenceTop1: Double?
     var agreement: Double?
     var meanCosine: Double?
@@ -227,7 +264,8 @@ struct Evaluation: Encodable {
 
     static func run(_ model: LoadedModel, reference: LoadedModel?, data: EvalData, batch: Int) throws -> Evaluation {
         var result = Evaluation()
-        var correct = 0, referenceCorrect = 0, agreeing = 0
+        var correct = 0, referenceCorrect = 0, agreeing = 0, topFive = 0, classWidth = 0
+        var perClass: [Int: (images: Int, correct: Int)] = [:]
         let names = model.outputNames
         if let reference, reference.outputNames.count != names.count {
             throw DataFileError(file: reference.path, "has \(reference.outputNames.count) output(s) but \(model.path) has \(names.count)")
@@ -237,11 +275,19 @@ struct Evaluation: Encodable {
         let progress = Progress(label: "eval", total: data.count)
         for start in stride(from: 0, to: data.count, by: batch) {
             let range = start..<min(start + batch, data.count)
-            let x = data.batch(range)
+            let x = try data.batch(range)
             let outputs = try model.predictOutputs(x)
             let predicted = try data.labels.map { labels -> [Int] in
                 let predicted = try argmax(outputs[0], expected: range.count, file: model.path)
-                for (i, label) in zip(range, predicted) where label == labels[i] { correct += 1 }
+                classWidth = outputs[0].shape[1]
+                for (row, (i, guess)) in zip(range, predicted).enumerated() {
+                    perClass[labels[i], default: (0, 0)].images += 1
+                    if guess == labels[i] {
+                        correct += 1
+                        perClass[labels[i], default: (0, 0)].correct += 1
+                    }
+                    if rank(of: labels[i], row: row, outputs[0]) < 5 { topFive += 1 }
+                }
                 return predicted
             }
             if let reference {
@@ -272,6 +318,12 @@ struct Evaluation: Encodable {
         if data.labels != nil {
             result.correct = correct
             result.top1 = Double(correct) / n
+            if classWidth >= 5 { result.top5 = Double(topFive) / n }
+            result.classes = perClass.keys.sorted().map { label in
+                let tally = perClass[label]!
+                let name = data.classes.map { label < $0.count ? $0[label] : "\(label)" } ?? "\(label)"
+                return ClassAccuracy(name: name, images: tally.images, top1: Double(tally.correct) / Double(tally.images))
+            }
         }
         if reference != nil {
             result.outputs = names.indices.map { i in
@@ -299,6 +351,16 @@ struct Evaluation: Encodable {
         }
     }
 
+    /// How many logits of row `row` of [n, classes] logits are larger than the one of `label` (0: the label is
+    /// the argmax; a label outside the classes ranks last).
+    static func rank(of label: Int, row: Int, _ logits: Tensor) -> Int {
+        let classes = logits.shape[1]
+        guard (0..<classes).contains(label) else { return classes }
+        let values = logits.scalars[(row * classes)..<((row + 1) * classes)]
+        let target = values[row * classes + label]
+        return values.filter { $0 > target }.count
+    }
+
     /// Cosine similarity of each sample pair of two [n, ...] tensors of the same shape.
     static func cosines(_ a: Tensor, _ b: Tensor) -> [Double] {
         let classes = a.count / max(a.shape[0], 1)
@@ -318,6 +380,14 @@ struct Evaluation: Encodable {
         var lines: [String] = []
         if let top1, let correct { lines.append(String(format: "top-1: %.2f%% (%d/%d)", top1 * 100, correct, count)) }
         else { lines.append("images: \(count) (no labels)") }
+        if let top5 { lines.append(String(format: "top-5: %.2f%%", top5 * 100)) }
+        if let classes, classes.count > 1 {
+            let names = NameColumn(classes.map(\.name) + ["class"])
+            lines.append(names.cell("class") + "  images   top-1")
+            for entry in classes {
+                lines.append(names.cell(entry.name) + String(format: "  %6d  %6.2f%%", entry.images, entry.top1 * 100))
+            }
+        }
         if let normalization { lines.append("normalization: \(normalization)") }
         if let reference, let agreement, let meanCosine, let referenceTop1 {
             lines.append(String(format: "reference %@: top-1 %.2f%%, agreement %.2f%%, mean logit cosine %.6f",

@@ -58,6 +58,8 @@ struct InspectReport: Encodable {
     var metadata: [String: String]
     /// What real inputs look like, as the metadata states it ("unknown" when it does not).
     var inputDomain: String
+    /// How image files become inputs, when the metadata records it (`ImagePreprocessing`).
+    var imagePreprocessing: String?
     /// A teacher's real-input statistics as its first BatchNorm gives them (`InputStatistics`).
     var estimatedInputMean: [Float]?
     var estimatedInputStd: Float?
@@ -72,6 +74,11 @@ struct InspectReport: Encodable {
 
     init(_ model: LoadedModel) {
         file = model.path
+        do {
+            imagePreprocessing = try ImagePreprocessing(metadata: model.metadata)?.description
+        } catch {
+            warnings.append("\(error)")
+        }
         switch model.backend {
         case .teacher(let onnx, let graph, _):
             format = "onnx"
@@ -159,6 +166,7 @@ struct InspectReport: Encodable {
             "inputs:\n\(list(inputs))",
             "input domain: \(inputDomain)",
         ]
+        if let imagePreprocessing { lines.append("images:      \(imagePreprocessing)") }
         if let estimatedInputMean, let estimatedInputStd {
             lines.append("estimated from the first BatchNorm: input mean " + estimatedInputMean.map { String(format: "%.3f", $0) }.joined(separator: ",")
                          + String(format: ", std %.3f", estimatedInputStd))

@@ -73,6 +73,14 @@ struct LoadedModel {
         }
     }
 
+    /// The shape of the model's first input (batch dimension first).
+    var inputShape: [Int] {
+        switch backend {
+        case .teacher(_, let graph, _): return graph.inputs.first.map { graph[$0].shape } ?? []
+        case .student(let model): return model.inputs.first?.shape ?? []
+        }
+    }
+
     /// The model's metadata (an ONNX teacher's or a student's).
     var metadata: [String: String] {
         switch backend {

@@ -39,8 +39,11 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Where to write the student (.kiln).")
     var output: String
 
-    @Option(help: "Real calibration images: a float32 .npy [N, ...] or a folder of .npy files (default: synthesize them).")
+    @Option(help: "Real calibration images: a float32 .npy [N, ...], a folder of .npy files, or a folder of PNG/JPEG images (subfolders included; preprocessed as the image flags say) (default: synthesize them).")
     var calibration: String?
+
+    @Option(name: .customLong("class-names"), help: "A text file of class names, one per line in output order, recorded in the student (default: the subfolders of an ImageFolder --calibration).")
+    var classNames: String?
 
     @Option(name: .customLong("save-calibration"), help: "Write the synthesized calibration images to this .npy.")
     var saveCalibration: String?
@@ -85,6 +88,8 @@ struct QuantizeCommand: ParsableCommand {
 
     @OptionGroup(title: "Input domain (what real inputs look like)") var domain: InputDomainOptions
 
+    @OptionGroup(title: "Images (how image files become inputs; recorded in the student)") var image: ImageOptions
+
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -106,7 +111,25 @@ struct QuantizeCommand: ParsableCommand {
     func job(_ graph: Graph, inputDomain: InputDomain?) throws -> QuantizationJob {
         let source: CalibrationSource
         let plan = budget.plan(for: graph)
-        if let calibration {
+        let shape = graph.inputs.first.map { graph[$0].shape } ?? []
+        // Image inputs ([N, 1 or 3, H, W]) record their preprocessing; other inputs only if image flags ask.
+        let imageLike = shape.count == 4 && [1, 3].contains(shape[1])
+        let preprocessing = imageLike || image.given
+            ? try image.resolve(inputShape: shape, metadata: graph.metadata, preset: domain.preprocess, file: teacher) : nil
+        var inputDomain = inputDomain
+        var folderClasses: [String] = []
+        if let calibration, let folder = try CalibrationSet.imageFolder(calibration) {
+            guard let preprocessing else {
+                throw DataFileError(file: calibration, "holds images but the teacher's input \(shape.shapeDescription) is not [N, 1 or 3, H, W]")
+            }
+            if inputDomain == nil {
+                inputDomain = .normalized(mean: [0], std: [1])
+                FileHandle.standardError.write(Data("kiln: warning: no input domain stated (--preprocess, --input-mean/--input-std or --input-range) or recorded in the teacher; the images of \(calibration) are scaled to x/255\n".utf8))
+            }
+            source = .images(try folder.batch(0..<folder.count, preprocessing: preprocessing, domain: inputDomain!),
+                             description: calibration)
+            folderClasses = folder.classes
+        } else if let calibration {
             source = .images(try CalibrationSet.load(calibration), description: calibration)
         } else {
             let count = syntheticCount ?? plan.images
@@ -123,6 +146,16 @@ struct QuantizeCommand: ParsableCommand {
         job.distill.allLayers = allLayers
         job.distill.seed = seed
         job.inputDomain = inputDomain
+        job.imagePreprocessing = preprocessing
+        if let classNames {
+            guard let text = try? String(contentsOfFile: classNames, encoding: .utf8) else {
+                throw DataFileError(file: classNames, "cannot be read as UTF-8 text")
+            }
+            job.classNames = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !job.classNames.isEmpty else { throw DataFileError(file: classNames, "holds no class names") }
+        } else {
+            job.classNames = folderClasses
+        }
         return job
     }
 

@@ -5,6 +5,17 @@ import KilnTensor
 
 /// Calibration images on disk: one float32 `.npy` or a folder of them, joined along the first dimension.
 public enum CalibrationSet {
+    /// The image folder `path` is, nil if it is a `.npy` file or a folder of `.npy` files (or does not exist: then
+    /// `load` names the problem).
+    public static func imageFolder(_ path: String) throws -> ImageFolder? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue,
+              !(try FileManager.default.contentsOfDirectory(atPath: path)).contains(where: { $0.hasSuffix(".npy") }) else {
+            return nil
+        }
+        return try ImageFolder(path)
+    }
+
     /// The images of `path`; errors name the file or folder.
     public static func load(_ path: String) throws -> Tensor {
         var isDirectory: ObjCBool = false

@@ -33,6 +33,11 @@ public struct QuantizationJob: Sendable {
     public var distill = DistillOptions()
     /// What real inputs look like; nil: what the teacher's metadata states, if anything (see `InputRange`).
     public var inputDomain: InputDomain?
+    /// How images become inputs (resize, crop, color), recorded in the student for `kiln eval --images` and the
+    /// runtime's pixel input; nil for inputs that are not images.
+    public var imagePreprocessing: ImagePreprocessing?
+    /// The classes' names by output index, recorded in the student (`ClassNames`); empty: none.
+    public var classNames: [String] = []
     /// Seconds the whole run may take (nil: no limit). Synthesis must end by `synthesisShare` of it (by 85% without
     /// reconstruction) and reconstruction by 90%; the rest is for calibration and the report.
     public var timeLimit: Double?
@@ -157,7 +162,7 @@ public enum QuantizationPipeline {
         outcome.synthesis = synthesis
         outcome.calibration = images
         outcome.calibrationDescription = description
-        outcome.student.metadata = metadata(job, outcome, count: images.shape[0])
+        outcome.student.metadata = try metadata(job, outcome, count: images.shape[0])
         return outcome
     }
 
@@ -210,9 +215,11 @@ public enum QuantizationPipeline {
     }
 
     /// Provenance and the input domain the student was quantized for.
-    static func metadata(_ job: QuantizationJob, _ outcome: QuantizationOutcome, count: Int) -> [String: String] {
+    static func metadata(_ job: QuantizationJob, _ outcome: QuantizationOutcome, count: Int) throws -> [String: String] {
         var metadata = job.teacher.metadata.filter { $0.key == "kiln.dataset" || $0.key == "kiln.exported_batch" }
         if let domain = outcome.inputRange.domain { metadata = domain.written(into: metadata) }
+        if let preprocessing = job.imagePreprocessing { metadata = preprocessing.written(into: metadata) }
+        if !job.classNames.isEmpty { metadata = try ClassNames.written(job.classNames, into: metadata) }
         metadata["kiln.input_quantized_range"] = "\(outcome.inputRange.range.lowerBound),\(outcome.inputRange.range.upperBound)"
         if let assumption = outcome.inputRange.assumption { metadata["kiln.input_domain_assumed"] = assumption }
         metadata["kiln.teacher"] = URL(fileURLWithPath: job.teacherName).lastPathComponent

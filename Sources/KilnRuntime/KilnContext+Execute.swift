@@ -9,10 +9,13 @@ import Glibc
 extension KilnContext {
     /// Runs every layer for `batch` samples: the compiled C kernels where the model has them, the reference kernels
     /// elsewhere (and for every layer when `observe` needs each one's own output).
+    /// With `pixels`, the model's one input comes as cropped 8-bit pixels for its input quantizer (`PixelInput`)
+    /// and `inputs` is empty.
     func execute(inputs: [UnsafeBufferPointer<Float>], outputs: [UnsafeMutableBufferPointer<Float>], batch: Int,
-                         observe: ((Int, [Float]) -> Void)?, profile: UnsafeMutableBufferPointer<UInt64>?) throws {
+                 observe: ((Int, [Float]) -> Void)?, profile: UnsafeMutableBufferPointer<UInt64>?,
+                 pixels: (bytes: UnsafePointer<UInt8>, input: PixelInput)? = nil) throws {
         let student = model.student
-        guard inputs.count == model.inputs.count, outputs.count == model.outputs.count else {
+        guard inputs.count == (pixels == nil ? model.inputs.count : 0), outputs.count == model.outputs.count else {
             throw KilnRuntimeError(message: "the model takes \(model.inputs.count) input(s) and \(model.outputs.count) output(s)")
         }
         guard batch >= 1 else { throw KilnRuntimeError(message: "batch size must be at least 1") }
@@ -55,6 +58,10 @@ extension KilnContext {
                 }
             }
             if let compiled, compiled.skipped.contains(index) { continue }
+            if let pixels, index == pixels.input.layer {
+                pixels.input.quantize(pixels.bytes, count: batch * model.inputs[0].sampleCount, into: bytes(layer.output))
+                continue
+            }
             if let compiled, let conv = compiled.convs[index] {
                 let residual = conv.residual.map { bytes($0.input) }
                 let output = bytes(conv.finalOutput(layer))

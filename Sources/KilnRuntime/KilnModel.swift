@@ -64,6 +64,8 @@ public final class KilnModel: Sendable {
     /// How it runs.
     public let options: Options
     let compiled: CompiledModel
+    /// The pixel input, or why the model has none.
+    let pixelInputResult: Result<PixelInput, KilnRuntimeError>
     /// Idle contexts that `predict(_:)` reuses.
     private let idle = Mutex<[KilnContext]>([])
 
@@ -96,6 +98,7 @@ public final class KilnModel: Sendable {
         self.student = slim
         inputs = student.inputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
         outputs = student.outputs.map { TensorSpec(name: student.activations[$0].name, shape: student.activations[$0].shape) }
+        pixelInputResult = Result { try PixelInput(student) }.mapError { $0 as? KilnRuntimeError ?? KilnRuntimeError(message: "\($0)") }
     }
 
     /// A reusable execution context (its own activation arena) for one thread.

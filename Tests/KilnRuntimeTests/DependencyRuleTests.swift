@@ -13,7 +13,7 @@ enum Layers {
         "KilnFootprint": ["KilnRuntime", "KilnStudent"],
         "KilnKernelBench": ["KilnRuntime", "KilnStudent", "CKilnKernels", "CKilnKernelChecks", "Foundation"],
         "KilnGraph": [],
-        "KilnTensor": ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib", "CKilnFP32", "Foundation"],
+        "KilnTensor": ["KilnGraph", "KilnStudent", "COpenBLAS", "CZlib", "CKilnFP32", "CKilnImage", "Foundation"],
         "KilnONNX": ["KilnGraph", "KilnStudent", "SwiftProtobuf", "Foundation"],
         "KilnQuant": ["KilnGraph", "KilnTensor", "KilnStudent", "KilnRuntime", "Foundation"],
         "KilnCLI": ["KilnGraph", "KilnTensor", "KilnStudent", "KilnRuntime", "KilnONNX", "KilnQuant", "ArgumentParser", "Foundation"],
