@@ -237,4 +237,21 @@ struct QuantizerTests {
         let after = try Interpreter(rewritten).run([input])[0].scalars
         #expect(zip(before, after).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) }, "\(before) vs \(after)")
     }
+
+    @Test("a model with two inputs is refused with a message saying so, by calibration and by synthesis")
+    func severalInputsRefused() throws {
+        var graph = Graph(name: "two-inputs")
+        let a = graph.addInput(name: "a", shape: [batchDimension, 1, 4, 4])
+        let b = graph.addInput(name: "b", shape: [batchDimension, 1, 4, 4])
+        graph.outputs = [try graph.addNode(name: "sum", op: .binary(.add), inputs: [a, b])]
+        let images = Tensor(shape: [2, 1, 4, 4], repeating: 0.5)
+        for source in [CalibrationSource.images(images, description: "x.npy"), .synthesized(SynthesisOptions(count: 2, iterations: 1))] {
+            do {
+                _ = try QuantizationPipeline.run(QuantizationJob(teacher: graph, teacherName: "two.onnx", calibration: source))
+                Issue.record("a two-input model was quantized")
+            } catch {
+                #expect("\(error)".contains("single-input"), "\(error)")
+            }
+        }
+    }
 }
