@@ -42,6 +42,9 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Real calibration images: a float32 .npy [N, ...], a folder of .npy files, or a folder of PNG/JPEG images (subfolders included; preprocessed as the image flags say) (default: synthesize them).")
     var calibration: String?
 
+    @Option(help: "Also write a self-contained HTML report (per-layer SQNR and ranges as charts, bit widths, fp32 islands, per-block losses, timings) to this file.")
+    var report: String?
+
     @Option(name: .customLong("class-names"), help: "A text file of class names, one per line in output order, recorded in the student (default: the subfolders of an ImageFolder --calibration).")
     var classNames: String?
 
@@ -226,6 +229,14 @@ struct QuantizeCommand: ParsableCommand {
             if job.usesDistiller { try? FileManager.default.removeItem(atPath: checkpointPath) }
             let summary = QuantizeSummary(outcome, job: job, teacher: teacher, student: output, onnx: onnxOut,
                                           seconds: Date().timeIntervalSince(start))
+            if let report {
+                var facts: [(String, String)] = []
+                if let preprocessing = job.imagePreprocessing { facts.append(("images", preprocessing.description)) }
+                if let domain = outcome.inputRange.domain { facts.append(("input domain", domain.description)) }
+                if !job.classNames.isEmpty { facts.append(("classes", job.classNames.joined(separator: ", "))) }
+                facts.append(("machine", "\(KernelChoice.cpuModel), kernels \(try requestedKernels())"))
+                try AtomicFile.write(Data(HTMLReport(summary: summary, facts: facts).page.utf8), to: report)
+            }
             if json { try printJSON(summary) } else { print(summary.text) }
         }
     }

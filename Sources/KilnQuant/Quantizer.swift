@@ -36,6 +36,17 @@ public struct LayerReport: Codable, Sendable {
     /// Signal-to-quantization-noise ratio (dB) of the layer's int8 output against the fp32 teacher's value on the
     /// calibration set; nil where the fp32 value is all zero.
     public var sqnr: Double?
+    /// Bit width of the output activation (nil for an fp32 island op) and of the weights (conv and gemm layers).
+    public var activationBits: Int?
+    public var weightBits: Int?
+
+    /// The real range the output's levels cover, [(0 − zero point) · scale, (max level − zero point) · scale]; nil
+    /// for an fp32 island op.
+    public var outputRange: ClosedRange<Float>? {
+        guard let bits = activationBits, activationScale > 0 else { return nil }
+        let top = Float((1 << bits) - 1)
+        return (Float(-zeroPoint) * activationScale)...((top - Float(zeroPoint)) * activationScale)
+    }
 }
 
 /// An int8 student and how it was made.
@@ -151,6 +162,19 @@ public enum Quantizer {
         return try measure(student, layerValues, interpreter, calibrator, images)
     }
 
+    /// Bits of a layer's weights: the fewest that hold each output channel's levels (the channels are contiguous,
+    /// `channels` of them): 8-bit channels are symmetric (their largest magnitude sits at 127), low-bit ones a
+    /// shifted grid of 2^bits consecutive levels (`LevelRange`). Nil without weights.
+    static func weightBits(_ weights: [Int8], channels: Int) -> Int? {
+        guard channels > 0, !weights.isEmpty, weights.count % channels == 0 else { return nil }
+        let size = weights.count / channels
+        let spans = (0..<channels).map { m -> Int in
+            let channel = weights[(m * size)..<((m + 1) * size)]
+            return Int(channel.max()!) - Int(min(0, channel.min()!)) + 1
+        }
+        return (2...8).first { spans.max()! <= 1 << $0 } ?? 8
+    }
+
     /// Runs student and teacher side by side on the calibration set and reports each layer's SQNR.
     static func measure(_ student: StudentModel, _ layerValues: [Int: ValueID], _ interpreter: Interpreter,
                         _ calibrator: Calibrator, _ calibration: Tensor) throws -> [LayerReport] {
@@ -189,8 +213,15 @@ public enum Quantizer {
             let quantized = out.type == .uint8
             var row = LayerReport(layer: layer.name, op: layer.op.displayName, activationScale: quantized ? out.quantization.scale : 0,
                                   zeroPoint: quantized ? out.quantization.zeroPoint : 0)
-            if case .conv(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
-            if case .gemm(let c) = layer.op { (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max()) }
+            if quantized { row.activationBits = out.bits }
+            if case .conv(let c) = layer.op {
+                (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max())
+                row.weightBits = weightBits(c.weights, channels: c.outputChannels)
+            }
+            if case .gemm(let c) = layer.op {
+                (row.weightScaleMin, row.weightScaleMax) = (c.weightScales.min(), c.weightScales.max())
+                row.weightBits = weightBits(c.weights, channels: c.outputChannels)
+            }
             if let s = signal[index], let n = noise[index], s > 0 {
                 row.sqnr = n > 0 ? 10 * log10(s / n) : 200
             }
