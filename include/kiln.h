@@ -84,7 +84,8 @@ kiln_status kiln_run(kiln_context *context, const float *const *inputs, float *c
  *  channels), channels interleaved (1 = gray, 3 = RGB). The image is preprocessed as the student records
  *  (kiln_model_image_preprocessing: color, shorter side resized, center crop) and quantized straight from its
  *  pixels with the recorded normalization fused into the input quantizer — no float tensor in between.
- *  `outputs[i]` receives output_sample_size(i) floats. KILN_ERROR_RUNTIME when the student records no
+ *  `outputs[i]` receives output_sample_size(i) floats. Unlike kiln_run it allocates (the resized image) on every
+ *  call. KILN_ERROR_RUNTIME when the student records no
  *  preprocessing or normalization (students made before pixel input, or whose input is not an image). */
 kiln_status kiln_run_image(kiln_context *context, const uint8_t *pixels, size_t width, size_t height, size_t channels,
                            size_t stride, float *const *outputs, char **error);

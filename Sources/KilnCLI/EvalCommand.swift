@@ -61,7 +61,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "With a .kiln student and its ONNX teacher as --reference: each layer's SQNR against the teacher on these images (at most the first 1,000).")
     var layers = false
 
-    @Option(help: "Evaluate only the first N images.")
+    @Option(help: "Evaluate only the first N images (of an image folder: in class order, then by file name).")
     var limit: Int?
 
     @Option(help: "Images per batch.")

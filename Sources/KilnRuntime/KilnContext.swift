@@ -66,11 +66,7 @@ public final class KilnContext: @unchecked Sendable {
     /// whole batch, in the model's output order.
     public func predictOutputs(_ input: [Float]) throws -> [[Float]] {
         let (values, batch) = try predictJoined(input)
-        var start = 0
-        return model.outputs.map { spec in
-            defer { start += batch * spec.sampleCount }
-            return Array(values[start..<(start + batch * spec.sampleCount)])
-        }
+        return splitOutputs(values, batch: batch)
     }
 
     /// Every output of a single-input model, one after another in one array (the whole result when there is one).
@@ -79,18 +75,33 @@ public final class KilnContext: @unchecked Sendable {
             throw KilnRuntimeError(message: "predict needs one input; use run(inputs:outputs:batch:)")
         }
         let batch = try batchSize(of: input.count, model.inputs[0])
-        var values = [Float](repeating: 0, count: model.outputs.reduce(0) { $0 + batch * $1.sampleCount })
-        try input.withUnsafeBufferPointer { x in
-            try values.withUnsafeMutableBufferPointer { all in
-                var start = 0
-                let buffers = model.outputs.map { spec -> UnsafeMutableBufferPointer<Float> in
-                    defer { start += batch * spec.sampleCount }
-                    return UnsafeMutableBufferPointer(rebasing: all[start..<(start + batch * spec.sampleCount)])
-                }
-                try run(inputs: [x], outputs: buffers, batch: batch)
-            }
+        let values = try withJoinedOutputs(batch: batch) { outputs in
+            try input.withUnsafeBufferPointer { x in try run(inputs: [x], outputs: outputs, batch: batch) }
         }
         return (values, batch)
+    }
+
+    /// Every output for `batch` samples in one array, filled by `body` through one buffer per output.
+    func withJoinedOutputs(batch: Int, _ body: ([UnsafeMutableBufferPointer<Float>]) throws -> Void) rethrows -> [Float] {
+        var values = [Float](repeating: 0, count: model.outputs.reduce(0) { $0 + batch * $1.sampleCount })
+        try values.withUnsafeMutableBufferPointer { all in
+            var start = 0
+            let buffers = model.outputs.map { spec -> UnsafeMutableBufferPointer<Float> in
+                defer { start += batch * spec.sampleCount }
+                return UnsafeMutableBufferPointer(rebasing: all[start..<(start + batch * spec.sampleCount)])
+            }
+            try body(buffers)
+        }
+        return values
+    }
+
+    /// One array of every output for `batch` samples, split into the model's outputs.
+    func splitOutputs(_ values: [Float], batch: Int) -> [[Float]] {
+        var start = 0
+        return model.outputs.map { spec in
+            defer { start += batch * spec.sampleCount }
+            return Array(values[start..<(start + batch * spec.sampleCount)])
+        }
     }
 
     /// Runs the model on caller-owned buffers (one per input and output, `batch` samples each) without

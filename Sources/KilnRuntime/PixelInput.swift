@@ -87,22 +87,12 @@ extension KilnContext {
         guard !images.isEmpty else { throw KilnRuntimeError(message: "no images given") }
         let batch = images.count
         let pixels = try input.cropped(images)
-        var values = [Float](repeating: 0, count: model.outputs.reduce(0) { $0 + batch * $1.sampleCount })
-        try pixels.withUnsafeBufferPointer { pixels in
-            try values.withUnsafeMutableBufferPointer { all in
-                var start = 0
-                let buffers = model.outputs.map { spec -> UnsafeMutableBufferPointer<Float> in
-                    defer { start += batch * spec.sampleCount }
-                    return UnsafeMutableBufferPointer(rebasing: all[start..<(start + batch * spec.sampleCount)])
-                }
-                try run(pixels: pixels.baseAddress!, input: input, outputs: buffers, batch: batch)
+        let values = try withJoinedOutputs(batch: batch) { outputs in
+            try pixels.withUnsafeBufferPointer { pixels in
+                try run(pixels: pixels.baseAddress!, input: input, outputs: outputs, batch: batch)
             }
         }
-        var start = 0
-        return model.outputs.map { spec in
-            defer { start += batch * spec.sampleCount }
-            return Array(values[start..<(start + batch * spec.sampleCount)])
-        }
+        return splitOutputs(values, batch: batch)
     }
 
     /// Runs the model on already cropped pixels (`batch` × H × W × C bytes, the recorded crop and color) into

@@ -103,12 +103,11 @@ public struct ImagePreprocessing: Hashable, Sendable, CustomStringConvertible {
     /// The image converted to the color, resized and center-cropped: cropHeight × cropWidth × channels bytes.
     public func apply(to image: PixelImage) -> PixelImage {
         let converted = convert(image)
-        let scale = Double(resize) / Double(min(converted.width, converted.height))
         // torchvision: the shorter side becomes `resize`, the longer one int(resize · longer / shorter).
         let (width, height) = converted.width <= converted.height
             ? (resize, Int(Double(resize) * Double(converted.height) / Double(converted.width)))
             : (Int(Double(resize) * Double(converted.width) / Double(converted.height)), resize)
-        let resized = scale == 1 && width == converted.width && height == converted.height
+        let resized = width == converted.width && height == converted.height
             ? converted : Self.resample(converted, width: width, height: height)
         return Self.centerCrop(resized, height: cropHeight, width: cropWidth)
     }
