@@ -16,6 +16,8 @@ enum { STATE_NEW, STATE_READY, STATE_FAILED };
 static dnnl_engine_t engine;
 static dnnl_status_t engine_status = dnnl_runtime_error;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
+/// Serializes making and freeing primitives (rare; executions run concurrently, each with its own scratchpad).
+static pthread_mutex_t onednn_lock = PTHREAD_MUTEX_INITIALIZER;
 static void make_engine(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
 
 /// One operand of a direction: its execution argument, plain and chosen layouts, the reorder between them (NULL
@@ -24,6 +26,7 @@ typedef struct {
     int argument;
     dnnl_memory_desc_t plain, chosen;
     dnnl_primitive_t reorder;
+    dnnl_memory_desc_t reorder_scratch;  // the reorder's scratchpad (zero size: none)
     int written;
 } operand;
 
@@ -32,6 +35,7 @@ typedef struct {
     int state;
     dnnl_primitive_desc_t descriptor;
     dnnl_primitive_t primitive;
+    dnnl_memory_desc_t scratch;  // the primitive's scratchpad (zero size: none)
     operand operands[3];
 } direction;
 
@@ -44,15 +48,65 @@ struct kiln_dnnl_conv {
     pthread_mutex_t lock;
 };
 
+/// Primitive attributes asking for a scratchpad passed at each execution. oneDNN's own ("library") scratchpad is
+/// thread-local to the thread that made the primitive and freed when that thread exits, while the cached primitive
+/// goes on running on other threads: with threads coming and going (the test suite's) that corrupted the heap.
+static dnnl_primitive_attr_t user_scratchpad(void) {
+    dnnl_primitive_attr_t attributes = NULL;
+    if (dnnl_primitive_attr_create(&attributes) != dnnl_success) return NULL;
+    if (dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user) != dnnl_success) {
+        dnnl_primitive_attr_destroy(attributes);
+        return NULL;
+    }
+    return attributes;
+}
+
+/// The scratchpad layout a primitive descriptor asks for (zero size when none).
+static dnnl_memory_desc_t scratchpad_of(const_dnnl_primitive_desc_t descriptor) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0);
+    dnnl_memory_desc_t none;
+    memset(&none, 0, sizeof none);
+    return md ? *md : none;
+}
+
 static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
-                                  dnnl_primitive_t *reorder) {
+                                  dnnl_primitive_t *reorder, dnnl_memory_desc_t *scratch) {
     *reorder = NULL;
+    memset(scratch, 0, sizeof *scratch);
     if (dnnl_memory_desc_equal(from, to)) return dnnl_success;
+    dnnl_primitive_attr_t attributes = user_scratchpad();
+    if (!attributes) return dnnl_out_of_memory;
     dnnl_primitive_desc_t descriptor;
-    dnnl_status_t status = dnnl_reorder_primitive_desc_create(&descriptor, from, engine, to, engine, NULL);
+    dnnl_status_t status = dnnl_reorder_primitive_desc_create(&descriptor, from, engine, to, engine, attributes);
+    dnnl_primitive_attr_destroy(attributes);
     if (status != dnnl_success) return status;
+    *scratch = scratchpad_of(descriptor);
     status = dnnl_primitive_create(reorder, descriptor);
     dnnl_primitive_desc_destroy(descriptor);
+    return status;
+}
+
+/// Executes `primitive` with `count` arguments (at most 7) and, when `scratch` has a size, a scratchpad of that
+/// layout made for this call; waits for it to finish. Nonzero on failure.
+static int run(dnnl_primitive_t primitive, dnnl_stream_t stream, int count, const dnnl_exec_arg_t *arguments,
+               const dnnl_memory_desc_t *scratch) {
+    dnnl_exec_arg_t all[8];
+    memcpy(all, arguments, (size_t)count * sizeof *all);
+    size_t size = dnnl_memory_desc_get_size(scratch);
+    void *buffer = NULL;
+    dnnl_memory_t memory = NULL;
+    if (size) {
+        buffer = aligned_alloc(64, (size + 63) / 64 * 64);
+        if (!buffer || dnnl_memory_create(&memory, scratch, engine, buffer) != dnnl_success) {
+            free(buffer);
+            return 1;
+        }
+        all[count++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, memory};
+    }
+    int status = dnnl_primitive_execute(primitive, stream, count, all) != dnnl_success;
+    status |= dnnl_stream_wait(stream) != dnnl_success;
+    if (memory) dnnl_memory_destroy(memory);
+    free(buffer);
     return status;
 }
 
@@ -64,7 +118,8 @@ static dnnl_status_t make_operand(direction *d, int slot, int argument, const dn
     o->plain = *plain;
     o->chosen = *dnnl_primitive_desc_query_md(d->descriptor, query, 0);
     o->written = written;
-    return written ? make_reorder(&o->chosen, &o->plain, &o->reorder) : make_reorder(&o->plain, &o->chosen, &o->reorder);
+    return written ? make_reorder(&o->chosen, &o->plain, &o->reorder, &o->reorder_scratch)
+                   : make_reorder(&o->plain, &o->chosen, &o->reorder, &o->reorder_scratch);
 }
 
 static void release(direction *d) {
@@ -101,8 +156,12 @@ static dnnl_status_t build(kiln_dnnl_conv *conv, int which) {
     }
     if (status != dnnl_success) return status;
     const_dnnl_primitive_desc_t hint = which == FORWARD ? NULL : conv->directions[FORWARD].descriptor;
-    status = dnnl_primitive_desc_create(&d->descriptor, &description, NULL, engine, hint);
+    dnnl_primitive_attr_t attributes = user_scratchpad();
+    if (!attributes) return dnnl_out_of_memory;
+    status = dnnl_primitive_desc_create(&d->descriptor, &description, attributes, engine, hint);
+    dnnl_primitive_attr_destroy(attributes);
     if (status != dnnl_success) { d->descriptor = NULL; return status; }
+    d->scratch = scratchpad_of(d->descriptor);
     status = dnnl_primitive_create(&d->primitive, d->descriptor);
     if (status != dnnl_success) { d->primitive = NULL; return status; }
     switch (which) {
@@ -126,12 +185,14 @@ static direction *ready(kiln_dnnl_conv *conv, int which) {
     direction *d = &conv->directions[which];
     pthread_mutex_lock(&conv->lock);
     if (d->state == STATE_NEW) {
+        pthread_mutex_lock(&onednn_lock);
         if (build(conv, which) == dnnl_success) {
             d->state = STATE_READY;
         } else {
             release(d);
             d->state = STATE_FAILED;
         }
+        pthread_mutex_unlock(&onednn_lock);
     }
     pthread_mutex_unlock(&conv->lock);
     return d->state == STATE_READY ? d : NULL;
@@ -184,15 +245,18 @@ kiln_dnnl_conv *kiln_dnnl_conv_create(const kiln_dnnl_conv_shape *s, int threads
 
 void kiln_dnnl_conv_destroy(kiln_dnnl_conv *conv) {
     if (!conv) return;
+    pthread_mutex_lock(&onednn_lock);
     for (int i = 0; i < DIRECTIONS; i++) release(&conv->directions[i]);
+    pthread_mutex_unlock(&onednn_lock);
     pthread_mutex_destroy(&conv->lock);
     free(conv);
 }
 
 /// Runs a direction on plain buffers: reorders the read operands into the primitive's layouts, runs it, reorders
-/// the written one back. `extra` (the bias) is passed as is when set.
+/// the written one back. `extra` (the bias) is passed as is when set. Operand `prepared` (−1: none) is already in
+/// the primitive's layout (`kiln_dnnl_conv_prepare_weights`).
 static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buffers[3], int extra_argument,
-                   void *extra) {
+                   void *extra, int prepared) {
     direction *d = ready(conv, which);
     if (!d) return -1;
     omp_set_num_threads(threads > 0 ? threads : 1);
@@ -204,9 +268,9 @@ static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buf
     int count = 0, status = 0;
     for (int i = 0; i < 3 && !status; i++) {
         operand *o = &d->operands[i];
-        status |= dnnl_memory_create(&plain[i], &o->plain, engine, buffers[i]) != dnnl_success;
+        status |= dnnl_memory_create(&plain[i], i == prepared ? &o->chosen : &o->plain, engine, buffers[i]) != dnnl_success;
         if (status) break;
-        if (o->reorder) {
+        if (o->reorder && i != prepared) {
             size_t size = (dnnl_memory_desc_get_size(&o->chosen) + 63) / 64 * 64;
             scratch[i] = aligned_alloc(64, size ? size : 64);
             status |= !scratch[i];
@@ -215,7 +279,7 @@ static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buf
             if (status) break;
             if (!o->written) {
                 dnnl_exec_arg_t move[2] = {{DNNL_ARG_FROM, plain[i]}, {DNNL_ARG_TO, chosen[i]}};
-                status |= dnnl_primitive_execute(o->reorder, stream, 2, move) != dnnl_success;
+                status |= run(o->reorder, stream, 2, move, &o->reorder_scratch);
             }
         }
         arguments[count++] = (dnnl_exec_arg_t){o->argument, chosen[i] ? chosen[i] : plain[i]};
@@ -225,12 +289,12 @@ static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buf
         status |= dnnl_memory_create(&extra_memory, &conv->bias, engine, extra) != dnnl_success;
         if (!status) arguments[count++] = (dnnl_exec_arg_t){extra_argument, extra_memory};
     }
-    if (!status) status |= dnnl_primitive_execute(d->primitive, stream, count, arguments) != dnnl_success;
+    if (!status) status |= run(d->primitive, stream, count, arguments, &d->scratch);
     for (int i = 0; i < 3 && !status; i++) {
         operand *o = &d->operands[i];
         if (o->written && o->reorder) {
             dnnl_exec_arg_t move[2] = {{DNNL_ARG_FROM, chosen[i]}, {DNNL_ARG_TO, plain[i]}};
-            status |= dnnl_primitive_execute(o->reorder, stream, 2, move) != dnnl_success;
+            status |= run(o->reorder, stream, 2, move, &o->reorder_scratch);
         }
     }
     status |= dnnl_stream_wait(stream) != dnnl_success;
@@ -244,21 +308,54 @@ static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buf
     return status ? -1 : 0;
 }
 
+/// The operand slot of the weights in a direction that reads them (forward, backward-data), else −1.
+static int weights_slot(int which) { return which == FORWARD ? 1 : which == BACKWARD_DATA ? 0 : -1; }
+
 int kiln_dnnl_conv_forward(kiln_dnnl_conv *conv, int threads, const float *x, const float *w, const float *bias,
-                           float *y) {
+                           float *y, int weights_prepared) {
     if (conv->shape.has_bias != (bias != NULL)) return -1;
     void *const buffers[3] = {(void *)x, (void *)w, y};
-    return execute(conv, FORWARD, threads, buffers, DNNL_ARG_BIAS, (void *)bias);
+    return execute(conv, FORWARD, threads, buffers, DNNL_ARG_BIAS, (void *)bias, weights_prepared ? 1 : -1);
 }
 
-int kiln_dnnl_conv_backward_data(kiln_dnnl_conv *conv, int threads, const float *w, const float *dy, float *dx) {
+int kiln_dnnl_conv_backward_data(kiln_dnnl_conv *conv, int threads, const float *w, const float *dy, float *dx,
+                                 int weights_prepared) {
     void *const buffers[3] = {(void *)w, (void *)dy, dx};
-    return execute(conv, BACKWARD_DATA, threads, buffers, 0, NULL);
+    return execute(conv, BACKWARD_DATA, threads, buffers, 0, NULL, weights_prepared ? 0 : -1);
 }
 
 int kiln_dnnl_conv_backward_weights(kiln_dnnl_conv *conv, int threads, const float *x, const float *dy, float *dw) {
     void *const buffers[3] = {(void *)x, (void *)dy, dw};
-    return execute(conv, BACKWARD_WEIGHTS, threads, buffers, 0, NULL);
+    return execute(conv, BACKWARD_WEIGHTS, threads, buffers, 0, NULL, -1);
+}
+
+size_t kiln_dnnl_conv_prepared_weights_size(kiln_dnnl_conv *conv, int which) {
+    int slot = weights_slot(which);
+    direction *d = slot < 0 ? NULL : ready(conv, which);
+    if (!d || !d->operands[slot].reorder) return 0;
+    return (dnnl_memory_desc_get_size(&d->operands[slot].chosen) + 63) / 64 * 64;
+}
+
+int kiln_dnnl_conv_prepare_weights(kiln_dnnl_conv *conv, int which, int threads, const float *w, void *prepared) {
+    int slot = weights_slot(which);
+    direction *d = slot < 0 ? NULL : ready(conv, which);
+    if (!d || !d->operands[slot].reorder) return -1;
+    omp_set_num_threads(threads > 0 ? threads : 1);
+    operand *o = &d->operands[slot];
+    dnnl_stream_t stream;
+    if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) return -1;
+    dnnl_memory_t from = NULL, to = NULL;
+    int status = dnnl_memory_create(&from, &o->plain, engine, (void *)w) != dnnl_success;
+    if (!status) status |= dnnl_memory_create(&to, &o->chosen, engine, prepared) != dnnl_success;
+    if (!status) {
+        dnnl_exec_arg_t move[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+        status |= run(o->reorder, stream, 2, move, &o->reorder_scratch);
+    }
+    status |= dnnl_stream_wait(stream) != dnnl_success;
+    dnnl_stream_destroy(stream);
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    return status ? -1 : 0;
 }
 
 const char *kiln_dnnl_conv_implementation(kiln_dnnl_conv *conv, int which) {

@@ -6,16 +6,17 @@ public enum FP32 {}
 extension FP32 {
     /// 2-D convolution of x [N, C, H, W] with weight [M, C/group, kH, kW] and optional bias [M].
     ///
-    /// Runs on oneDNN; a shape it refuses takes `im2colConv2d`.
-    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, _ a: ConvAttributes) -> Tensor {
+    /// Runs on oneDNN; a shape it refuses takes `im2colConv2d`. `constantWeight`: the weight is a frozen model's
+    /// (a graph constant), used again unchanged, so oneDNN's reordered copy of it is kept from the second call on.
+    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, _ a: ConvAttributes,
+                              constantWeight: Bool = false) -> Tensor {
         let geometry = ConvGeometry(input: x.shape, weight: weight.shape, a)
         var done = false
         let out = [Float](unsafeUninitializedCapacity: geometry.outputCount) { buffer, count in
             done = x.scalars.withUnsafeBufferPointer { xp in
-                weight.scalars.withUnsafeBufferPointer { wp in
-                    withOptionalPointer(bias?.scalars) { bp in
-                        OneDNN.forward(geometry, xp.baseAddress!, wp.baseAddress!, bias: bp, buffer.baseAddress!)
-                    }
+                withOptionalPointer(bias?.scalars) { bp in
+                    OneDNN.forward(geometry, xp.baseAddress!, weights: weight.scalars, constant: constantWeight,
+                                   bias: bp, buffer.baseAddress!)
                 }
             }
             count = geometry.outputCount

@@ -3,9 +3,11 @@ import KilnGraph
 extension FP32 {
     /// Gradients of `conv2d` with respect to its input, weight and bias (each computed only if asked for).
     ///
-    /// Runs on oneDNN; a shape it refuses takes Kiln's own loops (`im2colConv2dBackward`).
+    /// Runs on oneDNN; a shape it refuses takes Kiln's own loops (`im2colConv2dBackward`). `constantWeight` as
+    /// for `conv2d`.
     public static func conv2dBackward(_ x: Tensor, weight: Tensor, _ a: ConvAttributes, gradient dy: Tensor,
-                                      input needInput: Bool, weight needWeight: Bool, bias needBias: Bool)
+                                      input needInput: Bool, weight needWeight: Bool, bias needBias: Bool,
+                                      constantWeight: Bool = false)
         -> (input: Tensor?, weight: Tensor?, bias: Tensor?)
     {
         let g = ConvGeometry(input: x.shape, weight: weight.shape, a)
@@ -14,9 +16,8 @@ extension FP32 {
         dy.scalars.withUnsafeBufferPointer { gp in
             if needInput {
                 dx = [Float](unsafeUninitializedCapacity: x.count) { buffer, count in
-                    done = weight.scalars.withUnsafeBufferPointer { wp in
-                        OneDNN.backwardData(g, wp.baseAddress!, gp.baseAddress!, buffer.baseAddress!)
-                    }
+                    done = OneDNN.backwardData(g, weights: weight.scalars, constant: constantWeight, gp.baseAddress!,
+                                               buffer.baseAddress!)
                     count = x.count
                 }
             }

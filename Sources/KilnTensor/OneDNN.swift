@@ -9,8 +9,40 @@ enum OneDNN {
         let handle: OpaquePointer
         /// The thread count the primitives were made for and run with.
         let threads: Int32
+        /// Per direction (forward, backward-data), constant weights seen, most recent last (`prepared`).
+        private let seen = Mutex<[[PreparedWeights]]>([[], []])
+        /// Weight arrays remembered per direction (ResNet-18 has four convolutions of one shape).
+        static let preparedCapacity = 16
+
         init(_ handle: OpaquePointer, threads: Int32) { (self.handle, self.threads) = (handle, threads) }
         deinit { kiln_dnnl_conv_destroy(handle) }
+
+        /// `weights` in direction `which`'s own layout, reordered on the second call with the same constant array
+        /// (a frozen teacher's weights, used every synthesis step) and kept; nil: the call reorders them itself.
+        func prepared(_ which: Int32, _ weights: [Float]) -> PreparedWeights? {
+            let size = kiln_dnnl_conv_prepared_weights_size(handle, which)
+            guard size > 0 else { return nil }
+            let address = weights.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress!) }
+            return seen.withLock { lists -> PreparedWeights? in
+                let direction = Int(which)
+                guard let index = lists[direction].firstIndex(where: { $0.address == address }) else {
+                    lists[direction].append(PreparedWeights(source: weights, address: address))
+                    if lists[direction].count > Self.preparedCapacity { lists[direction].removeFirst() }
+                    return nil
+                }
+                let entry = lists[direction].remove(at: index)
+                lists[direction].append(entry)
+                if entry.buffer == nil {
+                    let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+                    guard kiln_dnnl_conv_prepare_weights(handle, which, threads, weights, buffer) == 0 else {
+                        buffer.deallocate()
+                        return nil
+                    }
+                    entry.buffer = buffer
+                }
+                return entry
+            }
+        }
 
         /// oneDNN's name of the implementation it chose for the forward pass.
         var forwardImplementation: String { String(cString: kiln_dnnl_conv_implementation(handle, 0)) }
@@ -50,18 +82,48 @@ enum OneDNN {
         }
     }
 
-    /// out = conv(x, w) + bias; false if oneDNN failed (out is then unspecified).
-    static func forward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                        bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) -> Bool {
-        guard let conv = convolution(g, bias: bias != nil) else { return false }
-        return kiln_dnnl_conv_forward(conv.handle, conv.threads, x, w, bias, out) == 0
+    /// Weights reordered into a direction's layout, kept with the array they came from: holding the array keeps
+    /// its buffer alive and shared (so a write to it would copy first), hence the same base address means the same
+    /// values.
+    final class PreparedWeights: @unchecked Sendable {
+        let source: [Float]
+        let address: UnsafeRawPointer
+        /// The reordered weights, made on the second sighting.
+        var buffer: UnsafeMutableRawPointer?
+
+        init(source: [Float], address: UnsafeRawPointer) { (self.source, self.address) = (source, address) }
+        deinit { buffer?.deallocate() }
     }
 
-    /// dx = the input gradient (overwritten); false if oneDNN failed.
-    static func backwardData(_ g: ConvGeometry, _ w: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+    /// Runs `body` with the weights to pass and whether they are already in the direction's layout: the prepared
+    /// copy of constant weights seen before, else the plain array.
+    private static func withWeights(_ conv: Convolution, _ which: Int32, _ weights: [Float], constant: Bool,
+                                    _ body: (UnsafeRawPointer, Int32) -> Bool) -> Bool {
+        if constant, let prepared = conv.prepared(which, weights), let buffer = prepared.buffer {
+            return withExtendedLifetime(prepared) { body(UnsafeRawPointer(buffer), 1) }
+        }
+        return weights.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!), 0) }
+    }
+
+    /// out = conv(x, w) + bias; false if oneDNN failed (out is then unspecified). `constant`: the weights are a
+    /// frozen model's, used again unchanged, so their reordered copy is kept.
+    static func forward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, weights: [Float], constant: Bool,
+                        bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) -> Bool {
+        guard let conv = convolution(g, bias: bias != nil) else { return false }
+        return withWeights(conv, 0, weights, constant: constant) { w, prepared in
+            kiln_dnnl_conv_forward(conv.handle, conv.threads, x, w.assumingMemoryBound(to: Float.self), bias, out,
+                                   prepared) == 0
+        }
+    }
+
+    /// dx = the input gradient (overwritten); false if oneDNN failed. `constant` as for `forward`.
+    static func backwardData(_ g: ConvGeometry, weights: [Float], constant: Bool, _ dy: UnsafePointer<Float>,
                              _ dx: UnsafeMutablePointer<Float>) -> Bool {
         guard let conv = convolution(g, bias: false) else { return false }
-        return kiln_dnnl_conv_backward_data(conv.handle, conv.threads, w, dy, dx) == 0
+        return withWeights(conv, 1, weights, constant: constant) { w, prepared in
+            kiln_dnnl_conv_backward_data(conv.handle, conv.threads, w.assumingMemoryBound(to: Float.self), dy, dx,
+                                         prepared) == 0
+        }
     }
 
     /// dw = the weight gradient (overwritten); false if oneDNN failed.

@@ -6,11 +6,14 @@ extension Tape {
 
     /// 2-D convolution; gradients to input, weight and bias.
     public func conv2d(_ x: Variable, _ w: Variable, _ b: Variable?, _ a: ConvAttributes) -> Variable {
-        let y = FP32.conv2d(x.value, weight: w.value, bias: b?.value, a)
+        // A weight no gradient is wanted for is a frozen model's (the teacher in synthesis): oneDNN keeps its
+        // reordered copy across steps.
+        let constant = !w.requiresGradient
+        let y = FP32.conv2d(x.value, weight: w.value, bias: b?.value, a, constantWeight: constant)
         let (xv, wv) = (x.value, w.value)
         return record(y, inputs: [x, w] + (b.map { [$0] } ?? [])) { dy, needs in
             let g = FP32.conv2dBackward(xv, weight: wv, a, gradient: dy, input: needs[0], weight: needs[1],
-                                        bias: needs.count > 2 && needs[2])
+                                        bias: needs.count > 2 && needs[2], constantWeight: constant)
             return [g.input, g.weight] + (needs.count > 2 ? [g.bias] : [])
         }
     }

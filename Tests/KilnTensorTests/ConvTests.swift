@@ -126,4 +126,30 @@ struct ConvTests {
         let inputOnly = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: false, bias: false)
         #expect(inputOnly.weight == nil && inputOnly.bias == nil && inputOnly.input?.scalars == fast.input?.scalars)
     }
+
+    @Test("constant weights reordered once give the plain path's results bit for bit, and a changed weight is never stale",
+          arguments: convCases.indices)
+    func constantWeightsPrepared(_ index: Int) {
+        let t = convCases[index]
+        var rng = SplitMix(state: UInt64(index + 200))
+        var (x, w, a) = convCaseOperands(t, &rng)
+        let dy = randomTensor(FP32.conv2d(x, weight: w, bias: nil, a).shape, &rng)
+        for round in 0..<2 {
+            let plain = FP32.conv2d(x, weight: w, bias: nil, a)
+            let plainBackward = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: false, bias: false)
+            // The first call remembers the array, the second and third run on the reordered copy.
+            for call in 0..<3 {
+                #expect(FP32.conv2d(x, weight: w, bias: nil, a, constantWeight: true).scalars == plain.scalars,
+                        "case \(index), round \(round), call \(call)")
+                let backward = FP32.conv2dBackward(x, weight: w, a, gradient: dy, input: true, weight: false, bias: false,
+                                                   constantWeight: true)
+                #expect(backward.input?.scalars == plainBackward.input?.scalars, "case \(index), round \(round), call \(call)")
+            }
+            // A write to the weights copies them (the cache holds the old array): the next round must see new values.
+            var scalars = w.scalars
+            scalars[0] += 1
+            w = Tensor(shape: w.shape, scalars: scalars)
+            x = Tensor(shape: x.shape, scalars: x.scalars.map { $0 * 0.5 })
+        }
+    }
 }
