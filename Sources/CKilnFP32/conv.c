@@ -86,17 +86,20 @@ static dnnl_status_t make_reorder(const dnnl_memory_desc_t *from, const dnnl_mem
     return status;
 }
 
+/// Bytes of a buffer for layout `md`, rounded up to whole 64-byte lines (aligned_alloc wants a multiple).
+static size_t padded_size(const dnnl_memory_desc_t *md) { return (dnnl_memory_desc_get_size(md) + 63) / 64 * 64; }
+
 /// Executes `primitive` with `count` arguments (at most 7) and, when `scratch` has a size, a scratchpad of that
 /// layout made for this call; waits for it to finish. Nonzero on failure.
 static int run(dnnl_primitive_t primitive, dnnl_stream_t stream, int count, const dnnl_exec_arg_t *arguments,
                const dnnl_memory_desc_t *scratch) {
     dnnl_exec_arg_t all[8];
     memcpy(all, arguments, (size_t)count * sizeof *all);
-    size_t size = dnnl_memory_desc_get_size(scratch);
+    size_t size = padded_size(scratch);
     void *buffer = NULL;
     dnnl_memory_t memory = NULL;
     if (size) {
-        buffer = aligned_alloc(64, (size + 63) / 64 * 64);
+        buffer = aligned_alloc(64, size);
         if (!buffer || dnnl_memory_create(&memory, scratch, engine, buffer) != dnnl_success) {
             free(buffer);
             return 1;
@@ -271,7 +274,7 @@ static int execute(kiln_dnnl_conv *conv, int which, int threads, void *const buf
         status |= dnnl_memory_create(&plain[i], i == prepared ? &o->chosen : &o->plain, engine, buffers[i]) != dnnl_success;
         if (status) break;
         if (o->reorder && i != prepared) {
-            size_t size = (dnnl_memory_desc_get_size(&o->chosen) + 63) / 64 * 64;
+            size_t size = padded_size(&o->chosen);
             scratch[i] = aligned_alloc(64, size ? size : 64);
             status |= !scratch[i];
             if (status) break;
@@ -333,7 +336,7 @@ size_t kiln_dnnl_conv_prepared_weights_size(kiln_dnnl_conv *conv, int which) {
     int slot = weights_slot(which);
     direction *d = slot < 0 ? NULL : ready(conv, which);
     if (!d || !d->operands[slot].reorder) return 0;
-    return (dnnl_memory_desc_get_size(&d->operands[slot].chosen) + 63) / 64 * 64;
+    return padded_size(&d->operands[slot].chosen);
 }
 
 int kiln_dnnl_conv_prepare_weights(kiln_dnnl_conv *conv, int which, int threads, const float *w, void *prepared) {
