@@ -26,21 +26,28 @@ extension FP32 {
     /// Broadcasting elementwise arithmetic, with fast paths for equal shapes, scalars and per-channel operands.
     public static func binary(_ a: Tensor, _ b: Tensor, _ op: BinaryOp) -> Tensor {
         if a.shape == b.shape {
-            var out = a.scalars
-            out.withUnsafeMutableBufferPointer { buffer in
-                b.scalars.withUnsafeBufferPointer { other in
-                    let p = UnsafeMutableSendablePointer(buffer.baseAddress!), q = UnsafeSendablePointer(other.baseAddress!)
-                    Parallel.forEachSlice(buffer.count) { range in
-                        switch op {
-                        case .add: for i in range { p.pointer[i] += q.pointer[i] }
-                        case .sub: for i in range { p.pointer[i] -= q.pointer[i] }
-                        case .mul: for i in range { p.pointer[i] *= q.pointer[i] }
-                        case .div: for i in range { p.pointer[i] /= q.pointer[i] }
+            // One parallel pass into a fresh buffer (a copy of `a` updated in place reads and writes it twice).
+            let count = a.count
+            let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                a.scalars.withUnsafeBufferPointer { first in
+                    b.scalars.withUnsafeBufferPointer { second in
+                        guard count > 0 else { return }
+                        let (d, p, q) = (UnsafeMutableSendablePointer(buffer.baseAddress!),
+                                         UnsafeSendablePointer(first.baseAddress!), UnsafeSendablePointer(second.baseAddress!))
+                        Parallel.forEachSlice(count) { range in
+                            let (out, x, y) = (d.pointer, p.pointer, q.pointer)
+                            switch op {
+                            case .add: for i in range { out[i] = x[i] + y[i] }
+                            case .sub: for i in range { out[i] = x[i] - y[i] }
+                            case .mul: for i in range { out[i] = x[i] * y[i] }
+                            case .div: for i in range { out[i] = x[i] / y[i] }
+                            }
                         }
                     }
                 }
+                initialized = count
             }
-            return Tensor(shape: a.shape, scalars: out)
+            return Tensor(shape: a.shape, scalars: scalars)
         }
         guard let shape = TensorLayout.broadcastShape(a.shape, b.shape) else {
             preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
@@ -54,20 +61,42 @@ extension FP32 {
             return Tensor(shape: shape, scalars: b.scalars.map { op.apply(s, $0) })
         }
         if shape == a.shape, let (outer, channels, inner) = channelBroadcast(b.shape, over: shape) {
-            var out = a.scalars
-            out.withUnsafeMutableBufferPointer { p in
-                for o in 0..<outer {
-                    for c in 0..<channels {
-                        let s = b.scalars[c]
-                        let base = (o * channels + c) * inner
-                        for i in base..<(base + inner) { p[i] = op.apply(p[i], s) }
-                    }
+            let values = b.scalars
+            return mapPlanes(a, outer: outer, channels: channels, inner: inner) { c, source, target, count in
+                let s = values[c]
+                switch op {
+                case .add: for i in 0..<count { target[i] = source[i] + s }
+                case .sub: for i in 0..<count { target[i] = source[i] - s }
+                case .mul: for i in 0..<count { target[i] = source[i] * s }
+                case .div: for i in 0..<count { target[i] = source[i] / s }
                 }
             }
-            return Tensor(shape: shape, scalars: out)
         }
         let (values, outShape) = TensorLayout.broadcastBinary(a.scalars, a.shape, b.scalars, b.shape, op.apply)
         return Tensor(shape: outShape, scalars: values)
+    }
+
+    /// A fresh tensor of x's shape, x seen as [outer, channels, inner] planes: `body(c, source, target, inner)`
+    /// writes each plane of channel c from x's plane, planes in parallel.
+    @inline(__always)
+    static func mapPlanes(_ x: Tensor, outer: Int, channels: Int, inner: Int,
+                          _ body: (_ channel: Int, _ source: UnsafePointer<Float>, _ target: UnsafeMutablePointer<Float>,
+                                   _ count: Int) -> Void) -> Tensor {
+        let count = outer * channels * inner
+        precondition(count == x.count, "planes \(outer)×\(channels)×\(inner) do not cover \(x.shape)")
+        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            x.scalars.withUnsafeBufferPointer { source in
+                guard count > 0 else { return }
+                let (d, s) = (UnsafeMutableSendablePointer(buffer.baseAddress!), UnsafeSendablePointer(source.baseAddress!))
+                Parallel.forEachChunk(outer * channels, grain: max(1, (1 << 16) / max(inner, 1))) { planes in
+                    for plane in planes {
+                        body(plane % channels, s.pointer + plane * inner, d.pointer + plane * inner, inner)
+                    }
+                }
+            }
+            initialized = count
+        }
+        return Tensor(shape: x.shape, scalars: scalars)
     }
 
     /// If `small` varies along exactly one axis of `shape` (e.g. [1, C, 1, 1] against [N, C, H, W]), the sizes
@@ -82,22 +111,12 @@ extension FP32 {
     /// Inference batch normalization: (x − mean) / √(variance + ε) · scale + bias per channel (axis 1).
     public static func batchNorm(_ x: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, variance: Tensor,
                                  epsilon: Float) -> Tensor {
-        let channels = x.shape[1]
-        let inner = x.shape[2...].reduce(1, *)
+        let (outer, channels, inner) = split(x.shape, at: 1)
         let multiplier = (0..<channels).map { scale.scalars[$0] / (variance.scalars[$0] + epsilon).squareRoot() }
         let shift = (0..<channels).map { bias.scalars[$0] - mean.scalars[$0] * multiplier[$0] }
-        var out = x.scalars
-        out.withUnsafeMutableBufferPointer { buffer in
-            let p = UnsafeMutableSendablePointer(buffer.baseAddress!)
-            Parallel.forEachChunk(x.shape[0] * channels, grain: max(1, (1 << 16) / max(inner, 1))) { planes in
-                for plane in planes {
-                    let c = plane % channels
-                    let (m, s) = (multiplier[c], shift[c])
-                    let base = plane * inner
-                    for i in base..<(base + inner) { p.pointer[i] = p.pointer[i] * m + s }
-                }
-            }
+        return mapPlanes(x, outer: outer, channels: channels, inner: inner) { c, source, target, count in
+            let (m, s) = (multiplier[c], shift[c])
+            for i in 0..<count { target[i] = source[i] * m + s }
         }
-        return Tensor(shape: x.shape, scalars: out)
     }
 }

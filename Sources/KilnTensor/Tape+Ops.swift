@@ -28,17 +28,10 @@ extension Tape {
             let (outer, channels, inner) = FP32.split(xv.shape, at: 1)
             var dx: Tensor?
             if needs[0] {
-                var values = dy.scalars
-                values.withUnsafeMutableBufferPointer { d in
-                    for o in 0..<outer {
-                        for c in 0..<channels {
-                            let factor = gamma[c] * inverse[c]
-                            let base = (o * channels + c) * inner
-                            for i in base..<(base + inner) { d[i] *= factor }
-                        }
-                    }
+                dx = FP32.mapPlanes(dy, outer: outer, channels: channels, inner: inner) { c, source, target, count in
+                    let factor = gamma[c] * inverse[c]
+                    for i in 0..<count { target[i] = source[i] * factor }
                 }
-                dx = Tensor(shape: xv.shape, scalars: values)
             }
             guard needs[1] || needs[2] else { return [dx, nil, nil] }
             var dGamma = [Float](repeating: 0, count: channels), dBeta = [Float](repeating: 0, count: channels)

@@ -101,15 +101,10 @@ public final class Tape {
         return targets.map { result[$0.id] }
     }
 
+    /// Adds `gradient` to what `id` has pending (a value used more than once, like a residual block's input).
     private func accumulate(_ pending: inout [Int: Tensor], _ id: Int, _ gradient: Tensor) {
-        if pending[id] != nil {
-            pending[id]!.scalars.withUnsafeMutableBufferPointer { p in
-                gradient.scalars.withUnsafeBufferPointer { g in
-                    for i in p.indices { p[i] += g[i] }
-                }
-            }
-        } else {
-            pending[id] = gradient
-        }
+        // A fresh sum in one parallel pass: the pending gradient's storage is often shared (an add passes its
+        // gradient to both operands), so updating it in place would first copy it.
+        pending[id] = pending[id].map { FP32.binary($0, gradient, .add) } ?? gradient
     }
 }
