@@ -124,7 +124,8 @@ public enum TensorLayout {
                       strides: broadcastStrides(from: shape, to: outputShape))
     }
 
-    /// Dimensions permuted: output dimension i is input dimension `perm[i]`.
+    /// Dimensions permuted: output dimension i is input dimension `perm[i]`. Inlinable like `gatherStrided`.
+    @inlinable
     public static func transpose<T>(_ source: [T], shape: [Int], perm: [Int]) -> (values: [T], shape: [Int]) {
         let inStrides = shape.strides
         let outShape = perm.map { shape[$0] }
@@ -132,6 +133,8 @@ public enum TensorLayout {
     }
 
     /// A strided slice; `starts`, `counts` and `steps` give, per axis, the first index, how many and the step.
+    /// Inlinable like `gatherStrided`.
+    @inlinable
     public static func slice<T>(_ source: [T], shape: [Int], starts: [Int], counts: [Int],
                                 steps: [Int]) -> [T] {
         let inStrides = shape.strides

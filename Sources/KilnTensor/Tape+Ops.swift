@@ -251,14 +251,10 @@ extension Tape {
     public func matMul(_ a: Variable, _ b: Variable) -> Variable {
         let (av, bv) = (a.value, b.value)
         return record(FP32.matMul(av, bv), inputs: [a, b]) { dy, needs in
-            func swapLast(_ t: Tensor) -> Tensor {
-                let rank = t.rank
-                let perm = Array(0..<(rank - 2)) + [rank - 1, rank - 2]
-                let (values, shape) = TensorLayout.transpose(t.scalars, shape: t.shape, perm: perm)
-                return Tensor(shape: shape, scalars: values)
-            }
-            let da = needs[0] ? FP32.sumToShape(FP32.matMul(dy, swapLast(bv)), av.shape) : nil
-            let db = needs[1] ? FP32.sumToShape(FP32.matMul(swapLast(av), dy), bv.shape) : nil
+            // dA = dY · Bᵀ and dB = Aᵀ · dY with the transposes left to sgemm: a generator's linear layer has 10⁸
+            // weights, and a transposed copy of them cost more than the product.
+            let da = needs[0] ? FP32.sumToShape(FP32.matMul(dy, bv, transposeB: true), av.shape) : nil
+            let db = needs[1] ? FP32.sumToShape(FP32.matMul(av, dy, transposeA: true), bv.shape) : nil
             return [da, db]
         }
     }

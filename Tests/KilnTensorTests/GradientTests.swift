@@ -150,6 +150,28 @@ struct GradientTests {
         #expect(problems.isEmpty, "\(problems.prefix(5))")
     }
 
+    @Test("matrix products with transposed operands equal products of explicit transposes (row-split and batched)")
+    func matMulTransposed() {
+        func transposed(_ t: Tensor) -> Tensor {
+            let rank = t.rank
+            let (values, shape) = TensorLayout.transpose(t.scalars, shape: t.shape,
+                                                         perm: Array(0..<(rank - 2)) + [rank - 1, rank - 2])
+            return Tensor(shape: shape, scalars: values)
+        }
+        // (a as stored, b as stored): 2-D with enough rows to split across threads, then batched with broadcasting.
+        let cases: [([Int], [Int])] = [([9, 7], [7, 5]), ([2, 3, 6, 4], [4, 5]), ([3, 4], [2, 4, 6])]
+        for (index, (aShape, bShape)) in cases.enumerated() {
+            let a = awayFromKinks(aShape, seed: UInt64(10 + index)), b = awayFromKinks(bShape, seed: UInt64(20 + index))
+            let plain = FP32.matMul(a, b)
+            for (ta, tb) in [(true, false), (false, true), (true, true)] {
+                let got = FP32.matMul(ta ? transposed(a) : a, tb ? transposed(b) : b, transposeA: ta, transposeB: tb)
+                #expect(got.shape == plain.shape, "case \(index) \(ta) \(tb)")
+                let worst = zip(got.scalars, plain.scalars).map { abs($0 - $1) }.max() ?? 0
+                #expect(worst < 1e-5, "case \(index), transposed a \(ta) b \(tb): max difference \(worst)")
+            }
+        }
+    }
+
     @Test("layout ops: reshape, transpose, concat, slice, gather")
     func layout() {
         let x = awayFromKinks([2, 3, 4], seed: 1)
