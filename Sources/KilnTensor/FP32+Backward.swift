@@ -146,26 +146,91 @@ extension FP32 {
         let (outer, channels, inner) = split(x.shape, at: 1)
         let count = Double(outer * inner)
         var mean = [Float](repeating: 0, count: channels), variance = [Float](repeating: 0, count: channels)
+        guard x.count > 0 else { return (mean, variance) }
         x.scalars.withUnsafeBufferPointer { p in
-            for c in 0..<channels {
-                var sum = 0.0
-                for o in 0..<outer {
-                    let base = (o * channels + c) * inner
-                    for i in 0..<inner { sum += Double(p[base + i]) }
-                }
-                let mu = sum / count
-                var squares = 0.0
-                for o in 0..<outer {
-                    let base = (o * channels + c) * inner
-                    for i in 0..<inner {
-                        let d = Double(p[base + i]) - mu
-                        squares += d * d
+            mean.withUnsafeMutableBufferPointer { mp in
+                variance.withUnsafeMutableBufferPointer { vp in
+                    let source = UnsafeSendablePointer(p.baseAddress!)
+                    let (means, variances) = (UnsafeMutableSendablePointer(mp.baseAddress!),
+                                              UnsafeMutableSendablePointer(vp.baseAddress!))
+                    forEachChannel(channels, elements: x.count) { c in
+                        var sum = 0.0
+                        for o in 0..<outer { sum += doubleSum(source.pointer + (o * channels + c) * inner, inner) }
+                        let mu = sum / count
+                        var squares = 0.0
+                        for o in 0..<outer {
+                            squares += squaredDeviations(source.pointer + (o * channels + c) * inner, inner, from: mu)
+                        }
+                        means.pointer[c] = Float(mu)
+                        variances.pointer[c] = Float(squares / count)
                     }
                 }
-                mean[c] = Float(mu)
-                variance[c] = Float(squares / count)
             }
         }
         return (mean, variance)
+    }
+
+    /// Σ p[i] for i in 0..<n in Double, four running sums (one dependent Double add per element is latency-bound).
+    @inline(__always)
+    static func doubleSum(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+        var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
+        var i = 0
+        while i + 4 <= n {
+            s0 += Double(p[i]); s1 += Double(p[i + 1]); s2 += Double(p[i + 2]); s3 += Double(p[i + 3])
+            i += 4
+        }
+        while i < n { s0 += Double(p[i]); i += 1 }
+        return (s0 + s1) + (s2 + s3)
+    }
+
+    /// Σ (p[i] − mu)² for i in 0..<n in Double, four running sums.
+    @inline(__always)
+    static func squaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, from mu: Double) -> Double {
+        var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
+        var i = 0
+        while i + 4 <= n {
+            let (d0, d1) = (Double(p[i]) - mu, Double(p[i + 1]) - mu)
+            let (d2, d3) = (Double(p[i + 2]) - mu, Double(p[i + 3]) - mu)
+            s0 += d0 * d0; s1 += d1 * d1; s2 += d2 * d2; s3 += d3 * d3
+            i += 4
+        }
+        while i < n { let d = Double(p[i]) - mu; s0 += d * d; i += 1 }
+        return (s0 + s1) + (s2 + s3)
+    }
+
+    /// Per channel of x and y seen as [outer, channels, inner]: (Σ x, Σ x·y), channels in parallel; each channel
+    /// summed plane by plane in order (one Float partial sum per plane).
+    static func channelSums(_ x: Tensor, times y: Tensor) -> (sums: [Float], products: [Float]) {
+        let (outer, channels, inner) = split(x.shape, at: 1)
+        precondition(x.shape == y.shape, "channel sums of \(x.shape) and \(y.shape)")
+        var sums = [Float](repeating: 0, count: channels), products = [Float](repeating: 0, count: channels)
+        guard x.count > 0 else { return (sums, products) }
+        x.scalars.withUnsafeBufferPointer { xp in
+            y.scalars.withUnsafeBufferPointer { yp in
+                sums.withUnsafeMutableBufferPointer { sp in
+                    products.withUnsafeMutableBufferPointer { pp in
+                        let (xs, ys) = (UnsafeSendablePointer(xp.baseAddress!), UnsafeSendablePointer(yp.baseAddress!))
+                        let (ss, ps) = (UnsafeMutableSendablePointer(sp.baseAddress!),
+                                        UnsafeMutableSendablePointer(pp.baseAddress!))
+                        forEachChannel(channels, elements: x.count) { c in
+                            var (sum, product): (Float, Float) = (0, 0)
+                            for o in 0..<outer {
+                                let (a, b) = (xs.pointer + (o * channels + c) * inner, ys.pointer + (o * channels + c) * inner)
+                                var (planeSum, planeProduct): (Float, Float) = (0, 0)
+                                for i in 0..<inner {
+                                    planeSum += a[i]
+                                    planeProduct += a[i] * b[i]
+                                }
+                                sum += planeSum
+                                product += planeProduct
+                            }
+                            ss.pointer[c] = sum
+                            ps.pointer[c] = product
+                        }
+                    }
+                }
+            }
+        }
+        return (sums, products)
     }
 }

@@ -82,21 +82,42 @@ extension FP32 {
     static func mapPlanes(_ x: Tensor, outer: Int, channels: Int, inner: Int,
                           _ body: (_ channel: Int, _ source: UnsafePointer<Float>, _ target: UnsafeMutablePointer<Float>,
                                    _ count: Int) -> Void) -> Tensor {
+        x.scalars.withUnsafeBufferPointer { source in
+            let start = source.baseAddress.map(UnsafeSendablePointer.init)
+            return makePlanes(x.shape, outer: outer, channels: channels, inner: inner) { c, offset, target, count in
+                body(c, start!.pointer + offset, target, count)
+            }
+        }
+    }
+
+    /// A fresh tensor of `shape` seen as [outer, channels, inner] planes: `body(c, offset, target, inner)` writes
+    /// the plane at element `offset` (of channel c), planes in parallel.
+    @inline(__always)
+    static func makePlanes(_ shape: [Int], outer: Int, channels: Int, inner: Int,
+                           _ body: (_ channel: Int, _ offset: Int, _ target: UnsafeMutablePointer<Float>,
+                                    _ count: Int) -> Void) -> Tensor {
         let count = outer * channels * inner
-        precondition(count == x.count, "planes \(outer)×\(channels)×\(inner) do not cover \(x.shape)")
+        precondition(count == shape.elementCount, "planes \(outer)×\(channels)×\(inner) do not cover \(shape)")
         let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            x.scalars.withUnsafeBufferPointer { source in
-                guard count > 0 else { return }
-                let (d, s) = (UnsafeMutableSendablePointer(buffer.baseAddress!), UnsafeSendablePointer(source.baseAddress!))
-                Parallel.forEachChunk(outer * channels, grain: max(1, (1 << 16) / max(inner, 1))) { planes in
-                    for plane in planes {
-                        body(plane % channels, s.pointer + plane * inner, d.pointer + plane * inner, inner)
-                    }
+            guard count > 0 else { return }
+            let d = UnsafeMutableSendablePointer(buffer.baseAddress!)
+            Parallel.forEachChunk(outer * channels, grain: max(1, (1 << 16) / max(inner, 1))) { planes in
+                for plane in planes {
+                    body(plane % channels, plane * inner, d.pointer + plane * inner, inner)
                 }
             }
             initialized = count
         }
-        return Tensor(shape: x.shape, scalars: scalars)
+        return Tensor(shape: shape, scalars: scalars)
+    }
+
+    /// `body(c)` for every channel, channels in parallel (each call reduces one channel of an [outer, channels,
+    /// inner] tensor, so the result does not depend on the thread count).
+    @inline(__always)
+    static func forEachChannel(_ channels: Int, elements: Int, _ body: (_ channel: Int) -> Void) {
+        Parallel.forEachChunk(channels, grain: max(1, (1 << 16) / max(elements / max(channels, 1), 1))) { range in
+            for c in range { body(c) }
+        }
     }
 
     /// If `small` varies along exactly one axis of `shape` (e.g. [1, C, 1, 1] against [N, C, H, W]), the sizes

@@ -9,22 +9,17 @@ extension Tape {
         let (outer, channels, inner) = FP32.split(xv.shape, at: 1)
         let count = Float(outer * inner)
         let mean = record(Tensor(shape: [channels], scalars: meanValues), inputs: [x]) { dy, _ in
-            var dx = [Float](repeating: 0, count: xv.count)
-            for o in 0..<outer { for c in 0..<channels {
-                let base = (o * channels + c) * inner
-                let share = dy.scalars[c] / count
-                for i in base..<(base + inner) { dx[i] = share }
-            } }
-            return [Tensor(shape: xv.shape, scalars: dx)]
+            let shares = dy.scalars.map { $0 / count }
+            return [FP32.makePlanes(xv.shape, outer: outer, channels: channels, inner: inner) { c, _, target, n in
+                target.initialize(repeating: shares[c], count: n)
+            }]
         }
         let variance = record(Tensor(shape: [channels], scalars: varianceValues), inputs: [x]) { dy, _ in
-            var dx = [Float](repeating: 0, count: xv.count)
-            for o in 0..<outer { for c in 0..<channels {
-                let base = (o * channels + c) * inner
-                let factor = 2 * dy.scalars[c] / count
-                for i in base..<(base + inner) { dx[i] = factor * (xv.scalars[i] - meanValues[c]) }
-            } }
-            return [Tensor(shape: xv.shape, scalars: dx)]
+            let factors = dy.scalars.map { 2 * $0 / count }
+            return [FP32.mapPlanes(xv, outer: outer, channels: channels, inner: inner) { c, source, target, n in
+                let (factor, mu) = (factors[c], meanValues[c])
+                for i in 0..<n { target[i] = factor * (source[i] - mu) }
+            }]
         }
         return (mean, variance)
     }

@@ -34,24 +34,9 @@ extension Tape {
                 }
             }
             guard needs[1] || needs[2] else { return [dx, nil, nil] }
-            var dGamma = [Float](repeating: 0, count: channels), dBeta = [Float](repeating: 0, count: channels)
-            dy.scalars.withUnsafeBufferPointer { d in
-                xv.scalars.withUnsafeBufferPointer { x in
-                    for o in 0..<outer {
-                        for c in 0..<channels {
-                            let base = (o * channels + c) * inner
-                            var sumD: Float = 0, sumDX: Float = 0
-                            for i in base..<(base + inner) {
-                                sumD += d[i]
-                                sumDX += d[i] * x[i]
-                            }
-                            dBeta[c] += sumD
-                            dGamma[c] += (sumDX - mean.scalars[c] * sumD) * inverse[c]
-                        }
-                    }
-                }
-            }
-            return [dx, Tensor(shape: [channels], scalars: dGamma), Tensor(shape: [channels], scalars: dBeta)]
+            let (sumD, sumDX) = FP32.channelSums(dy, times: xv)
+            let dGamma = (0..<channels).map { (sumDX[$0] - mean.scalars[$0] * sumD[$0]) * inverse[$0] }
+            return [dx, Tensor(shape: [channels], scalars: dGamma), Tensor(shape: [channels], scalars: sumD)]
         }
     }
 
@@ -61,46 +46,36 @@ extension Tape {
         let (mean, variance) = FP32.channelMoments(x.value)
         let (outer, channels, inner) = FP32.split(x.shape, at: 1)
         let inverse = variance.map { 1 / ($0 + epsilon).squareRoot() }
-        var normalized = x.value
-        normalized.scalars.withUnsafeMutableBufferPointer { p in
-            for o in 0..<outer { for c in 0..<channels {
-                let base = (o * channels + c) * inner
-                for i in base..<(base + inner) { p[i] = (p[i] - mean[c]) * inverse[c] }
-            } }
+        let normalized = FP32.mapPlanes(x.value, outer: outer, channels: channels, inner: inner) { c, source, target, n in
+            let (mu, k) = (mean[c], inverse[c])
+            for i in 0..<n { target[i] = (source[i] - mu) * k }
         }
         var y = normalized
         if let scale, let bias {
-            y.scalars.withUnsafeMutableBufferPointer { p in
-                for o in 0..<outer { for c in 0..<channels {
-                    let base = (o * channels + c) * inner
-                    for i in base..<(base + inner) { p[i] = p[i] * scale.value.scalars[c] + bias.value.scalars[c] }
-                } }
+            let (g, b) = (scale.value.scalars, bias.value.scalars)
+            y = FP32.mapPlanes(normalized, outer: outer, channels: channels, inner: inner) { c, source, target, n in
+                let (gc, bc) = (g[c], b[c])
+                for i in 0..<n { target[i] = source[i] * gc + bc }
             }
         }
         let gamma = scale?.value.scalars ?? [Float](repeating: 1, count: channels)
         let count = Float(outer * inner)
         let inputs = [x] + (scale.map { [$0] } ?? []) + (bias.map { [$0] } ?? [])
         return record(y, inputs: inputs) { dy, needs in
-            var dGamma = [Float](repeating: 0, count: channels), dBeta = [Float](repeating: 0, count: channels)
-            for o in 0..<outer { for c in 0..<channels {
-                let base = (o * channels + c) * inner
-                for i in base..<(base + inner) {
-                    dBeta[c] += dy.scalars[i]
-                    dGamma[c] += dy.scalars[i] * normalized.scalars[i]
-                }
-            } }
+            let (dBeta, dGamma) = FP32.channelSums(dy, times: normalized)
             var dx: Tensor?
             if needs[0] {
                 // dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))
-                var values = [Float](repeating: 0, count: normalized.count)
-                for o in 0..<outer { for c in 0..<channels {
-                    let base = (o * channels + c) * inner
-                    let meanDy = dBeta[c] / count, meanDyX = dGamma[c] / count
-                    for i in base..<(base + inner) {
-                        values[i] = gamma[c] * inverse[c] * (dy.scalars[i] - meanDy - normalized.scalars[i] * meanDyX)
+                dx = dy.scalars.withUnsafeBufferPointer { dp in
+                    normalized.scalars.withUnsafeBufferPointer { np in
+                        let (d, h) = (dp.baseAddress.map(UnsafeSendablePointer.init), np.baseAddress.map(UnsafeSendablePointer.init))
+                        return FP32.makePlanes(normalized.shape, outer: outer, channels: channels, inner: inner) { c, offset, target, n in
+                            let (meanDy, meanDyX, factor) = (dBeta[c] / count, dGamma[c] / count, gamma[c] * inverse[c])
+                            let (g, xh) = (d!.pointer + offset, h!.pointer + offset)
+                            for i in 0..<n { target[i] = factor * (g[i] - meanDy - xh[i] * meanDyX) }
+                        }
                     }
-                } }
-                dx = Tensor(shape: normalized.shape, scalars: values)
+                }
             }
             var result: [Tensor?] = [dx]
             if needs.count > 1 {
