@@ -38,6 +38,8 @@ public struct Adam: Optimizer {
         }
         steps += 1
         let correction1 = 1 - pow(beta1, Float(steps)), correction2 = 1 - pow(beta2, Float(steps))
+        // PyTorch's form: p −= (rate / c₁) · m / (√v / √c₂ + ε), one square root and two divisions per element.
+        let (stepSize, rootCorrection2) = (learningRate / correction1, correction2.squareRoot())
         for index in parameters.indices {
             guard let gradient = gradients[index] else { continue }
             let (rate, decay, decoupled) = (learningRate, weightDecay, decoupledWeightDecay)
@@ -49,17 +51,25 @@ public struct Adam: Optimizer {
                             guard pb.count > 0 else { return }
                             let (ps, gs) = (UnsafeMutableSendablePointer(pb.baseAddress!), UnsafeSendablePointer(gb.baseAddress!))
                             let (ms, vs) = (UnsafeMutableSendablePointer(mb.baseAddress!), UnsafeMutableSendablePointer(vb.baseAddress!))
-                            // Elementwise, so in parallel slices (a generator's linear layer has 10⁸ weights).
+                            // Elementwise, so in parallel slices (a generator's linear layer has 10⁸ weights); the
+                            // common case (no weight decay) in its own loop, without a test per element.
                             Parallel.forEachSlice(pb.count) { range in
                                 let (p, g, m, v) = (ps.pointer, gs.pointer, ms.pointer, vs.pointer)
+                                if decay == 0 {
+                                    for i in range {
+                                        let gi = g[i]
+                                        let (mi, vi) = (b1 * m[i] + (1 - b1) * gi, b2 * v[i] + (1 - b2) * gi * gi)
+                                        (m[i], v[i]) = (mi, vi)
+                                        p[i] -= stepSize * (mi / (vi.squareRoot() / rootCorrection2 + eps))
+                                    }
+                                    return
+                                }
                                 for i in range {
                                     var gi = g[i]
-                                    if decay != 0 {
-                                        if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
-                                    }
-                                    m[i] = b1 * m[i] + (1 - b1) * gi
-                                    v[i] = b2 * v[i] + (1 - b2) * gi * gi
-                                    p[i] -= rate * (m[i] / correction1) / ((v[i] / correction2).squareRoot() + eps)
+                                    if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
+                                    let (mi, vi) = (b1 * m[i] + (1 - b1) * gi, b2 * v[i] + (1 - b2) * gi * gi)
+                                    (m[i], v[i]) = (mi, vi)
+                                    p[i] -= stepSize * (mi / (vi.squareRoot() / rootCorrection2 + eps))
                                 }
                             }
                         }
