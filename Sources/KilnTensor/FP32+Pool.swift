@@ -1,3 +1,4 @@
+import CKilnFP32
 import KilnGraph
 
 extension FP32 {
@@ -12,10 +13,11 @@ extension FP32 {
         maxPool(x, a, winners: true)
     }
 
-    /// Max pooling one plane and one kernel cell at a time: the cell's candidates for every output of the plane are
-    /// gathered (−∞ where the cell falls in the padding), then compared with the running maxima across the whole
-    /// plane, eight outputs per vector compare — a per-window maximum is a chain of dependent compares, and a
-    /// per-row pass leaves short rows (7–14 outputs) to scalar compares that branch.
+    /// Max pooling one plane and one kernel cell at a time (`kiln_max_pool_plane`, in C so that it is compiled for
+    /// the machine's vector width): the cell's candidates for every output of the plane are gathered (−∞ where the
+    /// cell falls in the padding), then compared with the running maxima across the whole plane — a per-window
+    /// maximum is a chain of dependent compares, and a per-row pass leaves short rows (7–14 outputs) to scalar
+    /// compares.
     @inline(__always)
     private static func maxPool(_ x: Tensor, _ a: PoolAttributes, winners: Bool) -> (output: Tensor, winners: [Int32]) {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -23,11 +25,11 @@ extension FP32 {
         let (oh, ow) = (shape[2], shape[3])
         let g = PoolGeometry(a, height: h, width: w)
         let planes = n * c, cells = oh * ow, count = planes * cells
-        // Per kernel row and column: the output rows (columns) whose input row (column) is in bounds.
-        let rowRanges = (0..<g.kernelH).map {
+        // Per kernel row and column: the output rows (columns) whose input row (column) is in bounds, as [first, end).
+        let rowRanges = (0..<g.kernelH).flatMap {
             inBoundsOutputs(offset: $0 * g.dilationH - g.padTop, stride: g.strideH, size: h, outputs: oh)
         }
-        let columnRanges = (0..<g.kernelW).map {
+        let columnRanges = (0..<g.kernelW).flatMap {
             inBoundsOutputs(offset: $0 * g.dilationW - g.padLeft, stride: g.strideW, size: w, outputs: ow)
         }
         // Output (oy, ox) reads input cell oy·strideH·w + ox·strideW + the kernel cell's offset.
@@ -40,44 +42,29 @@ extension FP32 {
                                   size: w)
             return row.count > 0 && column.count > 0 ? Int32(truncatingIfNeeded: row.first * w + column.first) : -1
         }
+        var geometry = kiln_pool_shape(
+            height: Int64(h), width: Int64(w), out_height: Int64(oh), out_width: Int64(ow), kernel_h: Int64(g.kernelH),
+            kernel_w: Int64(g.kernelW), stride_h: Int64(g.strideH), stride_w: Int64(g.strideW),
+            dilation_h: Int64(g.dilationH), dilation_w: Int64(g.dilationW), pad_top: Int64(g.padTop),
+            pad_left: Int64(g.padLeft))
         var indices = [Int32](repeating: -1, count: winners ? count : 0)
         let out = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            x.scalars.withUnsafeBufferPointer { xp in
-                indices.withUnsafeMutableBufferPointer { ip in
-                    origins.withUnsafeBufferPointer { op in
+            guard count > 0 else { return }
+            let tables = (rowRanges, columnRanges, origins, firstCells)
+            withUnsafePointer(to: &geometry) { shapePointer in
+                x.scalars.withUnsafeBufferPointer { xp in
+                    indices.withUnsafeMutableBufferPointer { ip in
                         let (source, target) = (UnsafeSendablePointer(xp.baseAddress!), UnsafeMutableSendablePointer(buffer.baseAddress!))
                         // (An empty array may still have a base address: the flag decides.)
                         let chosen = winners ? ip.baseAddress.map(UnsafeMutableSendablePointer.init) : nil
-                        let origin = UnsafeSendablePointer(op.baseAddress!)
+                        let pool = UnsafeSendablePointer(shapePointer)
                         Parallel.forEachChunk(planes, grain: max(1, 4096 / max(cells, 1))) { range in
                             let candidates = UnsafeMutablePointer<Float>.allocate(capacity: max(cells, 1))
                             defer { candidates.deallocate() }
                             for plane in range {
-                                let src = source.pointer + plane * h * w, end = src + h * w
-                                let best = target.pointer + plane * cells
-                                best.initialize(repeating: -Float.infinity, count: cells)
-                                let winnerPlane = chosen.map { $0.pointer + plane * cells }
-                                winnerPlane?.update(from: firstCells, count: cells)
-                                for ki in 0..<g.kernelH where !rowRanges[ki].isEmpty {
-                                    for kj in 0..<g.kernelW where !columnRanges[kj].isEmpty {
-                                        let (rows, columns) = (rowRanges[ki], columnRanges[kj])
-                                        let offset = (ki * g.dilationH - g.padTop) * w + kj * g.dilationW - g.padLeft
-                                        if rows.count < oh || columns.count < ow {
-                                            candidates.initialize(repeating: -Float.infinity, count: cells)
-                                        }
-                                        for oy in rows {
-                                            let first = oy * ow + columns.lowerBound
-                                            gather(from: src + Int(origin.pointer[first]) + offset, stride: g.strideW,
-                                                   count: columns.count, end: end, into: candidates + first)
-                                        }
-                                        if let winnerPlane {
-                                            keepLarger(candidates, best, count: cells, winners: winnerPlane,
-                                                       origins: origin.pointer, offset: Int32(truncatingIfNeeded: offset))
-                                        } else {
-                                            keepLarger(candidates, best, count: cells)
-                                        }
-                                    }
-                                }
+                                kiln_max_pool_plane(pool.pointer, tables.0, tables.1, tables.2, tables.3,
+                                                    source.pointer + plane * h * w, target.pointer + plane * cells,
+                                                    chosen.map { $0.pointer + plane * cells }, candidates)
                             }
                         }
                     }
@@ -88,84 +75,12 @@ extension FP32 {
         return (Tensor(shape: shape, scalars: out), indices)
     }
 
-    /// The outputs o in 0..<outputs whose input position o · stride + offset lies within 0..<size.
-    private static func inBoundsOutputs(offset: Int, stride: Int, size: Int, outputs: Int) -> Range<Int> {
+    /// The outputs o in 0..<outputs whose input position o · stride + offset lies within 0..<size, as [first, end].
+    private static func inBoundsOutputs(offset: Int, stride: Int, size: Int, outputs: Int) -> [Int64] {
         let low = offset >= 0 ? 0 : (-offset + stride - 1) / stride
         let high = size - 1 - offset < 0 ? 0 : (size - 1 - offset) / stride + 1
-        return min(low, outputs)..<max(min(high, outputs), min(low, outputs))
-    }
-
-    /// target[k] = source[k · stride] for k in 0..<count, reading nothing at or past `end`; strides 1 and 2 (the
-    /// pooling strides in use) by vectors.
-    @inline(__always)
-    private static func gather(from source: UnsafePointer<Float>, stride: Int, count: Int, end: UnsafePointer<Float>,
-                               into target: UnsafeMutablePointer<Float>) {
-        var k = 0
-        if stride == 1 {
-            target.update(from: source, count: count)
-            return
-        }
-        if stride == 2 {
-            while k + 8 <= count && source + 2 * k + 16 <= end {
-                let pairs = UnsafeRawPointer(source + 2 * k).loadUnaligned(as: SIMD16<Float>.self)
-                UnsafeMutableRawPointer(target + k).storeBytes(of: pairs.evenHalf, as: SIMD8<Float>.self)
-                k += 8
-            }
-        }
-        while k < count {
-            target[k] = source[k * stride]
-            k += 1
-        }
-    }
-
-    /// best[k] = max(best[k], candidates[k]) for k in 0..<count, eight at a time.
-    @inline(__always)
-    private static func keepLarger(_ candidates: UnsafePointer<Float>, _ best: UnsafeMutablePointer<Float>, count: Int) {
-        forEachVector(count) { k in
-            let v = UnsafeRawPointer(candidates + k).loadUnaligned(as: SIMD8<Float>.self)
-            let b = UnsafeRawPointer(best + k).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(best + k).storeBytes(of: b.replacing(with: v, where: v .> b), as: SIMD8<Float>.self)
-        } scalar: { k in
-            best[k] = candidates[k] > best[k] ? candidates[k] : best[k]
-        }
-    }
-
-    /// Calls `vector(k)` for k = 0, 8, 16, … and once more for the last eight of `count` (overlapping: the updates
-    /// here are idempotent), or `scalar(k)` for each k when there are fewer than eight.
-    @inline(__always)
-    private static func forEachVector(_ count: Int, _ vector: (Int) -> Void, scalar: (Int) -> Void) {
-        guard count >= 8 else {
-            for k in 0..<count { scalar(k) }
-            return
-        }
-        var k = 0
-        while k + 8 <= count {
-            vector(k)
-            k += 8
-        }
-        if k < count { vector(count - 8) }
-    }
-
-    /// Where candidates[k] > best[k]: best[k] = candidates[k] and winners[k] = origins[k] + offset; eight at a
-    /// time (a scalar compare-and-select compiles to a branch, and which cell wins is unpredictable).
-    @inline(__always)
-    private static func keepLarger(_ candidates: UnsafePointer<Float>, _ best: UnsafeMutablePointer<Float>, count: Int,
-                                   winners: UnsafeMutablePointer<Int32>, origins: UnsafePointer<Int32>, offset: Int32) {
-        forEachVector(count) { k in
-            let v = UnsafeRawPointer(candidates + k).loadUnaligned(as: SIMD8<Float>.self)
-            let b = UnsafeRawPointer(best + k).loadUnaligned(as: SIMD8<Float>.self)
-            let w = UnsafeRawPointer(winners + k).loadUnaligned(as: SIMD8<Int32>.self)
-            let codes = UnsafeRawPointer(origins + k).loadUnaligned(as: SIMD8<Int32>.self) &+ offset
-            let larger = v .> b
-            UnsafeMutableRawPointer(best + k).storeBytes(of: b.replacing(with: v, where: larger), as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(winners + k).storeBytes(of: w.replacing(with: codes, where: larger),
-                                                            as: SIMD8<Int32>.self)
-        } scalar: { k in
-            if candidates[k] > best[k] {
-                best[k] = candidates[k]
-                winners[k] = origins[k] &+ offset
-            }
-        }
+        let first = min(low, outputs)
+        return [Int64(first), Int64(max(min(high, outputs), first))]
     }
 
     /// 2-D average pooling of x [N, C, H, W].
