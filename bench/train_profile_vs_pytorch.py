@@ -5,7 +5,7 @@ kind of op, same models, same batch and thread count, same run.
 
     swift build -c release --product kiln
     python3 bench/train_profile_vs_pytorch.py [--models resnet20 mobilenetv2 vgg resnet18] [--threads 1 2]
-                                              [--runs 10] [--batch 64] [--batch-224 8]
+                                              [--runs 10] [--rounds 3] [--batch 64] [--batch-224 8]
 
 Kiln: `kiln bench MODEL --backward --profile` (each kind of op timed forward and backward inside the engine).
 PyTorch: torch.profiler over the same passes of the same architecture (the committed teachers' twins from
@@ -13,7 +13,9 @@ scripts/train_teachers.py, a VGG-style Fashion-MNIST CNN, torchvision's ResNet-1
 BatchNorm kept), eval mode, requires_grad on the input, its faster memory layout (NCHW or channels_last). Both are
 grouped into the same categories: convolution forward and backward (split by kind: 1×1, k×k, depthwise),
 BatchNorm, activations, pooling, elementwise, matmul, the rest. Prints per category both times and Kiln / PyTorch,
-and the whole pass's medians and ratio. Weights do not change the work, so they are random.
+and the whole pass's medians and ratio. Kiln and PyTorch are measured alternately `--rounds` times and the
+ratio printed is the median of the rounds' ratios (the machines are shared: single runs move by ±30%); the tables
+are the last round's. Weights do not change the work, so they are random.
 Needs torch, torchvision and onnx from PyPI.
 """
 import argparse
@@ -108,13 +110,14 @@ def kiln_profile(kiln, onnx_path, threads, batch, runs):
 # PyTorch's aten ops by self time (each op's own time, its children's excluded, so nothing counts twice); the
 # backward ops carry "backward" in their names, except the matrix products of a linear layer's backward (aten::mm),
 # which count as forward matmul here.
-def torch_profile(model, sample, threads, batch, runs):
+def torch_profile(model, sample, threads, batch, runs, layouts=(False, True)):
+    """Median pass time in the faster of `layouts` (channels_last off/on), the per-category table, the layout."""
     torch.set_num_threads(threads)
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     best = None
-    for channels_last in (False, True):
+    for channels_last in layouts:
         m = model.to(memory_format=torch.channels_last) if channels_last else model
         x = torch.randn(batch, *sample)
         if channels_last:
@@ -156,6 +159,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenetv2", "vgg", "resnet18"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Kiln and PyTorch measured alternately this many times; the ratio is their median")
     parser.add_argument("--batch", type=int, default=64, help="batch of the 28×28 models")
     parser.add_argument("--batch-224", type=int, default=8, help="batch of the 224×224 models")
     parser.add_argument("--kiln", default=os.path.join(ROOT, ".build", "release", "kiln"))
@@ -172,10 +177,21 @@ def main():
                 export(model, sample, path)
             batch = args.batch_224 if sample[1] >= 100 else args.batch
             for threads in args.threads:
-                kiln_ms, kiln_table, kiln_ops = kiln_profile(args.kiln, path, threads, batch, args.runs)
-                torch_ms, torch_table, channels_last = torch_profile(model, sample, threads, batch, args.runs)
-                print(f"\n{name} batch {batch}, {threads} thread(s): kiln {kiln_ms:.1f} ms, torch {torch_ms:.1f} ms "
-                      f"({'channels_last' if channels_last else 'NCHW'}), kiln/torch {kiln_ms / torch_ms:.2f}")
+                ratios, layouts = [], (False, True)
+                for round in range(args.rounds):
+                    # Alternate who goes first, so that a drift of the shared machine does not favour one side.
+                    for side in ((0, 1) if round % 2 == 0 else (1, 0)):
+                        if side == 0:
+                            kiln_ms, kiln_table, kiln_ops = kiln_profile(args.kiln, path, threads, batch, args.runs)
+                        else:
+                            torch_ms, torch_table, channels_last = torch_profile(model, sample, threads, batch,
+                                                                                 args.runs, layouts)
+                            layouts = (channels_last,)
+                    ratios.append(kiln_ms / torch_ms)
+                median_ratio = sorted(ratios)[len(ratios) // 2]
+                print(f"\n{name} batch {batch}, {threads} thread(s): kiln/torch {median_ratio:.2f} (median of "
+                      f"{len(ratios)} alternated rounds: {', '.join(f'{r:.2f}' for r in ratios)}); last round kiln "
+                      f"{kiln_ms:.1f} ms, torch {torch_ms:.1f} ms ({'channels_last' if channels_last else 'NCHW'})")
                 print(f"  {'category':<12} {'kiln fwd':>9} {'torch fwd':>9} {'ratio':>6} {'kiln bwd':>9} {'torch bwd':>9} {'ratio':>6}")
                 for cat in sorted(set(kiln_table) | set(torch_table),
                                   key=lambda c: -sum(kiln_table.get(c, [0, 0]))):
