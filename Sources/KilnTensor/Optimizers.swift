@@ -38,8 +38,10 @@ public struct Adam: Optimizer {
         }
         steps += 1
         let correction1 = 1 - pow(beta1, Float(steps)), correction2 = 1 - pow(beta2, Float(steps))
-        // PyTorch's form: p −= (rate / c₁) · m / (√v / √c₂ + ε), one square root and two divisions per element.
-        let (stepSize, rootCorrection2) = (learningRate / correction1, correction2.squareRoot())
+        // p −= rate · (m / c₁) / (√(v / c₂) + ε). (PyTorch rounds it as (rate / c₁) · m / (√v / √c₂ + ε): the same
+        // within 2·10⁻⁶ over the optimizer tests' steps, but on MobileNetV2's W4A4 reconstruction, 500 steps × 12
+        // blocks, that last-bit difference alone moved the student from 92.51% to 92.31% — and it bought no speed,
+        // the update being memory-bound.)
         for index in parameters.indices {
             guard let gradient = gradients[index] else { continue }
             let (rate, decay, decoupled) = (learningRate, weightDecay, decoupledWeightDecay)
@@ -60,7 +62,7 @@ public struct Adam: Optimizer {
                                         let gi = g[i]
                                         let (mi, vi) = (b1 * m[i] + (1 - b1) * gi, b2 * v[i] + (1 - b2) * gi * gi)
                                         (m[i], v[i]) = (mi, vi)
-                                        p[i] -= stepSize * (mi / (vi.squareRoot() / rootCorrection2 + eps))
+                                        p[i] -= rate * (mi / correction1) / ((vi / correction2).squareRoot() + eps)
                                     }
                                     return
                                 }
@@ -69,7 +71,7 @@ public struct Adam: Optimizer {
                                     if decoupled { p[i] -= rate * decay * p[i] } else { gi += decay * p[i] }
                                     let (mi, vi) = (b1 * m[i] + (1 - b1) * gi, b2 * v[i] + (1 - b2) * gi * gi)
                                     (m[i], v[i]) = (mi, vi)
-                                    p[i] -= stepSize * (mi / (vi.squareRoot() / rootCorrection2 + eps))
+                                    p[i] -= rate * (mi / correction1) / ((vi / correction2).squareRoot() + eps)
                                 }
                             }
                         }
