@@ -31,15 +31,20 @@ extension Tape {
         let grid = LSQGrid(zeroPoint: z, levels: levels)
         let count = xv.count
         let keep = mask.map { $0.map { Float($0 ? 1 : 0) } } ?? [Float](repeating: 1, count: count)
-        // Runs of elements sharing one step: the whole tensor, or each channel plane.
+        // Runs of elements sharing one step: the whole tensor, or each channel plane; split into blocks of eight
+        // (the kernels' lanes) spread over the threads.
         let runLength = perChannel ? inner : count
+        let blocks = LSQBlocks(count: count, runLength: runLength)
+        func runStep(_ run: Int) -> Float { steps[perChannel ? run % channels : 0] }
         let y = [Float](unsafeUninitializedCapacity: count) { out, initialized in
             xv.scalars.withUnsafeBufferPointer { source in
                 keep.withUnsafeBufferPointer { keep in
-                    for start in stride(from: 0, to: count, by: runLength) {
-                        let s = steps[perChannel ? (start / inner) % channels : 0]
-                        grid.forward(source.baseAddress! + start, keep.baseAddress! + start, out.baseAddress! + start,
-                                     count: runLength, step: s)
+                    guard count > 0 else { return }
+                    let (x, k, o) = (UnsafeSendablePointer(source.baseAddress!), UnsafeSendablePointer(keep.baseAddress!),
+                                     UnsafeMutableSendablePointer(out.baseAddress!))
+                    blocks.forEachPiece { run, start, length, _ in
+                        grid.forward(x.pointer + start, k.pointer + start, o.pointer + start, count: length,
+                                     step: runStep(run))
                     }
                 }
             }
@@ -47,20 +52,33 @@ extension Tape {
         }
         let stepShape = step.shape
         return record(Tensor(shape: xv.shape, scalars: y), inputs: [x, step]) { dy, needs in
-            var dx = [Float](repeating: 0, count: count)
             var ds = [Float](repeating: 0, count: steps.count)
-            dy.scalars.withUnsafeBufferPointer { g in
-                xv.scalars.withUnsafeBufferPointer { source in
-                    keep.withUnsafeBufferPointer { keep in
-                        dx.withUnsafeMutableBufferPointer { dx in
-                            for start in stride(from: 0, to: count, by: runLength) {
-                                let k = perChannel ? (start / inner) % channels : 0
-                                ds[k] += grid.backward(source.baseAddress! + start, keep.baseAddress! + start, g.baseAddress! + start,
-                                                       dx.baseAddress! + start, count: runLength, step: steps[k])
+            // Each block's step-gradient lanes are kept and summed afterwards in order, run by run: the same sums as
+            // one pass over each run, whatever the thread count.
+            let contributions = UnsafeMutablePointer<LSQGrid.Lanes>.allocate(capacity: max(blocks.total, 1))
+            defer { contributions.deallocate() }
+            let dx = [Float](unsafeUninitializedCapacity: count) { dxBuffer, initialized in
+                dy.scalars.withUnsafeBufferPointer { g in
+                    xv.scalars.withUnsafeBufferPointer { source in
+                        keep.withUnsafeBufferPointer { keep in
+                            guard count > 0 else { return }
+                            let (x, k, d) = (UnsafeSendablePointer(source.baseAddress!), UnsafeSendablePointer(keep.baseAddress!),
+                                             UnsafeSendablePointer(g.baseAddress!))
+                            let (out, lanes) = (UnsafeMutableSendablePointer(dxBuffer.baseAddress!),
+                                                UnsafeMutableSendablePointer(contributions))
+                            blocks.forEachPiece { run, start, length, block in
+                                grid.backward(x.pointer + start, k.pointer + start, d.pointer + start, out.pointer + start,
+                                              count: length, step: runStep(run), lanes: lanes.pointer + block)
                             }
                         }
                     }
                 }
+                initialized = count
+            }
+            for run in 0..<blocks.runs {
+                var sum = LSQGrid.Lanes()
+                for block in (run * blocks.perRun)..<((run + 1) * blocks.perRun) { sum += contributions[block] }
+                ds[perChannel ? run % channels : 0] += sum.sum()
             }
             return [needs[0] ? Tensor(shape: xv.shape, scalars: dx) : nil,
                     needs[1] ? Tensor(shape: stepShape, scalars: ds.map { $0 * gradientScale }) : nil]
@@ -167,10 +185,9 @@ struct LSQGrid {
         }
     }
 
-    /// Writes dL/dx and returns dL/ds (before any gradient scale).
+    /// Writes dL/dx, and each block of eight's dL/ds lanes (before any gradient scale) to lanes[0], lanes[1], ….
     func backward(_ x: UnsafePointer<Float>, _ keep: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
-                  count: Int, step: Float) -> Float {
-        var stepGradient = Lanes()
+                  count: Int, step: Float, lanes: UnsafeMutablePointer<Lanes>) {
         let lowLanes = Lanes(repeating: low), highLanes = Lanes(repeating: high)
         var i = 0
         while i < count {
@@ -184,13 +201,12 @@ struct LSQGrid {
             var local = r - t
             local.replace(with: low - zeroPoint, where: under)
             local.replace(with: high - zeroPoint, where: over)
-            stepGradient += k * g * local
+            lanes[i / 8] = k * g * local
             var pass = Lanes(repeating: 0)
             pass.replace(with: 1, where: inside)
             store(g * (k * pass + (1 - k)), dx + i, n)
             i += n
         }
-        return stepGradient.sum()
     }
 
     @inline(__always)
@@ -211,9 +227,37 @@ struct LSQGrid {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
+/// A tensor as runs of `runLength` elements sharing one LSQ step, each run cut into blocks of eight (its last one
+/// possibly shorter), the blocks numbered run by run.
+struct LSQBlocks {
+    let count: Int, runLength: Int
+    /// Runs, and blocks per run.
+    let runs: Int, perRun: Int
+    var total: Int { runs * perRun }
+
+    init(count: Int, runLength: Int) {
+        (self.count, self.runLength) = (count, runLength)
+        runs = runLength > 0 ? count / runLength : 0
+        perRun = (runLength + 7) / 8
+    }
+
+    /// Calls `body(run, start, length, firstBlock)` for pieces of consecutive whole blocks within one run, covering
+    /// every element once; pieces run in parallel.
+    @inline(__always)
+    func forEachPiece(_ body: (_ run: Int, _ start: Int, _ length: Int, _ firstBlock: Int) -> Void) {
+        let (perRun, runLength) = (self.perRun, self.runLength)
+        Parallel.forEachChunk(total, grain: 2048) { range in
+            var block = range.lowerBound
+            while block < range.upperBound {
+                let run = block / perRun
+                let last = min(range.upperBound, (run + 1) * perRun)
+                let from = (block - run * perRun) * 8, to = min((last - run * perRun) * 8, runLength)
+                body(run, run * runLength + from, to - from, block)
+                block = last
+            }
+        }
+    }
+}
 
 #if canImport(Glibc)
 import Glibc

@@ -263,6 +263,51 @@ struct GradientTests {
         #expect(abs(g2[1]!.scalars[0] - ((1 - 0.66) - 4)) < 1e-5)
     }
 
+    @Test("LSQ on large tensors, per tensor and per channel (runs not a multiple of eight): the definition's values and gradients, the same bits on 1, 2 and 3 threads")
+    func learnedStepSizeLarge() {
+        var rng = SplitMix(state: 31)
+        let shape = [3, 5, 37, 41]  // per channel along axis 1: runs of 37·41 = 1517 elements
+        let x = Tensor(shape: shape, scalars: (0..<shape.elementCount).map { _ in Float.random(in: -3...3, using: &rng) })
+        let dy = Tensor(shape: shape, scalars: (0..<shape.elementCount).map { _ in Float.random(in: -1...1, using: &rng) })
+        let mask = (0..<shape.elementCount).map { $0 % 7 != 3 }
+        for steps in [[Float(0.37)], [0.2, 0.31, 0.45, 0.5, 0.77]] {
+            var runs: [(y: [Float], dx: [Float], ds: [Float])] = []
+            for threads in [1, 2, 3] {
+                Parallel.threadCount = threads
+                let tape = Tape()
+                let xv = tape.leaf(x), s = tape.leaf(Tensor(shape: [steps.count], scalars: steps))
+                let y = tape.lsqQuantize(xv, step: s, zeroPoint: 1, levels: -8...7, axis: 1, quantized: mask)
+                let g = tape.gradients(of: y, seed: dy, withRespectTo: [xv, s])
+                runs.append((y.value.scalars, g[0]!.scalars, g[1]!.scalars))
+            }
+            Parallel.threadCount = 2
+            #expect(runs[1].y == runs[0].y && runs[2].y == runs[0].y, "\(steps.count) steps: values depend on threads")
+            #expect(runs[1].dx == runs[0].dx && runs[2].dx == runs[0].dx, "\(steps.count) steps: dx depends on threads")
+            #expect(runs[1].ds == runs[0].ds && runs[2].ds == runs[0].ds, "\(steps.count) steps: ds depends on threads")
+            // The definition, element by element, the step gradient summed in Double.
+            var ds = [Double](repeating: 0, count: steps.count)
+            var worst: Float = 0
+            for i in 0..<x.count {
+                let c = steps.count == 1 ? 0 : (i / (37 * 41)) % 5
+                let step = steps[c], v = x.scalars[i], scaled = v / step
+                let q = scaled.rounded(.toNearestOrEven) + 1
+                let clamped = min(max(q, -8), 7)
+                let value = mask[i] ? step * (clamped - 1) : v
+                worst = max(worst, abs(value - runs[0].y[i]))
+                let inside = q >= -8 && q <= 7
+                #expect(runs[0].dx[i] == (mask[i] && !inside ? 0 : dy.scalars[i]), "dx[\(i)]")
+                if mask[i] {
+                    let local = inside ? Double(scaled.rounded(.toNearestOrEven) - scaled) : Double(q < -8 ? -9 : 6)
+                    ds[c] += Double(dy.scalars[i]) * local
+                }
+            }
+            #expect(worst < 1e-6, "\(steps.count) steps: values off by \(worst)")
+            for c in 0..<steps.count {
+                #expect(abs(Double(runs[0].ds[c]) - ds[c]) <= 1e-3 * max(1, abs(ds[c])), "step \(c): \(runs[0].ds[c]) against \(ds[c])")
+            }
+        }
+    }
+
     @Test("Bernoulli draws: the requested rate, reproducible by seed")
     func bernoulliDraws() {
         var a = SeededGenerator(seed: 9), b = SeededGenerator(seed: 9)
